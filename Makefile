@@ -1,0 +1,22 @@
+# Set-up for the two README commands. torch==2.13.0 goes in first: it is the CPU build on this
+# machine's disk, and any other torch spec can pull a multi-GB CUDA build.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup run test bench
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+run: setup
+	$(VENV)/bin/accelerate launch -m accel_tasks.run recipe=summarization
+
+test: setup
+	$(PY) -m pytest -q

@@ -1,0 +1,161 @@
+"""The evaluation pass shared by periodic eval, final eval and eval-only runs.
+
+Outputs are padded across processes, gathered with ``gather_for_metrics`` (each example counted once
+on any number of processes) and put back in input order before the recipe postprocesses them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .config import ConfigError
+from .recipe import EvalOutput, pad_value_for
+
+
+def load_metrics(names: list[str]) -> dict[str, Any]:
+    """Load every metric up front so a bad id fails before the model is trained."""
+    from .metrics import load_metric
+
+    if not names:
+        raise ConfigError("no metric configured: set eval.metrics=[name,...]")
+    return {_metric_label(name): load_metric(name) for name in names}
+
+
+def _metric_label(name: str) -> str:
+    return Path(name.rstrip("/")).stem if ("/" in name or name.endswith(".py")) and Path(name).exists() else name.rsplit("/", 1)[-1]
+
+
+def length_order(features: Any, column: str) -> Optional[np.ndarray]:
+    """Longest first, so similar lengths share a batch and an out-of-memory shows up at once."""
+    if column not in features.column_names:
+        return None
+    lengths = np.fromiter((len(x) for x in features[column]), dtype=np.int64, count=len(features))
+    return np.argsort(-lengths, kind="stable")
+
+
+def run_eval(
+    accelerator: Any,
+    recipe: Any,
+    model: Any,
+    examples: Any,
+    features: Any,
+    metric_modules: dict[str, Any],
+    cfg: Any,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Any], Optional[EvalOutput]]:
+    """Predict, gather, postprocess and score; metrics and outputs are returned on the main process only."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    order = length_order(features, recipe.length_column) if cfg.eval.group_by_length else None
+    ordered = features.select(order) if order is not None else features
+    loader = accelerator.prepare_data_loader(
+        DataLoader(
+            ordered,
+            batch_size=cfg.eval.batch_size,
+            collate_fn=recipe.collate,
+            num_workers=cfg.data.dataloader_num_workers,
+        )
+    )
+    was_training = model.training
+    model.eval()
+    unwrapped = accelerator.unwrap_model(model)
+    synced_gpus = zero3_enabled(accelerator) and accelerator.num_processes > 1
+    collected: dict[str, list[np.ndarray]] = defaultdict(list)
+    for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
+        batch = cast_floating_inputs(batch, accelerator, unwrapped)
+        with torch.no_grad(), accelerator.autocast():
+            outputs = recipe.predict(unwrapped, batch, synced_gpus=synced_gpus)
+        for key, tensor in outputs.items():
+            tensor = tensor.contiguous()
+            if tensor.dim() > 1:
+                tensor = accelerator.pad_across_processes(tensor, dim=1, pad_index=pad_value_for(tensor))
+            gathered = accelerator.gather_for_metrics(tensor)
+            # bf16 has no numpy dtype
+            collected[key].append((gathered.float() if gathered.is_floating_point() else gathered).cpu().numpy())
+    if was_training:
+        model.train()
+    arrays = {key: concat_padded(parts) for key, parts in collected.items()}
+    if order is not None:
+        arrays = {key: restore_order(value, order) for key, value in arrays.items()}
+    for key, value in arrays.items():
+        if len(value) != len(features):
+            raise RuntimeError(f"eval gathered {len(value)} rows of {key!r} for {len(features)} features")
+    if not accelerator.is_main_process:
+        return {}, None
+    result = recipe.postprocess(arrays, examples, features)
+    metrics = score(recipe, metric_modules, result)
+    runtime = time.perf_counter() - start
+    metrics.update({"eval_samples": len(examples), "eval_runtime_s": round(runtime, 3)})
+    return metrics, result
+
+
+def score(recipe: Any, metric_modules: dict[str, Any], result: EvalOutput) -> dict[str, Any]:
+    """Run every metric and flatten the results into one dict."""
+    merged: dict[str, Any] = {}
+    for label, module in metric_modules.items():
+        value = module.compute(predictions=result.predictions, references=result.references, **recipe.metric_kwargs(label))
+        if not isinstance(value, dict):
+            value = {label: value}
+        for key, item in value.items():
+            name = label if key == "score" else key
+            if name in merged:
+                name = f"{label}_{key}"
+            merged[name] = _plain(item)
+    return merged
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def concat_padded(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate batches whose second dimension differs, padding with the loop's pad value."""
+    if parts[0].ndim == 1:
+        return np.concatenate(parts)
+    width = max(part.shape[1] for part in parts)
+    fill = pad_value_for(parts[0])
+    padded = []
+    for part in parts:
+        if part.shape[1] < width:
+            pad = [(0, 0), (0, width - part.shape[1])] + [(0, 0)] * (part.ndim - 2)
+            part = np.pad(part, pad, constant_values=fill)
+        padded.append(part)
+    return np.concatenate(padded)
+
+
+def restore_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    restored = np.empty_like(values)
+    restored[order] = values
+    return restored
+
+
+def zero3_enabled(accelerator: Any) -> bool:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def cast_floating_inputs(batch: dict[str, Any], accelerator: Any, model: Any) -> dict[str, Any]:
+    """Under DeepSpeed fp16/bf16 the weights are half precision and there is no autocast: cast float inputs."""
+    if accelerator.distributed_type.value != "DEEPSPEED" or accelerator.mixed_precision == "no":
+        return batch
+    dtype = next(model.parameters()).dtype
+    return {k: v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v for k, v in batch.items()}

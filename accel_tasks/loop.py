@@ -1,0 +1,290 @@
+"""The only loop: training (with periodic eval, checkpoints and exact resume) and eval-only runs.
+
+It knows nothing about tasks; everything task-specific goes through the Recipe hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from .checkpoint import LoopState, export_model, load_checkpoint, save_checkpoint, write_json, write_jsonl
+from .config import to_yaml
+from .data import check_columns, make_features
+from .distributed import build_accelerator, configure_threads
+from .evaluation import cast_floating_inputs, run_eval, scalar_metrics
+from .modeling import count_parameters
+from .preflight import Plan
+
+logger = logging.getLogger("accel_tasks")
+
+# Files a run writes at the top of output_dir; cleared by train.overwrite_output_dir=true.
+RUN_ARTIFACTS = ("checkpoints", "model", "logs", "config.yaml", "metrics.json", "predictions.jsonl", "eval_history.jsonl")
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    """Train or evaluate as the plan says; returns the final metrics on the main process."""
+    cfg = plan.cfg
+    threads = configure_threads(cfg.train.threads)
+    accelerator = build_accelerator(cfg, plan.output_dir)
+    _setup_logging(accelerator)
+    log = _main_process_log(accelerator)
+    _prepare_output_dir(accelerator, plan)
+    log(
+        f"{plan.recipe.name}: mode={cfg.mode} processes={accelerator.num_processes} "
+        f"distributed={accelerator.distributed_type.value} mixed_precision={accelerator.mixed_precision} "
+        f"threads/process={threads} output_dir={plan.output_dir}"
+    )
+    accelerator.init_trackers(cfg.mode, config=_flat_scalars(cfg))
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    recipe = plan.recipe
+    model, processor = recipe.load_model()
+    trainable, total = count_parameters(model)
+    log(f"model: {type(model).__name__}, {total:,} parameters ({trainable:,} trainable)")
+    splits = ("train", "validation") if cfg.mode == "train" else ("validation",)
+    raw = recipe.load_data(splits)
+    features = {}
+    for split in splits:
+        check_columns(raw[split], recipe.required_columns(split, raw[split].column_names), split)
+        raw[split] = recipe.prepare_raw(raw[split], split)
+        with accelerator.main_process_first():
+            features[split] = make_features(recipe, raw[split], split, cfg.data, log)
+    if cfg.mode == "train":
+        metrics = _train(accelerator, plan, model, processor, raw, features, log)
+    else:
+        model = accelerator.prepare(model)
+        metrics = _final_eval(accelerator, plan, model, raw, features, log)
+    accelerator.end_training()
+    return metrics
+
+
+def _train(accelerator: Any, plan: Plan, model: Any, processor: Any, raw: Any, features: dict, log: Any) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
+    train_loader = DataLoader(
+        features["train"],
+        batch_size=tcfg.batch_size,
+        shuffle=True,
+        collate_fn=recipe.collate,
+        num_workers=cfg.data.dataloader_num_workers,
+        # Its own generator: starting an epoch's iterator must not draw from the global RNG,
+        # or a resumed run would see different dropout masks than an uninterrupted one.
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, tcfg.weight_decay),
+        lr=tcfg.lr,
+        betas=(tcfg.adam_beta1, tcfg.adam_beta2),
+        eps=tcfg.adam_epsilon,
+    )
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / tcfg.grad_accum))
+    total_steps = tcfg.max_steps if tcfg.max_steps > 0 else tcfg.epochs * steps_per_epoch
+    warmup = tcfg.warmup_steps or math.ceil(tcfg.warmup_ratio * total_steps)
+    # The prepared scheduler steps once per process for every optimizer step.
+    scheduler = get_scheduler(
+        tcfg.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=warmup * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    scheduler = accelerator.prepare(scheduler)
+    state = LoopState()
+    if plan.resume_dir is not None:
+        state = load_checkpoint(accelerator, plan.resume_dir)
+        log(f"resumed from {plan.resume_dir} at step {state.global_step} (epoch {state.epoch}, batch {state.batches_in_epoch})")
+    log(
+        f"training: {len(features['train'])} features, {steps_per_epoch} steps/epoch, {total_steps} steps, "
+        f"batch {tcfg.batch_size} x {accelerator.num_processes} processes x {tcfg.grad_accum} accumulation"
+    )
+    checkpoints_root = plan.output_dir / "checkpoints"
+    progress = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not accelerator.is_local_main_process)
+    meter = ThroughputMeter()
+    model.train()
+    while state.global_step < total_steps:
+        train_loader.set_epoch(state.epoch)
+        loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
+        for batch in loader:
+            batch = cast_floating_inputs(batch, accelerator, model)
+            with accelerator.accumulate(model):
+                loss = recipe.training_loss(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tcfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state.batches_in_epoch += 1
+            meter.add(loss.detach(), len(next(iter(batch.values()))), recipe.count_tokens(batch))
+            if not accelerator.sync_gradients:
+                continue
+            state.global_step += 1
+            progress.update(1)
+            step = state.global_step
+            if step % tcfg.log_every == 0 or step == total_steps:
+                _log_train(accelerator, meter, scheduler, step, total_steps, log)
+            if tcfg.eval_every and step % tcfg.eval_every == 0 and step < total_steps:
+                _periodic_eval(accelerator, plan, model, raw, features, step, log)
+            if tcfg.save_every and (step % tcfg.save_every == 0 or step == total_steps):
+                save_checkpoint(accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit)
+                log(f"step {step}: checkpoint saved to {checkpoints_root}/step_{step}")
+            if step >= total_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+            continue
+        break
+    progress.close()
+    export_dir = plan.output_dir / "model"
+    export_model(accelerator, model, processor, export_dir)
+    log(f"model exported to {export_dir}")
+    return _final_eval(accelerator, plan, model, raw, features, log, step=state.global_step)
+
+
+def _final_eval(accelerator: Any, plan: Plan, model: Any, raw: Any, features: dict, log: Any, step: int = 0) -> dict:
+    metrics, result = run_eval(
+        accelerator, plan.recipe, model, raw["validation"], features["validation"], plan.metric_modules, plan.cfg, log
+    )
+    if accelerator.is_main_process:
+        write_jsonl(plan.output_dir / "predictions.jsonl", result.records)
+        write_json(plan.output_dir / "metrics.json", metrics)
+        accelerator.log({f"eval/{k}": v for k, v in scalar_metrics(metrics).items()}, step=step)
+        log("eval: " + _format_metrics(metrics))
+        log(f"wrote {plan.output_dir / 'metrics.json'} and {plan.output_dir / 'predictions.jsonl'}")
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def _periodic_eval(accelerator: Any, plan: Plan, model: Any, raw: Any, features: dict, step: int, log: Any) -> None:
+    metrics, _ = run_eval(accelerator, plan.recipe, model, raw["validation"], features["validation"], plan.metric_modules, plan.cfg, log)
+    if accelerator.is_main_process:
+        accelerator.log({f"eval/{k}": v for k, v in scalar_metrics(metrics).items()}, step=step)
+        log(f"step {step} eval: " + _format_metrics(metrics))
+        with (plan.output_dir / "eval_history.jsonl").open("a") as handle:
+            import json
+
+            handle.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+class ThroughputMeter:
+    """Loss, samples and tokens since the last log line."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum = 0.0
+        self.batches = 0
+        self.samples = 0
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: Any, samples: int, tokens: int) -> None:
+        self.loss_sum = self.loss_sum + loss.float()
+        self.batches += 1
+        self.samples += samples
+        self.tokens += tokens
+
+
+def _log_train(accelerator: Any, meter: ThroughputMeter, scheduler: Any, step: int, total: int, log: Any) -> None:
+    import torch
+
+    elapsed = max(time.perf_counter() - meter.start, 1e-9)
+    local = torch.tensor([float(meter.loss_sum) / max(meter.batches, 1), meter.samples, meter.tokens], dtype=torch.float64, device=accelerator.device)
+    mean_loss = accelerator.reduce(local[:1].clone(), reduction="mean").item()
+    totals = accelerator.reduce(local[1:].clone(), reduction="sum")
+    values = {
+        "train/loss": mean_loss,
+        "train/lr": scheduler.get_last_lr()[0],
+        "train/samples_per_s": totals[0].item() / elapsed,
+        "train/tokens_per_s": totals[1].item() / elapsed,
+    }
+    accelerator.log(values, step=step)
+    log(
+        f"step {step}/{total} loss {mean_loss:.4f} lr {values['train/lr']:.3e} "
+        f"{values['train/samples_per_s']:.1f} samples/s {values['train/tokens_per_s']:.0f} tokens/s"
+    )
+    meter.reset()
+
+
+def parameter_groups(model: Any, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay for biases and normalisation weights."""
+    no_decay = set()
+    for module_name, module in model.named_modules():
+        is_norm = "norm" in type(module).__name__.lower()
+        for param_name, _ in module.named_parameters(recurse=False):
+            if is_norm or param_name == "bias":
+                no_decay.add(f"{module_name}.{param_name}" if module_name else param_name)
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (plain if name in no_decay else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def _prepare_output_dir(accelerator: Any, plan: Plan) -> None:
+    """Runs after the Accelerator exists, so every rank has passed the preflight checks before anything is written."""
+    if accelerator.is_main_process:
+        plan.output_dir.mkdir(parents=True, exist_ok=True)
+        if plan.cfg.train.overwrite_output_dir and plan.resume_dir is None:
+            for name in RUN_ARTIFACTS:
+                target = plan.output_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        (plan.output_dir / "config.yaml").write_text(to_yaml(plan.cfg))
+    accelerator.wait_for_everyone()
+
+
+def _flat_scalars(cfg: Any) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float, str, bool)):
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _format_metrics(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(metrics).items())
+
+
+def _setup_logging(accelerator: Any) -> None:
+    import datasets
+    import transformers
+
+    level = logging.INFO if accelerator.is_main_process else logging.WARNING
+    logger.setLevel(level)
+    if accelerator.is_main_process:
+        datasets.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        datasets.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+
+
+def _main_process_log(accelerator: Any):
+    def log(message: str) -> None:
+        if accelerator.is_main_process:
+            print(f"[accel_tasks] {message}", flush=True)
+
+    return log

@@ -1,0 +1,1 @@
+"""Built-in recipes; each module holds one Recipe class and its YAML preset sits beside it."""

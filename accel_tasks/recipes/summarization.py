@@ -1,0 +1,75 @@
+"""Summarization: document in, summary out, scored with ROUGE."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config import ConfigError
+from ..seq2seq import Seq2SeqOptions, Seq2SeqRecipe
+
+# (text column, summary column) of well-known data sets, and of plain files.
+KNOWN_COLUMNS = {
+    "cnn_dailymail": ("article", "highlights"),
+    "abisee/cnn_dailymail": ("article", "highlights"),
+    "xsum": ("document", "summary"),
+    "EdinburghNLP/xsum": ("document", "summary"),
+    "samsum": ("dialogue", "summary"),
+    "Samsung/samsum": ("dialogue", "summary"),
+}
+FALLBACK_COLUMNS = (("text", "summary"), ("document", "summary"), ("article", "highlights"), ("dialogue", "summary"))
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+@dataclass
+class SummarizationOptions(Seq2SeqOptions):
+    # None: known columns of data.name, else the first of text/summary, document/summary, article/highlights.
+    text_column: Optional[str] = None
+    summary_column: Optional[str] = None
+
+
+def split_sentences(text: str) -> str:
+    """One sentence per line, as ROUGE-Lsum expects, without nltk data downloads."""
+    return "\n".join(s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip())
+
+
+class SummarizationRecipe(Seq2SeqRecipe):
+    name = "summarization"
+    Options = SummarizationOptions
+    default_metrics = ("rouge",)
+    sample_dir = Path(__file__).resolve().parent.parent / "samples" / "summarization"
+
+    def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+        text, summary = self.columns(column_names)
+        return {text: "task.text_column", summary: "task.summary_column"}
+
+    def columns(self, column_names: list[str]) -> tuple[str, str]:
+        known = KNOWN_COLUMNS.get(self.cfg.data.name or "")
+        if known is None:
+            known = next((pair for pair in FALLBACK_COLUMNS if set(pair) <= set(column_names)), None)
+        if known is None and not (self.options.text_column and self.options.summary_column):
+            raise ConfigError(
+                f"cannot tell the text and summary columns apart among {', '.join(column_names)}; "
+                "set task.text_column=<col> task.summary_column=<col>"
+            )
+        known = known or (None, None)
+        self.text_column = self.options.text_column or known[0]
+        self.summary_column = self.options.summary_column or known[1]
+        return self.text_column, self.summary_column
+
+    def source_texts(self, batch: dict[str, list]) -> list[str]:
+        return [text or "" for text in batch[self.text_column]]
+
+    def target_texts(self, batch: dict[str, list]) -> list[str]:
+        return [text or "" for text in batch[self.summary_column]]
+
+    def postprocess(self, outputs: Any, examples: Any, features: Any):
+        result = super().postprocess(outputs, examples, features)
+        result.predictions = [split_sentences(p) for p in result.predictions]
+        result.references = [split_sentences(r) for r in result.references]
+        return result
+
+    def default_metric_kwargs(self, metric: str) -> dict[str, Any]:
+        return {"use_stemmer": True} if metric == "rouge" else {}

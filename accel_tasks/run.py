@@ -1,0 +1,97 @@
+"""Command line: ``accelerate launch -m accel_tasks.run recipe=NAME [--config FILE] [key=value ...]``.
+
+Everything that can be wrong with the command is reported as one line on stderr with exit status 2,
+before any model or data is loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+import click
+
+from .config import ConfigError, build_config, load_yaml_layer, parse_overrides, to_yaml
+
+PROG = "accel-tasks"
+
+
+@click.command(
+    name=PROG,
+    context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
+    epilog="Examples: recipe=summarization train.lr=3e-4 generation.num_beams=4 eval.metrics=[rouge]",
+)
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@click.option("--config", "config_file", metavar="FILE.yaml", help="A run config; key=value overrides win over it.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--list", "list_recipes", is_flag=True, help="List the recipes and where each comes from, and exit.")
+def cli(overrides: tuple[str, ...], config_file: Optional[str], print_config: bool, list_recipes: bool) -> None:
+    """Fine-tune or evaluate a model for a task: key=value overrides on top of the recipe's preset."""
+    if list_recipes:
+        _print_recipes()
+        return
+    cfg, recipe_cls = resolve_config(overrides, config_file)
+    if print_config:
+        click.echo(to_yaml(cfg), nl=False)
+        return
+    from .preflight import make_plan
+
+    plan = make_plan(cfg, recipe_cls)
+    from .loop import run
+
+    run(plan)
+
+
+def resolve_config(overrides: Sequence[str], config_file: Optional[str]):
+    """Merge defaults -> recipe preset -> --config -> overrides; returns (config, recipe class)."""
+    from .registry import load_recipe_class
+
+    for arg in overrides:
+        if arg.startswith("-"):
+            raise ConfigError(f"unknown option {arg!r}; options are --config, --print-config, --list (settings are key=value)")
+    override_layer = parse_overrides(overrides)
+    file_layer = load_yaml_layer(config_file, "--config file") if config_file else None
+    recipe_spec = override_layer.get("recipe") or (file_layer.get("recipe") if file_layer is not None else None)
+    if not recipe_spec:
+        from .registry import available_recipes
+
+        names = ", ".join(sorted(available_recipes()))
+        raise ConfigError(f"no recipe given; pass recipe=NAME (available: {names})")
+    recipe_cls = load_recipe_class(str(recipe_spec))
+    layers = []
+    preset = recipe_cls.preset_path()
+    if preset is not None:
+        layers.append((f"preset {preset.name}", load_yaml_layer(preset, "recipe preset")))
+    if file_layer is not None:
+        layers.append((f"--config {config_file}", file_layer))
+    layers.append(("command-line overrides", override_layer))
+    cfg = build_config(recipe_cls.Options, layers)
+    cfg.recipe = str(recipe_spec)
+    return cfg, recipe_cls
+
+
+def _print_recipes() -> None:
+    from .registry import available_recipes
+
+    recipes = available_recipes()
+    width = max(len(name) for name in recipes)
+    for name, source in sorted(recipes.items()):
+        click.echo(f"{name:<{width}}  {source.origin:<24}  {source.target}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False)
+    except ConfigError as exc:
+        click.echo(f"{PROG}: error: {exc}", err=True)
+        return 2
+    except click.UsageError as exc:
+        click.echo(f"{PROG}: error: {exc.format_message()}", err=True)
+        return 2
+    except click.Abort:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
