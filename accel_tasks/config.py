@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -143,18 +143,47 @@ class RunConfig:
 MODES = ("train", "eval")
 
 
-def parse_overrides(args: typing.Sequence[str]) -> DictConfig:
-    """Turn ``a.b=c`` arguments into one config layer; values parse as YAML (numbers, lists, booleans)."""
+def parse_overrides(args: typing.Sequence[str], recipe_options: type = NoOptions) -> DictConfig:
+    """Turn ``a.b=c`` arguments into one config layer.
+
+    Values parse as YAML (numbers, lists, booleans), except for text settings, which are taken
+    verbatim so that ``task.source_prefix=summarize: `` stays a string.
+    """
     layer = OmegaConf.create({})
     for arg in args:
         key, sep, value = arg.partition("=")
-        if not sep or not key or key.startswith("-") or " " in key.strip():
+        key = key.strip()
+        if not sep or not key or key.startswith("-") or " " in key:
             raise ConfigError(f"malformed override {arg!r}: expected key=value, e.g. train.lr=3e-4")
         try:
-            layer = OmegaConf.merge(layer, OmegaConf.from_dotlist([f"{key.strip()}={value}"]))
-        except OmegaConfBaseException as exc:
+            if _is_text_field(recipe_options, key):
+                item = OmegaConf.create({})
+                OmegaConf.update(item, key, None if value in ("null", "None", "~") else value, force_add=True)
+            else:
+                item = OmegaConf.from_dotlist([f"{key}={value}"])
+            layer = OmegaConf.merge(layer, item)
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:
             raise ConfigError(f"malformed override {arg!r}: {_first_line(exc)}") from None
     return layer
+
+
+def _is_text_field(recipe_options: type, dotted: str) -> bool:
+    """Whether ``dotted`` names a str (or Optional[str]) setting of the schema."""
+    node: Any = RunConfig
+    parts = dotted.split(".")
+    for index, part in enumerate(parts):
+        if node is RunConfig and part == "task":
+            node = recipe_options
+            continue
+        if not is_dataclass(node):
+            return False
+        hint = typing.get_type_hints(node).get(part)
+        if hint is None:
+            return False
+        if index == len(parts) - 1:
+            return hint is str or hint == Optional[str]
+        node = hint
+    return False
 
 
 def load_yaml_layer(path: str | Path, what: str) -> DictConfig:
@@ -288,7 +317,3 @@ def _check_values(cfg: DictConfig) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def option_fields(options: type) -> list[str]:
-    return [f.name for f in fields(options)] if is_dataclass(options) else []

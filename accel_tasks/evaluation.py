@@ -20,11 +20,14 @@ from .recipe import EvalOutput, pad_value_for
 
 def load_metrics(names: list[str]) -> dict[str, Any]:
     """Load every metric up front so a bad id fails before the model is trained."""
-    from .metrics import load_metric
+    from .metrics import MetricLoadError, load_metric
 
     if not names:
         raise ConfigError("no metric configured: set eval.metrics=[name,...]")
-    return {_metric_label(name): load_metric(name) for name in names}
+    try:
+        return {_metric_label(name): load_metric(name) for name in names}
+    except MetricLoadError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _metric_label(name: str) -> str:

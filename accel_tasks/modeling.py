@@ -36,7 +36,11 @@ def has_weights(source: str) -> bool:
 
 
 def load_model_and_processor(
-    model_cfg: Any, auto_model_class: str, processor_class: str, default_dir: Optional[Path] = None
+    model_cfg: Any,
+    auto_model_class: str,
+    processor_class: str,
+    default_dir: Optional[Path] = None,
+    config_overrides: Optional[dict] = None,
 ) -> tuple[Any, Any]:
     import transformers
 
@@ -46,14 +50,14 @@ def load_model_and_processor(
     common = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
     processor = auto_processor.from_pretrained(model_cfg.tokenizer_name or source, **common)
     if Path(source).is_dir() and not has_weights(source):
-        config = transformers.AutoConfig.from_pretrained(source, **common)
+        config = transformers.AutoConfig.from_pretrained(source, **common, **(config_overrides or {}))
         logger.info("building %s from %s/config.json with random weights", config.model_type, source)
         model = auto_model.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
         generation_file = Path(source) / "generation_config.json"
         if generation_file.is_file() and getattr(model, "generation_config", None) is not None:
             model.generation_config = transformers.GenerationConfig.from_pretrained(source)
     else:
-        model = auto_model.from_pretrained(source, **common)
+        model = auto_model.from_pretrained(source, **common, **(config_overrides or {}))
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model, processor

@@ -52,17 +52,33 @@ class Recipe(ABC):
         path = Path(inspect.getfile(cls)).with_suffix(".yaml")
         return path if path.is_file() else None
 
+    @classmethod
+    def smoke_settings_path(cls) -> Optional[Path]:
+        """Settings for the bundled tiny model (``<sample_dir>/smoke.yaml``), used when no model is named."""
+        if cls.sample_dir is None:
+            return None
+        path = cls.sample_dir / "smoke.yaml"
+        return path if path.is_file() else None
+
     # -- checks that run before anything heavy ---------------------------------------------------
     def validate_options(self) -> None:
         """Raise ConfigError for task options that cannot work; runs before model or data load."""
 
     # -- model and data ---------------------------------------------------------------------------
+    def model_config_overrides(self) -> dict[str, Any]:
+        """Model config values the task decides (e.g. num_labels), applied when loading or building the model."""
+        return {}
+
     def load_model(self) -> tuple[Any, Any]:
         from .modeling import load_model_and_processor
 
         default_dir = self.sample_dir / "model" if self.sample_dir else None
         self.model, self.processor = load_model_and_processor(
-            self.cfg.model, self.auto_model_class, self.processor_class, default_dir=default_dir
+            self.cfg.model,
+            self.auto_model_class,
+            self.processor_class,
+            default_dir=default_dir,
+            config_overrides=self.model_config_overrides(),
         )
         return self.model, self.processor
 

@@ -18,6 +18,9 @@ ENTRY_POINT_GROUP = "accel_tasks.recipes"
 
 BUILTIN_RECIPES: dict[str, str] = {
     "summarization": "accel_tasks.recipes.summarization:SummarizationRecipe",
+    "translation": "accel_tasks.recipes.translation:TranslationRecipe",
+    "extractive_qa": "accel_tasks.recipes.extractive_qa:ExtractiveQARecipe",
+    "speech_recognition": "accel_tasks.recipes.speech_recognition:SpeechRecognitionRecipe",
 }
 
 

@@ -49,23 +49,30 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]):
     for arg in overrides:
         if arg.startswith("-"):
             raise ConfigError(f"unknown option {arg!r}; options are --config, --print-config, --list (settings are key=value)")
-    override_layer = parse_overrides(overrides)
+    recipe_args = [arg.partition("=")[2] for arg in overrides if arg.partition("=")[0].strip() == "recipe"]
     file_layer = load_yaml_layer(config_file, "--config file") if config_file else None
-    recipe_spec = override_layer.get("recipe") or (file_layer.get("recipe") if file_layer is not None else None)
+    recipe_spec = recipe_args[-1] if recipe_args else (file_layer.get("recipe") if file_layer is not None else None)
     if not recipe_spec:
         from .registry import available_recipes
 
         names = ", ".join(sorted(available_recipes()))
         raise ConfigError(f"no recipe given; pass recipe=NAME (available: {names})")
     recipe_cls = load_recipe_class(str(recipe_spec))
-    layers = []
+    override_layer = parse_overrides(overrides, recipe_cls.Options)
+    preset_layers = []
     preset = recipe_cls.preset_path()
     if preset is not None:
-        layers.append((f"preset {preset.name}", load_yaml_layer(preset, "recipe preset")))
+        preset_layers.append((f"preset {preset.name}", load_yaml_layer(preset, "recipe preset")))
+    user_layers = [("command-line overrides", override_layer)]
     if file_layer is not None:
-        layers.append((f"--config {config_file}", file_layer))
-    layers.append(("command-line overrides", override_layer))
-    cfg = build_config(recipe_cls.Options, layers)
+        user_layers.insert(0, (f"--config {config_file}", file_layer))
+    cfg = build_config(recipe_cls.Options, preset_layers + user_layers)
+    smoke = recipe_cls.smoke_settings_path()
+    if cfg.model.name_or_path is None and smoke is not None:
+        # The bundled tiny model needs its own settings (e.g. a higher learning rate) to learn in minutes;
+        # they sit between the preset and the user's settings, so anything the user sets still wins.
+        smoke_layer = [(f"bundled-model settings {smoke}", load_yaml_layer(smoke, "bundled-model settings"))]
+        cfg = build_config(recipe_cls.Options, preset_layers + smoke_layer + user_layers)
     cfg.recipe = str(recipe_spec)
     return cfg, recipe_cls
 

@@ -1,0 +1,1 @@
+"""Example accel_tasks plugin: text classification."""

@@ -1,0 +1,72 @@
+"""Text classification: sentence in, label out, scored with accuracy and macro-F1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from accel_tasks.recipe import EvalOutput, Recipe
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class TextClassificationOptions:
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str] = field(default_factory=lambda: ["negative", "positive"])
+    max_length: int = 128
+
+
+class TextClassificationRecipe(Recipe):
+    name = "text_classification"
+    Options = TextClassificationOptions
+    default_metrics = (str(HERE / "metrics" / "accuracy_f1"),)
+    auto_model_class = "AutoModelForSequenceClassification"
+    sample_dir = HERE / "sample"
+
+    def model_config_overrides(self) -> dict[str, Any]:
+        labels = list(self.options.labels)
+        return {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+
+    def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+        return {self.options.text_column: "task.text_column", self.options.label_column: "task.label_column"}
+
+    def label_id(self, label: Any) -> int:
+        labels = list(self.options.labels)
+        if isinstance(label, int) and 0 <= label < len(labels):
+            return label
+        if label in labels:
+            return labels.index(label)
+        raise ValueError(f"label {label!r} is not one of task.labels={labels}; set task.labels to the data's labels")
+
+    def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
+        features = self.processor(batch[self.options.text_column], max_length=self.options.max_length, truncation=True)
+        features["labels"] = [self.label_id(label) for label in batch[self.options.label_column]]
+        return features
+
+    def collate(self, features: list[dict]) -> dict[str, Any]:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(self.processor)(features)
+
+    def predict(self, model: Any, batch: dict[str, Any], *, synced_gpus: bool = False) -> dict[str, Any]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return {"label_ids": model(**inputs).logits.argmax(dim=-1)}
+
+    def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
+        predictions = [int(p) for p in outputs["label_ids"]]
+        references = [self.label_id(label) for label in examples[self.options.label_column]]
+        labels = list(self.options.labels)
+        records = [
+            {"id": i, "text": text, "prediction": labels[p], "reference": labels[r]}
+            for i, (text, p, r) in enumerate(zip(examples[self.options.text_column], predictions, references))
+        ]
+        return EvalOutput(predictions=predictions, references=references, records=records)

@@ -1,0 +1,62 @@
+"""Shared helpers for end-to-end tests: run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+ACCELERATE_CONFIGS = REPO / "accelerate_configs"
+
+
+def cli_env(extra: Optional[dict] = None) -> dict:
+    """One thread per process: the suite shares 2 cores with itself, and oversubscription was 20x slower."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    args: Sequence[str],
+    cwd: Path,
+    launcher: Optional[str] = "accelerate",
+    config_file: Optional[Path] = None,
+    num_processes: int = 1,
+    env: Optional[dict] = None,
+    timeout: int = 600,
+) -> subprocess.CompletedProcess:
+    """Run ``accel_tasks.run`` through ``accelerate launch`` (default) or plain ``python -m``."""
+    if launcher == "python":
+        command = [sys.executable, "-m", "accel_tasks.run", *args]
+    else:
+        command = [sys.executable, "-m", "accelerate.commands.launch"]
+        if config_file is not None:
+            command += ["--config_file", str(config_file)]
+        else:
+            command += ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+            if num_processes > 1:
+                command += ["--multi_gpu"]
+        command += ["-m", "accel_tasks.run", *args]
+    return subprocess.run(command, cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout)
+
+
+def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Fail with the run's own output, which is what one needs to see."""
+    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-6000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+    return result
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
