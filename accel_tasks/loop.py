@@ -110,6 +110,7 @@ def _train(accelerator: Any, plan: Plan, model: Any, processor: Any, raw: Any, f
     )
     checkpoints_root = plan.output_dir / "checkpoints"
     progress = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not accelerator.is_local_main_process)
+    first_step, train_start = state.global_step, time.perf_counter()
     meter = ThroughputMeter()
     model.train()
     while state.global_step < total_steps:
@@ -147,17 +148,22 @@ def _train(accelerator: Any, plan: Plan, model: Any, processor: Any, raw: Any, f
             continue
         break
     progress.close()
+    train_stats = {"train_steps": state.global_step - first_step, "train_runtime_s": round(time.perf_counter() - train_start, 3)}
+    log(f"trained {train_stats['train_steps']} steps in {train_stats['train_runtime_s']:.1f} s")
     export_dir = plan.output_dir / "model"
     export_model(accelerator, model, processor, export_dir)
     log(f"model exported to {export_dir}")
-    return _final_eval(accelerator, plan, model, raw, features, log, step=state.global_step)
+    return _final_eval(accelerator, plan, model, raw, features, log, step=state.global_step, extra=train_stats)
 
 
-def _final_eval(accelerator: Any, plan: Plan, model: Any, raw: Any, features: dict, log: Any, step: int = 0) -> dict:
+def _final_eval(
+    accelerator: Any, plan: Plan, model: Any, raw: Any, features: dict, log: Any, step: int = 0, extra: dict | None = None
+) -> dict:
     metrics, result = run_eval(
         accelerator, plan.recipe, model, raw["validation"], features["validation"], plan.metric_modules, plan.cfg, log
     )
     if accelerator.is_main_process:
+        metrics.update(extra or {})
         write_jsonl(plan.output_dir / "predictions.jsonl", result.records)
         write_json(plan.output_dir / "metrics.json", metrics)
         accelerator.log({f"eval/{k}": v for k, v in scalar_metrics(metrics).items()}, step=step)

@@ -1,0 +1,32 @@
+"""The wheel carries what a fresh install needs: presets, metric modules and the bundled samples."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from helpers import REPO
+
+
+def test_wheel_ships_presets_metric_modules_and_samples(tmp_path: Path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (wheel,) = tmp_path.glob("accel_tasks-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for recipe in ("summarization", "translation", "extractive_qa", "speech_recognition"):
+        assert f"accel_tasks/recipes/{recipe}.yaml" in names
+        assert f"accel_tasks/recipes/{recipe}.py" in names
+    for metric in ("rouge", "sacrebleu", "chrf", "squad", "squad_v2", "wer", "cer"):
+        assert f"accel_tasks/metrics/{metric}/{metric}.py" in names
+    for sample in ("summarization", "translation", "extractive_qa", "speech_recognition"):
+        assert f"accel_tasks/samples/{sample}/train.jsonl" in names
+        assert f"accel_tasks/samples/{sample}/model/config.json" in names
+    assert any(n.startswith("accel_tasks/samples/speech_recognition/audio/") and n.endswith(".flac") for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "accel-tasks = accel_tasks.run:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -1,0 +1,112 @@
+"""Summarization end to end through `accelerate launch`: train, periodic eval, checkpoints, export,
+eval-only on the export and on a checkpoint, exact resume, feature cache, and learning."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import check, read_json, read_jsonl, run_cli
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+SMALL = ["recipe=summarization", "data.max_train_samples=64", "data.max_eval_samples=12", "train.batch_size=8", "eval.batch_size=8"]
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, str]:
+    """One short training run shared by the checks below."""
+    work = tmp_path_factory.mktemp("summ")
+    result = check(
+        run_cli(
+            [*SMALL, "train.max_steps=8", "train.log_every=2", "train.eval_every=4", "train.save_every=4", "train.save_total_limit=1", "output_dir=run"],
+            work,
+            env={"HF_DATASETS_CACHE": str(work / "ds_cache")},
+        )
+    )
+    return work, result.stdout
+
+
+def test_training_logs_evaluates_checkpoints_and_exports(trained):
+    work, stdout = trained
+    out = work / "run"
+    assert re.search(r"step 2/8 loss \d+\.\d+ lr \S+ \d+\.\d samples/s \d+ tokens/s", stdout), stdout
+    assert "step 4 eval: rouge1=" in stdout
+    assert (out / "config.yaml").is_file()
+    history = read_jsonl(out / "eval_history.jsonl")
+    assert [h["step"] for h in history] == [4] and all(k in history[0] for k in ROUGE_KEYS)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_8"]  # save_total_limit=1 dropped step_4
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((out / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/samples_per_s", "train/tokens_per_s", "eval/rougeL"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8]
+
+
+def test_export_is_a_loadable_model_with_tokenizer_and_generation_config(trained):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
+
+    model_dir = trained[0] / "run" / "model"
+    assert (model_dir / "model.safetensors").is_file()
+    assert not list(model_dir.glob("*.bin"))
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    GenerationConfig.from_pretrained(model_dir)
+    ids = tokenizer(["A short test document."], return_tensors="pt")
+    assert model.generate(**ids, max_new_tokens=4).shape[0] == 1
+
+
+def test_predictions_and_metrics_are_written(trained):
+    out = trained[0] / "run"
+    records = read_jsonl(out / "predictions.jsonl")
+    assert len(records) == 12
+    assert all({"id", "prediction", "reference"} <= set(r) for r in records)
+    metrics = read_json(out / "metrics.json")
+    assert all(0.0 <= metrics[k] <= 1.0 for k in ROUGE_KEYS)
+    assert metrics["eval_samples"] == 12
+
+
+@pytest.mark.parametrize("model_path", ["run/model", "run/checkpoints/step_8"])
+def test_eval_only_reproduces_the_training_metrics_and_leaves_the_model_alone(trained, model_path):
+    work, _ = trained
+    before = tree_digest(work / model_path)
+    out = f"eval_{Path(model_path).name}"
+    check(run_cli([*SMALL, "mode=eval", f"model.name_or_path={model_path}", f"output_dir={out}"], work))
+    trained_metrics = read_json(work / "run" / "metrics.json")
+    eval_metrics = read_json(work / out / "metrics.json")
+    assert {k: eval_metrics[k] for k in ROUGE_KEYS} == {k: trained_metrics[k] for k in ROUGE_KEYS}
+    assert read_jsonl(work / out / "predictions.jsonl") == read_jsonl(work / "run" / "predictions.jsonl")
+    assert tree_digest(work / model_path) == before
+
+
+def test_resume_from_the_saved_config_matches_the_uninterrupted_run(tmp_path: Path):
+    """Run A trains 6 steps with a checkpoint at 3; run B repeats A from A's config.yaml, resumes at 3."""
+    env = {"HF_DATASETS_CACHE": str(tmp_path / "ds_cache")}
+    args = [*SMALL, "train.max_steps=6", "train.grad_accum=2", "train.save_every=3", "train.save_total_limit=2", "train.log_every=1"]
+    first = check(run_cli([*args, "output_dir=a"], tmp_path, launcher="python", env=env))
+    assert "(preprocessed)" in first.stdout
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step_3", tmp_path / "b" / "checkpoints" / "step_3")
+    second = check(run_cli(["--config", "a/config.yaml", "output_dir=b", "train.resume_from=latest"], tmp_path, env=env))
+    assert "train: 64 examples -> 64 features (loaded from cache)" in second.stdout
+    assert "resumed from b/checkpoints/step_3 at step 3" in second.stdout
+
+    def losses(text: str) -> dict[int, str]:
+        return {int(m.group(1)): m.group(2) for m in re.finditer(r"step (\d+)/6 loss (\S+)", text)}
+
+    assert {s: l for s, l in losses(first.stdout).items() if s > 3} == losses(second.stdout)
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "a" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
