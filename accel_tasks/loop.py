@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from .adapters import wrap_model
 from .checkpoint import LoopState, export_model, load_checkpoint, save_checkpoint, write_json, write_jsonl
 from .config import to_yaml
 from .data import check_columns, make_features
@@ -24,7 +25,7 @@ from .preflight import Plan
 logger = logging.getLogger("accel_tasks")
 
 # Files a run writes at the top of output_dir; cleared by train.overwrite_output_dir=true.
-RUN_ARTIFACTS = ("checkpoints", "model", "logs", "config.yaml", "metrics.json", "predictions.jsonl", "eval_history.jsonl")
+RUN_ARTIFACTS = ("checkpoints", "model", "model_merged", "logs", "config.yaml", "metrics.json", "predictions.jsonl", "eval_history.jsonl")
 
 
 def run(plan: Plan) -> dict[str, Any]:
@@ -45,9 +46,11 @@ def run(plan: Plan) -> dict[str, Any]:
 
     set_seed(cfg.seed)
     recipe = plan.recipe
+    recipe.log = log
     model, processor = recipe.load_model()
+    model = wrap_model(model, cfg.peft, recipe, log)
     trainable, total = count_parameters(model)
-    log(f"model: {type(model).__name__}, {total:,} parameters ({trainable:,} trainable)")
+    log(f"model: {type(model).__name__}, trainable / total parameters: {trainable:,} / {total:,} ({100 * trainable / max(total, 1):.2f}%)")
     splits = ("train", "validation") if cfg.mode == "train" else ("validation",)
     raw = recipe.load_data(splits)
     features = {}
@@ -99,7 +102,9 @@ def _train(accelerator: Any, plan: Plan, model: Any, processor: Any, raw: Any, f
         num_warmup_steps=warmup * accelerator.num_processes,
         num_training_steps=total_steps * accelerator.num_processes,
     )
-    scheduler = accelerator.prepare(scheduler)
+    # prepare_scheduler, not prepare: under DeepSpeed, prepare(scheduler) without the model returns the bare
+    # scheduler, which then steps every micro-batch and is missing from save_state.
+    scheduler = accelerator.prepare_scheduler(scheduler)
     state = LoopState()
     if plan.resume_dir is not None:
         state = load_checkpoint(accelerator, plan.resume_dir)

@@ -6,6 +6,7 @@ A recipe never iterates over batches and never touches the Accelerator; the loop
 from __future__ import annotations
 
 import inspect
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from .config import NoOptions
+
+_logger = logging.getLogger("accel_tasks")
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Recipe(ABC):
         self.options = cfg.task
         self.model = None
         self.processor = None
+        # The loop replaces this with its main-process console log; recipes report counts through it.
+        self.log = _logger.info
 
     @classmethod
     def preset_path(cls) -> Optional[Path]:
