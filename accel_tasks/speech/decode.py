@@ -1,0 +1,85 @@
+"""Turning model outputs and labels back into text for scoring.
+
+Why: CTC predictions must be collapsed (repeats merged, blanks dropped) while CTC labels
+must not be (``three`` has a real double ``e``); padded frames beyond a clip's length
+must not leak characters; and -100 label padding must be removed before decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .features import LABEL_PAD
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def ctc_greedy_ids(logits: Any, lengths: Sequence[int] | Any | None = None, pad_id: int = 0) -> np.ndarray:
+    """Argmax per frame; frames at or beyond each row's length become ``pad_id`` (the blank)."""
+    ids = _as_numpy(logits).argmax(axis=-1)
+    if lengths is not None:
+        lengths = _as_numpy(lengths).reshape(-1)
+        frame = np.arange(ids.shape[1])[None, :]
+        ids = np.where(frame < lengths[:, None], ids, pad_id)
+    return ids
+
+
+def ctc_collapse(ids: Sequence[int], blank_id: int) -> list[int]:
+    """Merge repeated ids, then drop blanks (so a blank separates real double letters)."""
+    out: list[int] = []
+    prev = None
+    for i in ids:
+        i = int(i)
+        if i != prev and i != blank_id:
+            out.append(i)
+        prev = i
+    return out
+
+
+def decode_ctc_predictions(
+    logits: Any, tokenizer: Any, lengths: Sequence[int] | Any | None = None
+) -> list[str]:
+    """Greedy CTC decode: argmax, mask padded frames, merge repeats, drop blanks.
+
+    The collapse is done here, not by the tokenizer: ``Wav2Vec2CTCTokenizer`` with
+    ``skip_special_tokens=True`` drops blanks before merging and turns "three" into "thre".
+    """
+    blank = tokenizer.pad_token_id
+    return decode_ctc_ids(ctc_greedy_ids(logits, lengths, pad_id=blank), tokenizer)
+
+
+def decode_ctc_ids(ids: Any, tokenizer: Any) -> list[str]:
+    """Greedy CTC decode of per-frame argmax ids; ``-100`` (padding beyond a clip's frames) is skipped.
+
+    Why: evaluation gathers argmax ids, not logits, across processes (a fraction of the traffic),
+    padded with -100; the collapse itself is the same as in :func:`decode_ctc_predictions`.
+    """
+    blank = tokenizer.pad_token_id
+    rows = [ctc_collapse([i for i in row if i != LABEL_PAD], blank) for row in _as_numpy(ids).tolist()]
+    return [t.strip() for t in tokenizer.batch_decode(rows, group_tokens=False)]
+
+
+def decode_labels(labels: Any, tokenizer: Any, ctc: bool) -> list[str]:
+    """Decode -100-padded labels; for CTC without merging repeated characters.
+
+    Prefer the normalised text column as the reference where it is available: labels
+    have lost characters outside the vocabulary (they decode as ``[UNK]``).
+    """
+    rows = [[int(t) for t in row if int(t) != LABEL_PAD] for row in _as_numpy(labels)]
+    if ctc:
+        return tokenizer.batch_decode(rows, group_tokens=False)
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+def decode_generated(sequences: Any, tokenizer: Any) -> list[str]:
+    """Decode ``generate`` output, dropping prefix/special tokens and surrounding spaces."""
+    texts = tokenizer.batch_decode(_as_numpy(sequences).tolist(), skip_special_tokens=True)
+    return [t.strip() for t in texts]
