@@ -1,0 +1,31 @@
+"""Extractive question answering (SQuAD v1.1 / v2.0) task logic, independent of the training loop.
+
+- `squad_format`: official nested SQuAD json -> flat rows.
+- `features`: validation of raw rows, tokenisation into overlapping windows, train labels.
+- `postprocess`: vectorised mapping of start/end logits back to answer text.
+"""
+
+from accel_tasks.qa.errors import QADataError
+from accel_tasks.qa.features import (
+    EVAL_ONLY_COLUMNS,
+    check_fast_tokenizer,
+    prepare_eval_features,
+    prepare_train_features,
+    validate_examples,
+)
+from accel_tasks.qa.postprocess import QAPredictions, postprocess_qa_predictions, squad_references
+from accel_tasks.qa.squad_format import flatten_squad, is_nested_squad
+
+__all__ = [
+    "EVAL_ONLY_COLUMNS",
+    "QADataError",
+    "QAPredictions",
+    "check_fast_tokenizer",
+    "flatten_squad",
+    "is_nested_squad",
+    "postprocess_qa_predictions",
+    "prepare_eval_features",
+    "prepare_train_features",
+    "squad_references",
+    "validate_examples",
+]

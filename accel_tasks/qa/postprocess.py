@@ -1,0 +1,260 @@
+"""Start/end logits of every window -> one answer text per example, vectorised with numpy.
+
+Per feature, the top-k start and end positions among its *context* tokens are crossed into a k x k
+candidate matrix; impossible spans (end before start, longer than `max_answer_length`) are masked with
+array operations, and the best span over all features of an example is mapped back to context
+characters. Cost is a handful of numpy calls over (features, k, k) arrays instead of a Python double
+loop per feature (see bench/qa_postprocess.py).
+
+Candidate choice: positions that are not context tokens (offset None, question, special and padding
+tokens, or beyond a feature's length) are masked *before* the top-k, so a model that puts its largest
+logits on the question still gets the best context span. (The HF example takes the top-k over all
+positions first and drops invalid ones after; the two agree whenever the top-k are context tokens.)
+
+SQuAD v2: the null score of an example is the minimum over its features of start+end logit at the CLS
+token (the feature's `cls_index` column when present, else position 0); `null_odds` = null score minus
+the best non-null span score, and the prediction is "" when `null_odds > null_score_diff_threshold`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from accel_tasks.qa.errors import QADataError
+from accel_tasks.qa.offsets import ContextOffsets, read_offsets
+
+
+@dataclass
+class QAPredictions:
+    """Predictions per example, in the order of the examples given to `postprocess_qa_predictions`.
+
+    `scores` is the start+end logit sum of the chosen answer (the null score when v2 chose no answer;
+    NaN when an example had no valid span). `null_odds` (v2 only) is null score minus best span score
+    (+inf without any valid span); larger means "more likely unanswerable". `nbest` (when requested) holds
+    up to n_best_size non-null spans per example, best first.
+    """
+
+    ids: list[str]
+    texts: list[str]
+    scores: np.ndarray
+    start_chars: np.ndarray
+    end_chars: np.ndarray
+    is_null: np.ndarray
+    null_odds: np.ndarray | None = None
+    nbest: list[list[dict]] | None = None
+
+    @property
+    def version_2_with_negative(self) -> bool:
+        return self.null_odds is not None
+
+    def metric_predictions(self) -> list[dict]:
+        """Inputs for the `squad` (v1) or `squad_v2` metric.
+
+        v2 `no_answer_probability` is 1.0 when the null answer was chosen and 0.0 otherwise: the decision
+        already made with `null_score_diff_threshold` is final, because the squad_v2 metric only overrides
+        a prediction when the probability is *greater* than its threshold of 1.0, which 0/1 never is.
+        """
+        if not self.version_2_with_negative:
+            return [{"id": i, "prediction_text": t} for i, t in zip(self.ids, self.texts)]
+        return [{"id": i, "prediction_text": t, "no_answer_probability": 1.0 if null else 0.0}
+                for i, t, null in zip(self.ids, self.texts, self.is_null.tolist())]
+
+    def records(self) -> list[dict]:
+        """Rows for predictions.jsonl: id, prediction_text, score (+ null_odds for v2, + nbest when computed).
+
+        Non-finite numbers become None so every row is strict JSON.
+        """
+        rows = []
+        for n, (qid, text, score) in enumerate(zip(self.ids, self.texts, self.scores.tolist())):
+            row: dict[str, Any] = {"id": qid, "prediction_text": text, "score": _finite_or_none(score)}
+            if self.null_odds is not None:
+                row["null_odds"] = _finite_or_none(float(self.null_odds[n]))
+            if self.nbest is not None:
+                row["nbest"] = self.nbest[n]
+            rows.append(row)
+        return rows
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def squad_references(examples: Any) -> list[dict]:
+    """References for the squad/squad_v2 metrics: `{"id", "answers": {"text", "answer_start"}}` per example."""
+    return [{"id": str(qid), "answers": {"text": list(a["text"]), "answer_start": list(a["answer_start"])}}
+            for qid, a in zip(_column(examples, "id"), _column(examples, "answers"))]
+
+
+def _column(table: Any, name: str) -> list:
+    """A column as a Python list; a `datasets.Dataset` is read through Arrow rather than row by row."""
+    names = getattr(table, "column_names", None) or list(table.keys())
+    if name not in names:
+        raise QADataError(f"postprocessing needs a {name!r} column (has: {', '.join(names)}); build eval features "
+                          "with prepare_eval_features and keep example_id and offset_mapping for postprocessing")
+    if hasattr(table, "with_format"):
+        return table.with_format("arrow")[name].to_pylist()
+    return list(table[name])
+
+
+def _feature_example_index(features: Any, example_ids: list[str]) -> np.ndarray:
+    position = {qid: n for n, qid in enumerate(example_ids)}
+    feature_ids = [str(e) for e in _column(features, "example_id")]
+    unknown = sorted({e for e in feature_ids if e not in position})
+    if unknown:
+        raise QADataError(f"features refer to example ids not among the examples: {unknown[:5]}; pass the same "
+                          "split to preprocessing and postprocessing")
+    index = np.fromiter((position[e] for e in feature_ids), dtype=np.int64, count=len(feature_ids))
+    missing = np.setdiff1d(np.arange(len(example_ids)), index)
+    if missing.size:
+        raise QADataError(f"{missing.size} example(s) have no features (first: {[example_ids[m] for m in missing[:5]]}); "
+                          "predictions must cover every eval feature (use gather_for_metrics)")
+    return index
+
+
+def _check_arguments(start_logits: np.ndarray, end_logits: np.ndarray, n_features: int,
+                     n_best_size: int, max_answer_length: int) -> None:
+    if start_logits.ndim != 2 or start_logits.shape != end_logits.shape:
+        raise QADataError(f"start/end logits must be 2-d arrays of one shape (features, positions); got "
+                          f"{start_logits.shape} and {end_logits.shape}")
+    if start_logits.shape[0] != n_features:
+        raise QADataError(f"{start_logits.shape[0]} rows of logits for {n_features} features; gather the logits of "
+                          "every eval feature in feature order (gather_for_metrics drops the duplicated tail)")
+    if start_logits.shape[1] < 1:
+        raise QADataError("logits have no positions; the model output is empty")
+    if n_best_size < 1 or max_answer_length < 1:
+        raise QADataError(f"n_best_size ({n_best_size}) and max_answer_length ({max_answer_length}) must be >= 1")
+
+
+def postprocess_qa_predictions(
+    examples: Any,
+    features: Any,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    version_2_with_negative: bool = False,
+    null_score_diff_threshold: float = 0.0,
+    return_nbest: bool = False,
+) -> QAPredictions:
+    """Best answer span per example from window logits.
+
+    `examples` needs `id` and `context`; `features` (a Dataset or dict of columns from
+    `prepare_eval_features`) needs `example_id` and `offset_mapping`, optionally `cls_index`.
+    Logits are (features, positions), padded past each feature's length with any value (those positions
+    are never chosen); a feature longer than the logits is an error.
+    """
+    start_logits = np.asarray(start_logits)
+    end_logits = np.asarray(end_logits)
+    example_ids = [str(i) for i in _column(examples, "id")]
+    contexts = list(_column(examples, "context"))
+    if not example_ids:
+        empty = np.zeros(0)
+        return QAPredictions(ids=[], texts=[], scores=empty, start_chars=empty.astype(np.int64),
+                             end_chars=empty.astype(np.int64), is_null=empty.astype(bool),
+                             null_odds=empty if version_2_with_negative else None, nbest=[] if return_nbest else None)
+    offsets = read_offsets(features)
+    lengths = offsets.lengths
+    n_features = lengths.size
+    _check_arguments(start_logits, end_logits, n_features, n_best_size, max_answer_length)
+    width = start_logits.shape[1]
+    if n_features and lengths.max() > width:
+        raise QADataError(f"a feature has {int(lengths.max())} tokens but the logits only {width} positions; "
+                          "pad logits to the longest feature instead of truncating them")
+    feature_example = _feature_example_index(features, example_ids)
+
+    valid = offsets.mask(width)
+
+    dtype = np.promote_types(start_logits.dtype, np.float32)
+    masked_start = np.where(valid, start_logits.astype(dtype, copy=False), -np.inf)
+    masked_end = np.where(valid, end_logits.astype(dtype, copy=False), -np.inf)
+
+    # Top-k context positions per feature, crossed into a (features, k, k) candidate matrix. Scores are
+    # summed in float64; a masked position is -inf, so its spans are -inf without a separate mask.
+    k = min(n_best_size, width)
+    start_idx = np.argpartition(masked_start, width - k, axis=1)[:, width - k:]
+    end_idx = np.argpartition(masked_end, width - k, axis=1)[:, width - k:]
+    start_score = np.take_along_axis(masked_start, start_idx, axis=1).astype(np.float64)
+    end_score = np.take_along_axis(masked_end, end_idx, axis=1).astype(np.float64)
+    span_length = end_idx.astype(np.int32)[:, None, :] - start_idx.astype(np.int32)[:, :, None]
+    candidates = start_score[:, :, None] + end_score[:, None, :]
+    candidates[(span_length < 0) | (span_length >= max_answer_length)] = -np.inf
+    candidates = candidates.reshape(n_features, k * k)
+
+    # Best span per feature, then best feature per example (ties: earliest feature).
+    best_flat = np.argmax(candidates, axis=1)
+    feature_best = candidates[np.arange(n_features), best_flat]
+    feature_start = start_idx[np.arange(n_features), best_flat // k]
+    feature_end = end_idx[np.arange(n_features), best_flat % k]
+    order = np.lexsort((-feature_best, feature_example))
+    first = np.ones(n_features, dtype=bool)
+    first[1:] = feature_example[order][1:] != feature_example[order][:-1]
+    chosen = order[first]  # one feature per example, in example order (every example has a feature)
+
+    best_score = feature_best[chosen]
+    has_span = np.isfinite(best_score)
+    start_char = np.full(len(example_ids), -1, dtype=np.int64)
+    end_char = np.full(len(example_ids), -1, dtype=np.int64)
+    span_feature = chosen[has_span]
+    start_char[has_span], end_char[has_span] = offsets.chars(span_feature, feature_start[span_feature],
+                                                             feature_end[span_feature])
+
+    scores = np.where(has_span, best_score, np.nan)
+    is_null = ~has_span
+    null_odds = None
+    if version_2_with_negative:
+        cls = _cls_positions(features, n_features, width)
+        feature_null = (start_logits[np.arange(n_features), cls].astype(np.float64)
+                        + end_logits[np.arange(n_features), cls].astype(np.float64))
+        null_score = np.full(len(example_ids), np.inf)
+        np.minimum.at(null_score, feature_example, feature_null)
+        null_odds = np.where(has_span, null_score - best_score, np.inf)
+        is_null = null_odds > null_score_diff_threshold
+        scores = np.where(is_null, null_score, best_score)
+        start_char = np.where(is_null, -1, start_char)
+        end_char = np.where(is_null, -1, end_char)
+
+    texts = [contexts[n][s:e] if s >= 0 else "" for n, (s, e) in enumerate(zip(start_char.tolist(), end_char.tolist()))]
+    nbest = None
+    if return_nbest:
+        nbest = _nbest(candidates, start_idx, end_idx, k, feature_example, offsets, contexts, n_best_size)
+    return QAPredictions(ids=example_ids, texts=texts, scores=scores, start_chars=start_char, end_chars=end_char,
+                         is_null=is_null, null_odds=null_odds, nbest=nbest)
+
+
+def _cls_positions(features: Any, n_features: int, width: int) -> np.ndarray:
+    names = getattr(features, "column_names", None) or list(features.keys())
+    if "cls_index" not in names:
+        return np.zeros(n_features, dtype=np.int64)
+    cls = np.asarray(_column(features, "cls_index"), dtype=np.int64)
+    if cls.size and (cls.min() < 0 or cls.max() >= width):
+        raise QADataError(f"cls_index values must lie in [0, {width}) for logits of {width} positions")
+    return cls
+
+
+def _nbest(candidates: np.ndarray, start_idx: np.ndarray, end_idx: np.ndarray, k: int,
+           feature_example: np.ndarray, offsets: ContextOffsets, contexts: Sequence[str],
+           n_best_size: int) -> list[list[dict]]:
+    """Up to n_best_size spans per example: per-feature top-n, then the top-n of each example's union."""
+    n_features, width = candidates.shape
+    n = min(n_best_size, width)
+    top = np.argpartition(candidates, width - n, axis=1)[:, width - n:]
+    score = np.take_along_axis(candidates, top, axis=1).ravel()
+    feature = np.repeat(np.arange(n_features), n)
+    top = top.ravel()
+    keep = np.isfinite(score)
+    score, feature, top = score[keep], feature[keep], top[keep]
+    example = feature_example[feature]
+    order = np.lexsort((feature, -score, example))
+    example_sorted = example[order]
+    group_start = np.searchsorted(example_sorted, example_sorted, side="left")
+    order = order[np.arange(order.size) - group_start < n_best_size]
+    feature, top, score, example = feature[order], top[order], score[order], example[order]
+    starts, ends = offsets.chars(feature, start_idx[feature, top // k], end_idx[feature, top % k])
+    starts, ends = starts.tolist(), ends.tolist()
+    result: list[list[dict]] = [[] for _ in contexts]
+    for ex, s, e, sc in zip(example.tolist(), starts, ends, score.tolist()):
+        result[ex].append({"text": contexts[ex][s:e], "score": sc, "start_char": s, "end_char": e})
+    return result
