@@ -83,3 +83,19 @@ def decode_generated(sequences: Any, tokenizer: Any) -> list[str]:
     """Decode ``generate`` output, dropping prefix/special tokens and surrounding spaces."""
     texts = tokenizer.batch_decode(_as_numpy(sequences).tolist(), skip_special_tokens=True)
     return [t.strip() for t in texts]
+
+
+def mask_frames(model: Any, frame_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-frame ids with frames beyond each clip's length set to -100, so padding never decodes.
+
+    The attention mask may count input samples (wav2vec2: raw audio), in which case the model's
+    ``_get_feat_extract_output_lengths`` converts lengths to output frames.
+    """
+    if attention_mask is None:
+        return frame_ids
+    lengths = attention_mask.sum(dim=-1)
+    to_frames = getattr(model, "_get_feat_extract_output_lengths", None)
+    if frame_ids.shape[1] != attention_mask.shape[1] and to_frames is not None:
+        lengths = to_frames(lengths)
+    frame = torch.arange(frame_ids.shape[1], device=frame_ids.device)[None, :]
+    return torch.where(frame < lengths.to(frame_ids.device)[:, None], frame_ids, torch.full_like(frame_ids, LABEL_PAD))

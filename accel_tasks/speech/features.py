@@ -18,6 +18,9 @@ import torch
 from .audio import load_audio
 
 DURATION_COLUMN = "duration"
+# Cached model inputs are raw float32 bytes plus this shape column: reading a batch back from Arrow is then
+# a memcpy instead of one Python float per value (36 ms -> 2 ms for 16 clips; bench/audio_pipeline.py).
+SHAPE_COLUMN = "input_shape"
 LABEL_PAD = -100  # ignored by the loss
 
 
@@ -250,3 +253,16 @@ class SpeechSeq2SeqCollator(_SpeechCollator):
         ):
             labels = labels[:, 1:]
         return labels
+
+
+def pack_arrays(arrays: Sequence[Any]) -> tuple[list[bytes], list[list[int]]]:
+    """Feature arrays -> (float32 bytes, shapes), the form the feature cache stores."""
+    packed = [np.ascontiguousarray(array, dtype=np.float32) for array in arrays]
+    return [array.tobytes() for array in packed], [list(array.shape) for array in packed]
+
+
+def unpack_arrays(row: dict[str, Any], name: str) -> dict[str, Any]:
+    """One cached row -> the collators' input, with ``row[name]`` back as a float32 array."""
+    out = {key: value for key, value in row.items() if key not in (name, SHAPE_COLUMN)}
+    out[name] = np.frombuffer(row[name], dtype=np.float32).reshape(row[SHAPE_COLUMN])
+    return out

@@ -103,3 +103,21 @@ def set_language_and_task(model: Any, tokenizer: Any, language: str | None, task
             generation_config.forced_decoder_ids = None
     if getattr(model.config, "forced_decoder_ids", None) is not None:
         model.config.forced_decoder_ids = None
+
+
+def freeze_unused_spec_augment(model: Any) -> list[str]:
+    """Freeze the SpecAugment mask embedding when the config never applies time masking.
+
+    Why: wav2vec2-family models create ``masked_spec_embed`` whenever a mask probability is set, but
+    use it only with ``apply_spec_augment`` and ``mask_time_prob > 0``; a trainable parameter that
+    never gets a gradient stops multi-process (DDP) training at the second step.
+    """
+    config = model.config
+    if getattr(config, "apply_spec_augment", False) and getattr(config, "mask_time_prob", 0.0) > 0:
+        return []
+    frozen = []
+    for name, parameter in model.named_parameters():
+        if name.rsplit(".", 1)[-1] == "masked_spec_embed" and parameter.requires_grad:
+            parameter.requires_grad_(False)
+            frozen.append(name)
+    return frozen

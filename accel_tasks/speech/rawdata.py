@@ -89,3 +89,13 @@ def unknown_characters(texts: Iterable[str], tokenizer: Any) -> set[str]:
         chars.update(text)
     chars.discard(" ")
     return {c for c in chars if (c.upper() if upper else c) not in vocab}
+
+
+def input_window_s(feature_extractor: Any) -> float | None:
+    """Seconds a fixed-window feature extractor (Whisper's) keeps; None for extractors taking any length.
+
+    Whisper pads or cuts every clip to this window, so a longer clip would silently lose its end.
+    """
+    if hasattr(feature_extractor, "n_samples") and getattr(feature_extractor, "chunk_length", None):
+        return float(feature_extractor.chunk_length)
+    return None

@@ -1,0 +1,553 @@
+"""Speech recognition: audio in, transcript out, scored with WER and CER, for two model families.
+
+CTC models (wav2vec2 / HuBERT / WavLM / Wav2Vec2-BERT with a character vocabulary) and encoder-decoder
+models (Whisper / Speech2Text) share data handling: audio read with soundfile (never torchcodec), resampled
+to the feature extractor's rate, checked and filtered by duration from file headers before features are
+made. They differ in the Auto class, the collator, the prediction step and the decoding. The task logic
+lives in ``accel_tasks.speech``; this class wires it into the Recipe hooks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..config import ConfigError
+from ..recipe import PAD_INT, EvalOutput, Recipe
+
+NORMALIZERS = ("basic", "whisper_english", "none")
+TOKENIZER_FILES = ("vocab.json", "tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass
+class SpeechRecognitionOptions:
+    # ctc | seq2seq; None: from the model's config (model type, architectures, is_encoder_decoder).
+    model_type: Optional[str] = None
+    # None: a column typed as datasets Audio, else the first of audio, path, file, audio_filepath, ...
+    audio_column: Optional[str] = None
+    # None: the first of text, sentence, transcription, transcript, normalized_text, raw_text.
+    text_column: Optional[str] = None
+    # Names rows in errors and predictions.jsonl; None: "id" when present, else the row number.
+    id_column: Optional[str] = None
+    # Folder relative audio paths are resolved against; None: the folder of the data file.
+    audio_dir: Optional[str] = None
+    # CTC: build vocab.json from the training transcripts (for a model without a vocabulary, or to replace it);
+    # the new head gets ctc_loss_reduction=mean and ctc_zero_infinity=true.
+    build_vocab: bool = False
+    # Whisper language and task tokens (e.g. language=english or en, task=transcribe|translate); None: the model's.
+    language: Optional[str] = None
+    task: Optional[str] = None
+    # Clips outside [min, max] seconds are dropped (counted in the log); None: no bound.
+    min_duration_s: Optional[float] = None
+    max_duration_s: Optional[float] = None
+    # Rows whose transcript is empty: an error naming them (false) or dropped and counted (true).
+    drop_empty_transcripts: bool = False
+    # Scoring normaliser, applied to predictions and references alike: basic | whisper_english | none.
+    normalizer: str = "basic"
+    lowercase: bool = True
+    remove_punctuation: bool = True
+    collapse_whitespace: bool = True
+    # whisper_english: British->American spellings (a Whisper checkpoint's normalizer.json, or its folder);
+    # None: the model folder's normalizer.json when it has one.
+    english_spelling_mapping: Optional[str] = None
+    # Train on normalised transcripts; None: yes for CTC (the vocabulary is built from them), no for seq2seq.
+    normalize_targets: Optional[bool] = None
+    # wav2vec2-style models: keep the convolutional feature encoder frozen.
+    freeze_feature_encoder: bool = False
+
+
+class SpeechRecognitionRecipe(Recipe):
+    name = "speech_recognition"
+    Options = SpeechRecognitionOptions
+    default_metrics = ("wer", "cer")
+    # Replaced per instance once the model family is known (load_model).
+    auto_model_class = "AutoModelForCTC"
+    processor_class = "AutoProcessor"
+    sample_dir = Path(__file__).resolve().parent.parent / "samples" / "speech_recognition"
+    length_column = "input_features"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.model_type: Optional[str] = None
+        self.audio_column: Optional[str] = None
+        self.text_column: Optional[str] = None
+        self.id_column: Optional[str] = None
+        self._collator = None
+        self._normalizer: Optional[Callable[[str], str]] = None
+        self._typed_audio_columns: list[str] = []
+
+    # -- checks before anything heavy ---------------------------------------------------------------
+    def validate_options(self) -> None:
+        opts = self.options
+        if opts.model_type is not None and opts.model_type not in ("ctc", "seq2seq"):
+            raise ConfigError(f"task.model_type={opts.model_type!r} is not one of ctc, seq2seq (or null: from the model config)")
+        if opts.normalizer not in NORMALIZERS:
+            raise ConfigError(f"task.normalizer={opts.normalizer!r} is not one of {', '.join(NORMALIZERS)}")
+        if opts.min_duration_s is not None and opts.min_duration_s < 0:
+            raise ConfigError(f"task.min_duration_s={opts.min_duration_s} is negative; use 0 or more seconds")
+        if opts.max_duration_s is not None and opts.max_duration_s <= 0:
+            raise ConfigError(f"task.max_duration_s={opts.max_duration_s} must be above 0 seconds")
+        if opts.min_duration_s is not None and opts.max_duration_s is not None and opts.max_duration_s < opts.min_duration_s:
+            raise ConfigError(
+                f"task.max_duration_s={opts.max_duration_s} is below task.min_duration_s={opts.min_duration_s}; swap or widen them"
+            )
+        if opts.task is not None and opts.task not in ("transcribe", "translate"):
+            raise ConfigError(f"task.task={opts.task!r} is not one of transcribe, translate")
+        if opts.build_vocab and self.cfg.mode != "train":
+            raise ConfigError("task.build_vocab=true only applies to training; an evaluated model keeps its own vocabulary")
+        if opts.build_vocab and opts.model_type == "seq2seq":
+            raise ConfigError("task.build_vocab=true builds a CTC character vocabulary; encoder-decoder models keep their tokenizer")
+        if (opts.language is not None or opts.task is not None) and opts.model_type == "ctc":
+            raise ConfigError("task.language / task.task set an encoder-decoder model's language and task tokens; a CTC model has none")
+        for option in ("audio_dir", "english_spelling_mapping"):
+            value = getattr(opts, option)
+            if value is not None and not Path(value).exists():
+                raise ConfigError(f"task.{option}={value!r} does not exist")
+        self.normalizer()  # a bad normaliser setting fails here, not after the model is loaded
+
+    # -- text normalisation -------------------------------------------------------------------------
+    def normalizer(self) -> Callable[[str], str]:
+        """The scoring normaliser; built once."""
+        if self._normalizer is None:
+            from ..speech.normalize import TextNormalizer
+
+            opts = self.options
+            if opts.normalizer == "none":
+                self._normalizer = _NoNormalization()
+            else:
+                mapping = opts.english_spelling_mapping
+                if mapping is None and opts.normalizer == "whisper_english":
+                    local = Path(self.cfg.model.name_or_path or "") / "normalizer.json"
+                    mapping = str(local) if self.cfg.model.name_or_path and local.is_file() else None
+                try:
+                    self._normalizer = TextNormalizer(
+                        lowercase=opts.lowercase,
+                        remove_punctuation=opts.remove_punctuation,
+                        collapse_whitespace=opts.collapse_whitespace,
+                        whisper_english=opts.normalizer == "whisper_english",
+                        english_spelling_mapping=mapping,
+                    )
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+        return self._normalizer
+
+    def target_normalizer(self) -> Optional[Callable[[str], str]]:
+        """What training transcripts go through before tokenising (None: the raw text)."""
+        wanted = self.options.normalize_targets
+        if wanted is None:
+            wanted = self.model_type != "seq2seq"
+        return self.normalizer() if wanted else None
+
+    # -- model -----------------------------------------------------------------------------------------
+    def load_model(self) -> tuple[Any, Any]:
+        from transformers import AutoConfig
+
+        from ..adapters import adapter_base_source, is_adapter_dir
+        from ..modeling import load_model_and_processor, resolve_model_source
+        from ..speech.models import (
+            AUTO_CLASSES,
+            CTC,
+            choose_model_type,
+            freeze_unused_spec_augment,
+            set_language_and_task,
+            split_processor,
+        )
+
+        default_dir = self.sample_dir / "model"
+        source = resolve_model_source(self.cfg.model, default_dir)
+        config_source = adapter_base_source(source) if is_adapter_dir(source) else source
+        config = AutoConfig.from_pretrained(
+            config_source, revision=self.cfg.model.revision, trust_remote_code=self.cfg.model.trust_remote_code
+        )
+        self.model_type = choose_model_type(config, self.options.model_type)
+        self.auto_model_class = AUTO_CLASSES[self.model_type]
+        opts = self.options
+        if self.model_type == CTC and (opts.language is not None or opts.task is not None):
+            raise ConfigError("task.language / task.task set an encoder-decoder model's language and task tokens; this model is CTC")
+        if self.model_type != CTC and opts.build_vocab:
+            raise ConfigError("task.build_vocab=true builds a CTC character vocabulary; this model is encoder-decoder and keeps its tokenizer")
+        if self.model_type == CTC and opts.build_vocab:
+            model, processor = self._load_with_new_vocab(source, default_dir, config.model_type)
+        else:
+            if self.model_type == CTC and not self.cfg.model.tokenizer_name and not is_adapter_dir(source) and _lacks_tokenizer(source):
+                raise ConfigError(
+                    f"the model at {source!r} has no tokenizer (no {', '.join(TOKENIZER_FILES)}); "
+                    "set task.build_vocab=true to build one from the training transcripts"
+                )
+            model, processor = load_model_and_processor(self.cfg.model, self.auto_model_class, self.processor_class, default_dir=default_dir)
+        feature_extractor, tokenizer = split_processor(processor)
+        if feature_extractor is None:
+            raise ConfigError(f"the model at {source!r} has no feature extractor (preprocessor_config.json); use a speech model")
+        if tokenizer is None:
+            fix = "set task.build_vocab=true to build one from the training transcripts" if self.model_type == CTC else "set model.tokenizer_name=<tokenizer>"
+            raise ConfigError(f"the model at {source!r} has no tokenizer; {fix}")
+        if self.model_type == CTC:
+            self._check_ctc_head(model, tokenizer)
+            freeze_unused_spec_augment(model)
+        else:
+            set_language_and_task(model, tokenizer, opts.language, opts.task)
+        if opts.freeze_feature_encoder:
+            freeze = getattr(model, "freeze_feature_encoder", None)
+            if freeze is None:
+                raise ConfigError(f"task.freeze_feature_encoder=true, but {type(model).__name__} has no feature encoder to freeze")
+            freeze()
+        self.length_column = feature_extractor.model_input_names[0]
+        self.model, self.processor = model, processor
+        self.log(f"speech model family: {self.model_type} ({type(model).__name__}, {type(feature_extractor).__name__} at {feature_extractor.sampling_rate} Hz)")
+        return model, processor
+
+    def _load_with_new_vocab(self, source: str, default_dir: Path, model_type: str) -> tuple[Any, Any]:
+        """CTC model whose head matches a vocabulary built from the training transcripts."""
+        from ..modeling import load_model_and_processor
+        from ..speech.models import ctc_processor
+        from ..speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
+
+        train = self.load_data(("train",))["train"]
+        _, text_column = self.columns(train.column_names)
+        if text_column not in train.column_names:
+            raise ConfigError(f"the train data has no column {text_column!r} (columns: {', '.join(train.column_names)}); set task.text_column=<column>")
+        texts = [t for t in train[text_column] if t is not None]
+        try:
+            vocab = build_ctc_vocab(texts, self.target_normalizer())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        # A temporary folder: the tokenizer keeps the vocabulary in memory and the export saves it;
+        # the user's model folder is never written to.
+        with tempfile.TemporaryDirectory() as folder:
+            write_vocab(vocab, folder)
+            tokenizer = make_ctc_tokenizer(folder)
+        digest = hashlib.sha256(json.dumps(vocab, sort_keys=True).encode()).hexdigest()[:12]
+        tokenizer.name_or_path = f"ctc-vocab-{digest}"
+        overrides = {
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "ctc_loss_reduction": "mean",
+            "ctc_zero_infinity": True,
+            # A pretrained CTC head of another size is replaced (ignored by the from-config path).
+            "ignore_mismatched_sizes": True,
+        }
+        model, feature_extractor = load_model_and_processor(
+            self.cfg.model, self.auto_model_class, "AutoFeatureExtractor", default_dir=default_dir, config_overrides=overrides
+        )
+        symbols = "".join(ch for ch in vocab if len(ch) == 1)
+        self.log(f"built a CTC vocabulary of {len(vocab)} symbols from {len(texts)} training transcripts: {symbols!r} + [UNK] [PAD]")
+        return model, ctc_processor(model_type, feature_extractor, tokenizer)
+
+    def _check_ctc_head(self, model: Any, tokenizer: Any) -> None:
+        """The head's outputs and blank must match the tokenizer, or training and decoding are silently wrong."""
+        vocab_size = getattr(model.config, "vocab_size", None)
+        if vocab_size is not None and vocab_size < len(tokenizer):
+            raise ConfigError(
+                f"the model's CTC head has {vocab_size} outputs but its tokenizer has {len(tokenizer)} symbols; "
+                "set task.build_vocab=true to build a matching vocabulary and head"
+            )
+        blank = getattr(model.config, "pad_token_id", None)
+        if blank is not None and blank != tokenizer.pad_token_id:
+            raise ConfigError(
+                f"the model's CTC blank (pad_token_id={blank}) differs from the tokenizer's pad token id "
+                f"{tokenizer.pad_token_id}; set task.build_vocab=true to rebuild both"
+            )
+
+    def preprocess_fingerprint(self) -> str:
+        """Cached features depend on the tokenizer, the feature extractor and the model family too."""
+        from ..speech.models import split_processor
+
+        feature_extractor, tokenizer = split_processor(self.processor)
+        identity = {
+            "code": super().preprocess_fingerprint(),
+            "speech_code": [_file_digest(name) for name in ("audio", "features", "normalize")],
+            "model_type": self.model_type,
+            "vocab": hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest(),
+            "prefix": [getattr(tokenizer, "language", None), getattr(tokenizer, "task", None)],
+            "feature_extractor": feature_extractor.to_json_string(),
+            "normalizer": repr(self.target_normalizer()),
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # -- data ------------------------------------------------------------------------------------------
+    def load_data(self, splits: tuple[str, ...]) -> Any:
+        """Raw splits with Audio columns left undecoded (soundfile reads them later, torchcodec never)."""
+        from ..speech.audio import undecoded_audio
+        from ..speech.rawdata import audio_feature_columns
+
+        raw = super().load_data(splits)
+        for split in list(raw):
+            for column in audio_feature_columns(raw[split]):
+                self._typed_audio_columns.append(column)
+                raw[split] = undecoded_audio(raw[split], column)
+        return raw
+
+    def columns(self, column_names: list[str]) -> tuple[str, str]:
+        """(audio column, text column): the user's, else a column typed as Audio, else well-known names."""
+        from ..speech.rawdata import AUDIO_COLUMNS, TEXT_COLUMNS, pick_column
+
+        audio = pick_column(column_names, self.options.audio_column, AUDIO_COLUMNS, self._typed_audio_columns)
+        text = pick_column(column_names, self.options.text_column, TEXT_COLUMNS)
+        if audio is None or text is None:
+            missing = "an audio column (task.audio_column=<column>)" if audio is None else "a text column (task.text_column=<column>)"
+            raise ConfigError(f"cannot find {missing} among the data's columns: {', '.join(column_names)}")
+        self.audio_column, self.text_column = audio, text
+        return audio, text
+
+    def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+        audio, text = self.columns(column_names)
+        required = {audio: "task.audio_column", text: "task.text_column"}
+        if self.options.id_column:
+            required[self.options.id_column] = "task.id_column"
+        return required
+
+    def audio_base_dir(self, split: str) -> Optional[Path]:
+        """Where relative audio paths of a split point from: task.audio_dir, the data file's folder, or the sample."""
+        from ..data import uses_files
+
+        if self.options.audio_dir:
+            return Path(self.options.audio_dir).resolve()
+        data = self.cfg.data
+        if uses_files(data):
+            path = getattr(data, f"{split}_file", None)
+            return Path(path).resolve().parent if path else None
+        if data.name:
+            local = Path(data.name).expanduser()
+            return local.resolve() if local.is_dir() else None
+        return self.sample_dir
+
+    def prepare_raw(self, dataset: Any, split: str) -> Any:
+        """Check every clip and transcript cheaply, then drop empty (if asked) and out-of-range clips."""
+        from ..speech.audio import AudioLoadError
+        from ..speech.rawdata import PROBE_DURATION, PROBE_RATE, ROW_COLUMN, probe_audio, shown_rows
+
+        audio_column, _ = self.columns(dataset.column_names)
+        self.id_column = self.options.id_column or ("id" if "id" in dataset.column_names else ROW_COLUMN)
+        if self.id_column == ROW_COLUMN and ROW_COLUMN not in dataset.column_names:
+            dataset = dataset.add_column(ROW_COLUMN, list(range(len(dataset))))
+        dataset = self._drop_empty_transcripts(dataset, split)
+        if split == "train" and self.model_type == "ctc":
+            self._report_unknown_characters(dataset)
+        base_dir = self.audio_base_dir(split)
+        try:
+            # Only the two probe columns are written (a few bytes per clip), never a copy of the audio.
+            probe = dataset.map(
+                probe_audio,
+                batched=True,
+                remove_columns=dataset.column_names,
+                fn_kwargs={"audio_column": audio_column, "id_column": self.id_column, "base_dir": str(base_dir) if base_dir else None},
+                num_proc=self.cfg.data.preprocessing_num_workers,
+                desc=f"checking {split} audio",
+            )
+        except AudioLoadError as exc:
+            hint = " (relative paths: task.audio_dir=<folder>)" if "not found" in str(exc) else ""
+            raise ConfigError(f"{exc}{hint}") from None
+        durations = np.asarray(probe[PROBE_DURATION], dtype=np.float64)
+        rates = np.asarray(probe[PROBE_RATE], dtype=np.int64)
+        sampling_rate = int(self._feature_extractor().sampling_rate)
+        other = rates != sampling_rate
+        if other.any():
+            found = ", ".join(f"{int(r)} Hz" for r in np.unique(rates[other]))
+            self.log(f"{split}: {int(other.sum())} of {len(rates)} clips at {found} are resampled to {sampling_rate} Hz")
+        silent = np.flatnonzero(durations <= 0)
+        if len(silent):
+            all_ids = dataset[self.id_column]
+            ids = [all_ids[int(i)] for i in silent]
+            raise ConfigError(f"the {split} data has {len(ids)} empty audio clip(s) (0 samples): rows {shown_rows(ids)}; remove those rows")
+        keep = self._duration_mask(durations, split)
+        if keep.all():
+            return dataset
+        if not keep.any():
+            raise ConfigError(f"no {split} clips left after the duration filter; widen task.min_duration_s / task.max_duration_s")
+        return dataset.select(np.flatnonzero(keep))
+
+    def _report_unknown_characters(self, dataset: Any) -> None:
+        """Characters the CTC vocabulary lacks would silently train as [UNK]; say which."""
+        from ..speech.models import split_processor
+        from ..speech.rawdata import unknown_characters
+
+        normalize = self.target_normalizer() or _NoNormalization()
+        texts = (normalize(str(text)) for text in dataset[self.text_column])
+        unknown = unknown_characters(texts, split_processor(self.processor)[1])
+        if unknown:
+            self.log(
+                f"train: {len(unknown)} character(s) of the transcripts are not in the model's vocabulary and become "
+                f"[UNK]: {''.join(sorted(unknown))!r}; set task.build_vocab=true to build a vocabulary from the transcripts"
+            )
+
+    def _duration_mask(self, durations: np.ndarray, split: str) -> np.ndarray:
+        """task.min/max_duration_s, plus a fixed-window model's window (Whisper would cut longer clips)."""
+        from ..speech.rawdata import input_window_s
+
+        opts = self.options
+        keep = np.ones(len(durations), dtype=bool)
+        if opts.min_duration_s is not None or opts.max_duration_s is not None:
+            low = opts.min_duration_s if opts.min_duration_s is not None else 0.0
+            high = opts.max_duration_s if opts.max_duration_s is not None else np.inf
+            keep = (durations >= low) & (durations <= high)
+            self.log(
+                f"{split}: duration filter [{low:g}, {high:g}] s removed {int((~keep).sum())} of {len(keep)} clips "
+                f"({int((durations < low).sum())} shorter, {int((durations > high).sum())} longer), kept {int(keep.sum())}"
+            )
+        window = input_window_s(self._feature_extractor())
+        if window is not None:
+            too_long = keep & (durations > window)
+            if too_long.any():
+                keep &= ~too_long
+                self.log(f"{split}: removed {int(too_long.sum())} clips longer than the model's {window:g} s input window")
+        return keep
+
+    def _feature_extractor(self) -> Any:
+        from ..speech.models import split_processor
+
+        return split_processor(self.processor)[0]
+
+    def _drop_empty_transcripts(self, dataset: Any, split: str) -> Any:
+        """Empty transcripts cannot be learned (no labels) or scored (WER divides by reference length)."""
+        from ..speech.rawdata import empty_transcript_rows, shown_rows
+
+        normalizers = [self.target_normalizer()] if split == "train" else [self.target_normalizer(), self.normalizer()]
+        all_ids = dataset[self.id_column]
+        empty = empty_transcript_rows(all_ids, dataset[self.text_column], normalizers)
+        if not empty:
+            return dataset
+        ids = [all_ids[i] for i in empty]
+        if not self.options.drop_empty_transcripts:
+            raise ConfigError(
+                f"the {split} data has {len(empty)} row(s) with an empty transcript (after normalisation): rows "
+                f"{shown_rows(ids)}; remove them or set task.drop_empty_transcripts=true"
+            )
+        self.log(f"{split}: dropped {len(empty)} of {len(dataset)} rows with an empty transcript (rows {shown_rows(ids)})")
+        drop = set(empty)
+        return dataset.select([i for i in range(len(dataset)) if i not in drop])
+
+    def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
+        from ..speech.audio import AudioLoadError
+        from ..speech.features import SHAPE_COLUMN, EmptyTranscriptError, pack_arrays, prepare_ctc_features, prepare_seq2seq_features
+        from ..speech.models import CTC, split_processor
+
+        feature_extractor, tokenizer = split_processor(self.processor)
+        prepare = prepare_ctc_features if self.model_type == CTC else prepare_seq2seq_features
+        base_dir = self.audio_base_dir(split)
+        try:
+            features = prepare(
+                batch,
+                feature_extractor=feature_extractor,
+                tokenizer=tokenizer,
+                normalizer=self.target_normalizer(),
+                audio_column=self.audio_column,
+                text_column=self.text_column,
+                id_column=self.id_column,
+                base_dir=base_dir,
+            )
+        except (AudioLoadError, EmptyTranscriptError) as exc:
+            raise ConfigError(str(exc)) from None
+        if self.model_type != CTC:
+            self._check_label_lengths(features["labels"], batch[self.id_column])
+        name = self.length_column
+        features[name], features[SHAPE_COLUMN] = pack_arrays(features[name])
+        return features
+
+    def _check_label_lengths(self, labels: list, row_ids: list) -> None:
+        """A decoder has a fixed number of positions; longer labels would fail deep inside the model."""
+        from ..speech.rawdata import shown_rows
+
+        limit = getattr(self.model.config, "max_target_positions", None)
+        if limit is None:
+            return
+        long = [rid for rid, row in zip(row_ids, labels) if len(row) > limit]
+        if long:
+            raise ConfigError(
+                f"{len(long)} transcript(s) are longer than the decoder's {limit} positions once tokenised: rows "
+                f"{shown_rows(long)}; lower task.max_duration_s or remove those rows"
+            )
+
+    def collate(self, features: list[dict]) -> dict[str, Any]:
+        if self._collator is None:
+            from ..speech.features import CTCCollator, SpeechSeq2SeqCollator
+            from ..speech.models import CTC
+
+            if self.model_type == CTC:
+                self._collator = CTCCollator(self.processor)
+            else:
+                start = getattr(self.model.config, "decoder_start_token_id", None)
+                self._collator = SpeechSeq2SeqCollator(self.processor, decoder_start_token_id=start)
+        from ..speech.features import unpack_arrays
+
+        return self._collator([unpack_arrays(row, self.length_column) for row in features])
+
+    def count_tokens(self, batch: dict[str, Any]) -> int:
+        """Transcript tokens (characters for CTC), not audio frames."""
+        labels = batch.get("labels")
+        return int((labels != PAD_INT).sum()) if labels is not None else 0
+
+    # -- evaluation ------------------------------------------------------------------------------------
+    def _model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        name = self.length_column
+        inputs = {name: batch[name]}
+        if batch.get("attention_mask") is not None:
+            inputs["attention_mask"] = batch["attention_mask"]
+        return inputs
+
+    def predict(self, model: Any, batch: dict[str, Any], *, synced_gpus: bool = False) -> dict[str, Any]:
+        from ..speech.decode import mask_frames
+        from ..speech.models import CTC
+
+        inputs = self._model_inputs(batch)
+        if self.model_type == CTC:
+            logits = model(**inputs).logits
+            return {"frame_ids": mask_frames(model, logits.argmax(dim=-1), inputs.get("attention_mask"))}
+        kwargs = {key: value for key, value in dict(self.cfg.generation).items() if value is not None}
+        return {"generated_tokens": model.generate(**inputs, synced_gpus=synced_gpus, **kwargs)}
+
+    def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
+        from ..speech.decode import decode_ctc_ids, decode_generated
+        from ..speech.models import CTC, split_processor
+
+        tokenizer = split_processor(self.processor)[1]
+        if self.model_type == CTC:
+            raw_predictions = decode_ctc_ids(outputs["frame_ids"], tokenizer)
+        else:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            generated = outputs["generated_tokens"]
+            raw_predictions = decode_generated(np.where(generated < 0, pad, generated), tokenizer)
+        raw_references = [text or "" for text in examples[self.text_column]]
+        normalize = self.normalizer()
+        predictions = [normalize(text) for text in raw_predictions]
+        references = [normalize(text) for text in raw_references]
+        ids = examples[self.id_column]
+        records = [
+            {
+                "id": row_id,
+                "prediction": prediction,
+                "reference": reference,
+                "prediction_normalized": norm_prediction,
+                "reference_normalized": norm_reference,
+            }
+            for row_id, prediction, reference, norm_prediction, norm_reference in zip(
+                ids, raw_predictions, raw_references, predictions, references
+            )
+        ]
+        return EvalOutput(predictions=predictions, references=references, records=records)
+
+
+class _NoNormalization:
+    """Scoring on the raw text (task.normalizer=none); a stable repr keeps the feature cache key stable."""
+
+    def __call__(self, text: str) -> str:
+        return text
+
+    def __repr__(self) -> str:
+        return "NoNormalization()"
+
+
+def _lacks_tokenizer(source: str) -> bool:
+    """A local model folder without tokenizer files (a pretrained encoder); hub ids are not checked here."""
+    path = Path(source)
+    return path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _file_digest(module: str) -> str:
+    path = Path(__file__).resolve().parent.parent / "speech" / f"{module}.py"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
