@@ -1,0 +1,445 @@
+"""Translation: text in one language in, text in another out, scored with sacreBLEU and chrF.
+
+Generation, decoding, gathering and export are Seq2SeqRecipe's. This module only knows where the two
+texts are (a WMT/OPUS-style ``translation: {"en": ..., "ro": ...}`` column or flat columns), what the
+model expects around them (a T5 task prefix, or mBART / NLLB / M2M100 language codes), and which rows
+cannot be used.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..config import ConfigError
+from ..recipe import EvalOutput
+from ..seq2seq import Seq2SeqOptions, Seq2SeqRecipe
+
+logger = logging.getLogger(__name__)
+
+# ISO 639-1 code -> (English name, for T5 prefixes; ISO 639-3 code, for NLLB-style codes such as eng_Latn).
+LANGUAGES: dict[str, tuple[str, str]] = {
+    "ar": ("Arabic", "arb"), "bg": ("Bulgarian", "bul"), "cs": ("Czech", "ces"), "da": ("Danish", "dan"),
+    "de": ("German", "deu"), "el": ("Greek", "ell"), "en": ("English", "eng"), "es": ("Spanish", "spa"),
+    "et": ("Estonian", "est"), "fi": ("Finnish", "fin"), "fr": ("French", "fra"), "gu": ("Gujarati", "guj"),
+    "hi": ("Hindi", "hin"), "hu": ("Hungarian", "hun"), "it": ("Italian", "ita"), "ja": ("Japanese", "jpn"),
+    "kk": ("Kazakh", "kaz"), "ko": ("Korean", "kor"), "lt": ("Lithuanian", "lit"), "lv": ("Latvian", "lvs"),
+    "nl": ("Dutch", "nld"), "pl": ("Polish", "pol"), "pt": ("Portuguese", "por"), "ro": ("Romanian", "ron"),
+    "ru": ("Russian", "rus"), "sv": ("Swedish", "swe"), "tr": ("Turkish", "tur"), "uk": ("Ukrainian", "ukr"),
+    "vi": ("Vietnamese", "vie"), "zh": ("Chinese", "zho"),
+}
+# Model types pre-trained with "translate X to Y: " prefixes.
+T5_MODEL_TYPES = ("t5",)
+# How many offending row numbers an error or warning quotes.
+SHOWN_ROWS = 5
+TOKENIZE_CHUNK = 1000
+
+
+@dataclass
+class TranslationOptions(Seq2SeqOptions):
+    # None: "translate English to Romanian: " style for T5 models when both languages are known by name, else "".
+    source_prefix: Optional[str] = None
+    max_source_length: int = 128
+    max_target_length: int = 128
+    # Keys of the translation column (e.g. en, ro); with one of them unset, the other key of a two-language column.
+    source_lang: Optional[str] = None
+    target_lang: Optional[str] = None
+    # The WMT/OPUS-style column holding {language: text} per row.
+    translation_column: str = "translation"
+    # Flat columns instead of the translation column; a target cell may hold a list of references.
+    source_column: Optional[str] = None
+    target_column: Optional[str] = None
+    # A column with a list of reference translations per row (scored against all of them).
+    references_column: Optional[str] = None
+    # Language-code tokenizers (mBART, NLLB, M2M100); None: derived from source_lang / target_lang (en -> en_XX, eng_Latn, en).
+    source_lang_code: Optional[str] = None
+    target_lang_code: Optional[str] = None
+
+
+def _notice(message: str) -> None:
+    """A warning the user should see once, from the main process only."""
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        logger.warning("translation: %s", message)
+
+
+def _rows(indices: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:SHOWN_ROWS])
+    more = f", ... ({len(indices) - SHOWN_ROWS} more)" if len(indices) > SHOWN_ROWS else ""
+    return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
+
+
+def _text(value: Any) -> Optional[str]:
+    """A source cell as a string; None when the cell is missing."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _text_list(value: Any) -> Optional[list[str]]:
+    """A target cell as a list of strings (one translation, or several references); None when missing."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [v if isinstance(v, str) else str(v) for v in value if v is not None]
+    return [_text(value)]
+
+
+def language_codes(tokenizer: Any) -> Optional[list[str]]:
+    """The language codes of a tokenizer that marks languages with special tokens, or None for other tokenizers.
+
+    mBART / mBART-50 / M2M100 expose ``lang_code_to_id``; NLLB keeps its codes among the extra special tokens.
+    """
+    if not hasattr(tokenizer, "set_src_lang_special_tokens"):
+        return None
+    mapping = getattr(tokenizer, "lang_code_to_token", None) or getattr(tokenizer, "lang_code_to_id", None)
+    if mapping:
+        return list(mapping)
+    extra = getattr(tokenizer, "extra_special_tokens", None) or getattr(tokenizer, "additional_special_tokens", None) or []
+    if isinstance(extra, dict):
+        extra = list(extra.values())
+    unk = tokenizer.unk_token_id
+    return [str(t) for t in extra if tokenizer.convert_tokens_to_ids(str(t)) != unk]
+
+
+def language_code_id(tokenizer: Any, code: str) -> int:
+    """Token id of a language code (M2M100 maps ``en`` to the token ``__en__``)."""
+    mapping = getattr(tokenizer, "lang_code_to_id", None)
+    if mapping and code in mapping:
+        return int(mapping[code])
+    return int(tokenizer.convert_tokens_to_ids(code))
+
+
+def pick_language_code(codes: list[str], explicit: Optional[str], language: Optional[str], side: str, tokenizer_name: str) -> str:
+    """The tokenizer's code for one side: task.<side>_lang_code, else the code matching task.<side>_lang."""
+    option = f"task.{side}_lang_code"
+    known = ", ".join(codes)
+    if explicit is not None:
+        if explicit not in codes:
+            raise ConfigError(f"{option}={explicit!r} is not a language code of the {tokenizer_name} tokenizer; it knows: {known}")
+        return explicit
+    if language is None:
+        raise ConfigError(
+            f"the {tokenizer_name} tokenizer needs a {side} language code: set task.{side}_lang or {option} (codes it knows: {known})"
+        )
+    if language in codes:
+        return language
+    stems = {language.lower()}
+    if language.lower() in LANGUAGES:
+        stems.add(LANGUAGES[language.lower()][1])
+    matches = [code for code in codes if code.split("_")[0].lower() in stems]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"task.{side}_lang={language!r} matches several codes of the {tokenizer_name} tokenizer ({', '.join(matches)}); set {option} to one of them")
+    raise ConfigError(
+        f"task.{side}_lang={language!r} is not a language code of the {tokenizer_name} tokenizer and matches none; "
+        f"set {option} to one of: {known}"
+    )
+
+
+def default_prefix(model_type: Optional[str], source_lang: Optional[str], target_lang: Optional[str]) -> Optional[str]:
+    """The T5 task prefix for a language pair; None when the model is not T5 or a language has no known name."""
+    if model_type not in T5_MODEL_TYPES:
+        return None
+    names = [LANGUAGES.get((lang or "").lower(), (None,))[0] for lang in (source_lang, target_lang)]
+    if None in names:
+        return None
+    return f"translate {names[0]} to {names[1]}: "
+
+
+def metric_references(references: list[list[str]]) -> list:
+    """Metric input: one string each when every example has one reference, else equal-length lists padded with None.
+
+    sacreBLEU and chrF need the same number of references per example and skip None entries, whereas an empty
+    string would count as a reference (and change BLEU's brevity penalty).
+    """
+    if all(len(refs) == 1 for refs in references):
+        return [refs[0] for refs in references]
+    width = max(len(refs) for refs in references)
+    return [list(refs) + [None] * (width - len(refs)) for refs in references]
+
+
+def source_token_counts(batch: dict[str, list], tokenizer: Any, column: str, lang: Optional[str], prefix: str) -> dict[str, list]:
+    """Untruncated token count of each source (a module-level function, so datasets can cache the result)."""
+    cells = batch[column] if lang is None else [row.get(lang) if isinstance(row, dict) else None for row in batch[column]]
+    texts = [prefix + (_text(cell) or "") for cell in cells]
+    return {"source_tokens": [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]}
+
+
+class TranslationRecipe(Seq2SeqRecipe):
+    """Seq2seq preprocessing for language pairs; everything after tokenisation is shared."""
+
+    name = "translation"
+    Options = TranslationOptions
+    default_metrics = ("sacrebleu", "chrf")
+    sample_dir = Path(__file__).resolve().parent.parent / "samples" / "translation"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.extra_generation: dict[str, Any] = {}
+        self._model_inputs_ready = False
+
+    # -- options -----------------------------------------------------------------------------------
+    def validate_options(self) -> None:
+        opts = self.options
+        for key in ("max_source_length", "max_target_length"):
+            if getattr(opts, key) < 1:
+                raise ConfigError(f"task.{key} must be at least 1, got {getattr(opts, key)}")
+        if opts.target_column and not opts.source_column:
+            raise ConfigError("task.target_column is set but task.source_column is not; set both for flat columns")
+        if opts.source_column and not (opts.target_column or opts.references_column):
+            raise ConfigError("task.source_column is set but task.target_column is not; set task.target_column=<column>")
+        if opts.source_lang is not None and opts.source_lang == opts.target_lang:
+            raise ConfigError(f"task.source_lang and task.target_lang are both {opts.source_lang!r}; set two different languages")
+
+    # -- where the texts are -----------------------------------------------------------------------
+    def flat_columns(self, column_names: Sequence[str]) -> Optional[tuple[str, Optional[str]]]:
+        """(source, target) flat columns: task.source_column/target_column, or columns named after the languages."""
+        opts = self.options
+        if opts.source_column:
+            return opts.source_column, opts.target_column
+        if opts.translation_column in column_names:
+            return None
+        if opts.source_lang in column_names and opts.target_lang in column_names:
+            return opts.source_lang, opts.target_lang
+        return None
+
+    def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+        opts = self.options
+        required: dict[str, str] = {}
+        flat = self.flat_columns(column_names)
+        if flat is not None:
+            required[flat[0]] = "task.source_column"
+            if flat[1] is not None and (split == "train" or not opts.references_column):
+                required[flat[1]] = "task.target_column"
+        elif opts.translation_column in column_names:
+            required[opts.translation_column] = "task.translation_column"
+        else:
+            raise ConfigError(
+                f"the {split} data has no {opts.translation_column!r} column (columns: {', '.join(column_names)}); "
+                "set task.source_column=<col> task.target_column=<col> for flat columns, or task.translation_column=<col>"
+            )
+        if opts.references_column and split != "train":
+            required[opts.references_column] = "task.references_column"
+        return required
+
+    def source_values(self, batch: dict[str, list]) -> list[Optional[str]]:
+        """Source cells of a raw batch; None where the row has none."""
+        flat = self.flat_columns(list(batch))
+        if flat is not None:
+            return [_text(v) for v in batch[flat[0]]]
+        lang = self.options.source_lang
+        return [_text(row.get(lang)) if isinstance(row, dict) else None for row in batch[self.options.translation_column]]
+
+    def target_values(self, batch: dict[str, list]) -> list[Optional[list[str]]]:
+        """Target cells of a raw batch as lists of strings (several when a cell holds references); None where missing."""
+        flat = self.flat_columns(list(batch))
+        if flat is not None:
+            if flat[1] is None or flat[1] not in batch:
+                return [None] * len(batch[flat[0]])
+            return [_text_list(v) for v in batch[flat[1]]]
+        lang = self.options.target_lang
+        return [_text_list(row.get(lang)) if isinstance(row, dict) else None for row in batch[self.options.translation_column]]
+
+    def reference_values(self, batch: dict[str, list]) -> list[Optional[list[str]]]:
+        """What predictions are scored against: task.references_column when set, else the target cells."""
+        column = self.options.references_column
+        if column and column in batch:
+            return [_text_list(v) for v in batch[column]]
+        return self.target_values(batch)
+
+    def source_texts(self, batch: dict[str, list]) -> list[str]:
+        return [text or "" for text in self.source_values(batch)]
+
+    def target_texts(self, batch: dict[str, list]) -> list[str]:
+        """The first non-empty target (or reference) of each row is what the model learns."""
+        targets = self.target_values(batch)
+        if all(t is None for t in targets):
+            targets = self.reference_values(batch)
+        return [next((t for t in (cell or []) if t.strip()), "") for cell in targets]
+
+    def reference_lists(self, batch: dict[str, list]) -> list[list[str]]:
+        return [[r for r in (cell or []) if r.strip()] for cell in self.reference_values(batch)]
+
+    def reference_texts(self, examples: Any) -> list:
+        return metric_references(self.reference_lists(examples[:]))
+
+    # -- fixing up raw data ------------------------------------------------------------------------
+    def prepare_raw(self, dataset: Any, split: str) -> Any:
+        """Resolve languages and model inputs once, drop rows that cannot be used, count sources that will be cut."""
+        batch = self.text_columns(dataset)
+        if self.flat_columns(dataset.column_names) is None:
+            self.resolve_languages(batch[self.options.translation_column], split)
+        self.configure_model_inputs()
+        keep = self.usable_rows(batch, split, dataset.column_names)
+        if len(keep) < len(dataset):
+            dataset = dataset.select(keep)
+        truncated = self.count_truncated(dataset)
+        if truncated:
+            _notice(
+                f"{split}: {truncated} of {len(dataset)} sources are longer than task.max_source_length="
+                f"{self.options.max_source_length} tokens and are truncated"
+            )
+        return dataset
+
+    def text_columns(self, dataset: Any) -> dict[str, list]:
+        """Only the columns holding texts, as lists (other columns may be large)."""
+        opts = self.options
+        wanted = [opts.translation_column, opts.references_column, *(self.flat_columns(dataset.column_names) or ())]
+        columns = [c for c in dict.fromkeys(wanted) if c and c in dataset.column_names]
+        return dataset.select_columns(columns)[:]
+
+    def resolve_languages(self, rows: list, split: str) -> None:
+        """Check task.source_lang / target_lang against the translation column's rows; fill in the other of two languages."""
+        opts = self.options
+        column = opts.translation_column
+        if any(row is not None and not isinstance(row, dict) for row in rows[:100]):
+            raise ConfigError(
+                f"column {column!r} must hold {{language: text}} mappings such as {{\"en\": \"...\", \"ro\": \"...\"}}; "
+                "for plain text columns set task.source_column=<col> task.target_column=<col>"
+            )
+        keys = sorted({key for row in rows if isinstance(row, dict) for key in row})
+        have = ", ".join(keys) or "none"
+        source, target = opts.source_lang, opts.target_lang
+        if source is None or target is None:
+            given = source if source is not None else target
+            others = [key for key in keys if key != given]
+            if given is None or len(others) != 1 or given not in keys:
+                raise ConfigError(
+                    f"set task.source_lang and task.target_lang to keys of the {column!r} column (it has: {have})"
+                )
+            source, target = (given, others[0]) if target is None else (others[0], given)
+            _notice(f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)")
+        for side, lang in (("source", source), ("target", target)):
+            if lang not in keys:
+                raise ConfigError(f"task.{side}_lang={lang!r} is not a language of the {split} {column!r} column (it has: {have})")
+        opts.source_lang, opts.target_lang = source, target
+
+    def configure_model_inputs(self) -> None:
+        """Language codes for mBART / NLLB / M2M100 tokenizers and the T5 prefix; once, after the languages are known."""
+        if self._model_inputs_ready:
+            return
+        opts = self.options
+        tokenizer = self.processor
+        codes = language_codes(tokenizer)
+        tokenizer_name = type(tokenizer).__name__
+        if codes is not None:
+            source_code = pick_language_code(codes, opts.source_lang_code, opts.source_lang, "source", tokenizer_name)
+            target_code = pick_language_code(codes, opts.target_lang_code, opts.target_lang, "target", tokenizer_name)
+            tokenizer.src_lang = source_code
+            tokenizer.tgt_lang = target_code
+            opts.source_lang_code, opts.target_lang_code = source_code, target_code
+            self.extra_generation = self.language_generation_settings(target_code)
+        elif opts.source_lang_code or opts.target_lang_code:
+            raise ConfigError(
+                f"task.source_lang_code / task.target_lang_code are set but the {tokenizer_name} tokenizer has no language codes; unset them"
+            )
+        if opts.source_prefix is None:
+            model_type = getattr(getattr(self.model, "config", None), "model_type", None)
+            prefix = default_prefix(model_type, opts.source_lang, opts.target_lang)
+            if prefix is None and model_type in T5_MODEL_TYPES:
+                _notice("T5 model without a task prefix (a language has no known name); set task.source_prefix=\"translate X to Y: \"")
+            opts.source_prefix = prefix or ""
+        self._model_inputs_ready = True
+
+    def language_generation_settings(self, target_code: str) -> dict[str, Any]:
+        """Where the target language code goes at generation time.
+
+        Tokenizers that start targets with the code (mBART-50, NLLB, M2M100) need it forced as the first generated
+        token; mBART-cc25 style ones end targets with it and start decoding from it instead.
+        """
+        tokenizer = self.processor
+        target_id = language_code_id(tokenizer, target_code)
+        labels = tokenizer(text_target="a")["input_ids"]
+        if labels and labels[0] == target_id:
+            return {"forced_bos_token_id": target_id}
+        config = getattr(self.model, "config", None)
+        if config is not None and getattr(config, "decoder_start_token_id", None) is None:
+            return {"decoder_start_token_id": target_id}
+        return {}
+
+    def usable_rows(self, batch: dict[str, list], split: str, column_names: Sequence[str]) -> list[int]:
+        """Indices of rows with a source and a target; the others are named in a warning, and none left is an error."""
+        sources = self.source_values(batch)
+        targets = self.target_values(batch)
+        if split != "train" or all(t is None for t in targets):
+            targets = self.reference_values(batch)
+        source_name, target_name = self.side_names(column_names, split)
+        problems: dict[str, list[int]] = {}
+        keep: list[int] = []
+        for index, (source, target) in enumerate(zip(sources, targets)):
+            reason = None
+            if source is None:
+                reason = f"no {source_name}"
+            elif not source.strip():
+                reason = f"an empty {source_name}"
+            elif target is None:
+                reason = f"no {target_name}"
+            elif not any(t.strip() for t in target):
+                reason = f"an empty {target_name}"
+            if reason is None:
+                keep.append(index)
+            else:
+                problems.setdefault(reason, []).append(index)
+        if not problems:
+            return keep
+        details = "; ".join(f"{len(rows)} with {reason} ({_rows(rows)})" for reason, rows in problems.items())
+        if not keep:
+            raise ConfigError(
+                f"the {split} data has no usable rows: {details}; check task.source_lang/task.target_lang "
+                "or task.source_column/task.target_column"
+            )
+        _notice(f"{split}: dropped {len(sources) - len(keep)} of {len(sources)} rows that cannot be used: {details}")
+        return keep
+
+    def side_names(self, column_names: Sequence[str], split: str) -> tuple[str, str]:
+        """How messages name the source and target cells."""
+        flat = self.flat_columns(column_names)
+        source = f"{flat[0]!r} text" if flat else f"{self.options.source_lang!r} text"
+        target = f"{flat[1]!r} text" if flat and flat[1] else f"{self.options.target_lang!r} text"
+        if self.options.references_column and (split != "train" or (flat and not flat[1])):
+            target = f"reference in {self.options.references_column!r}"
+        return source, target
+
+    def count_truncated(self, dataset: Any) -> int:
+        """Sources (with prefix and special tokens) longer than task.max_source_length tokens.
+
+        Token counts go through a cached ``datasets.map``, so only a first run pays for the extra tokenisation.
+        """
+        flat = self.flat_columns(dataset.column_names)
+        column, lang = (flat[0], None) if flat else (self.options.translation_column, self.options.source_lang)
+        counts = dataset.map(
+            source_token_counts,
+            batched=True,
+            batch_size=TOKENIZE_CHUNK,
+            remove_columns=dataset.column_names,
+            fn_kwargs={"tokenizer": self.processor, "column": column, "lang": lang, "prefix": self.options.source_prefix or ""},
+            load_from_cache_file=not self.cfg.data.overwrite_cache,
+            desc="counting source tokens",
+        )
+        return int(sum(n > self.options.max_source_length for n in counts["source_tokens"]))
+
+    # -- generation and outputs --------------------------------------------------------------------
+    def generation_kwargs(self) -> dict[str, Any]:
+        kwargs = super().generation_kwargs()
+        for key, value in self.extra_generation.items():
+            kwargs.setdefault(key, value)
+        return kwargs
+
+    def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
+        predictions = self.decode(outputs["generated_tokens"])
+        batch = examples[:]
+        references = self.reference_lists(batch)
+        sources = self.source_texts(batch)
+        ids = batch["id"] if "id" in batch else list(range(len(examples)))
+        records = [
+            {"id": example_id, "source": source, "prediction": prediction, "references": refs}
+            for example_id, source, prediction, refs in zip(ids, sources, predictions, references)
+        ]
+        return EvalOutput(predictions=predictions, references=metric_references(references), records=records)
