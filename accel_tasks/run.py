@@ -19,7 +19,8 @@ PROG = "accel-tasks"
 @click.command(
     name=PROG,
     context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
-    epilog="Examples: recipe=summarization train.lr=3e-4 generation.num_beams=4 eval.metrics=[rouge]",
+    epilog="Examples: recipe=summarization train.lr=3e-4 generation.num_beams=4 eval.metrics=[rouge]\n\n"
+    "Memory per GPU for ZeRO 0-3: accel-tasks estimate-memory recipe=NAME model.name_or_path=M --gpus-per-node 8 --nodes 1",
 )
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--config", "config_file", metavar="FILE.yaml", help="A run config; key=value overrides win over it.")
@@ -87,8 +88,15 @@ def _print_recipes() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(argv) if argv is not None else sys.argv[1:]
+    command, prog = cli, PROG
+    if args and args[0] == "estimate-memory":
+        # A subcommand without turning the CLI into a group: `accel-tasks recipe=...` keeps working as is.
+        from .memory import estimate_memory_cli
+
+        command, prog, args = estimate_memory_cli, f"{PROG} estimate-memory", args[1:]
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False)
+        command.main(args=args, prog_name=prog, standalone_mode=False)
     except ConfigError as exc:
         click.echo(f"{PROG}: error: {exc}", err=True)
         return 2
