@@ -23,10 +23,10 @@ from __future__ import annotations
 import copy
 import json
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .config import ConfigError
 
@@ -37,6 +37,8 @@ MERGED_SUFFIX = "_merged"
 PROCESSOR_FILES = ("tokenizer_config.json", "tokenizer.json", "preprocessor_config.json", "processor_config.json")
 # Key prefix of a transformers model inside a PeftModel's state dict.
 PEFT_PREFIX = "base_model.model."
+# Written into training checkpoints of adapter runs (their weights are adapter-wrapped, not a plain model).
+PEFT_CHECKPOINT_MARKER = "peft_checkpoint.json"
 # Attribute set on the PeftModel by wrap_model, read by the export.
 EXPORT_ATTR = "_accel_tasks_peft_export"
 
@@ -413,10 +415,25 @@ def _zero3(accelerator: Any) -> bool:
     return plugin is not None and plugin.zero_stage == 3
 
 
-def _zero3_init_disabled(accelerator: Any) -> Any:
-    """Build plain CPU models at export time even under ZeRO-3 (no zero.Init partitioning)."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    return plugin.zero3_init_context_manager(enable=False) if plugin is not None else nullcontext()
+@contextmanager
+def _zero3_init_disabled() -> Iterator[None]:
+    """Build plain CPU models on the main process even under ZeRO-3.
+
+    transformers wraps model construction in ``deepspeed.zero.Init`` while its global DeepSpeed config is
+    set, and that partitions with collectives the other ranks never join (a hang). Accelerate's
+    ``zero3_init_context_manager(enable=False)`` re-creates that global config, so unset it here.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:
+        yield
+        return
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def _adapter_param_names(peft_model: Any) -> set[str]:
@@ -470,11 +487,11 @@ def export_adapter(accelerator: Any, model: Any, processor: Any, out_dir: Path) 
     need_full = plan.base_ref is None or plan.merge
     state = gather_state_dict(accelerator, unwrapped, None if need_full else _adapter_param_names(unwrapped))
     if accelerator.is_main_process:
-        _write_exports(accelerator, unwrapped, processor, out_dir, state, plan)
+        _write_exports(unwrapped, processor, out_dir, state, plan)
     accelerator.wait_for_everyone()
 
 
-def _write_exports(accelerator: Any, unwrapped: Any, processor: Any, out_dir: Path, state: dict, plan: ExportPlan) -> None:
+def _write_exports(unwrapped: Any, processor: Any, out_dir: Path, state: dict, plan: ExportPlan) -> None:
     import shutil
 
     from peft.utils import get_peft_model_state_dict
@@ -493,7 +510,7 @@ def _write_exports(accelerator: Any, unwrapped: Any, processor: Any, out_dir: Pa
     base_dir = out_dir / BASE_SUBDIR
     shutil.rmtree(base_dir, ignore_errors=True)
     if base_ref is None:
-        base = _fresh_base(accelerator, unwrapped)
+        base = _fresh_base(unwrapped)
         _load_exact(base, base_state_dict(state, base.state_dict().keys()))
         base.save_pretrained(base_dir, safe_serialization=True)
         processor.save_pretrained(base_dir)
@@ -506,7 +523,7 @@ def _write_exports(accelerator: Any, unwrapped: Any, processor: Any, out_dir: Pa
     if plan.merge:
         merged_dir = merged_dir_for(out_dir)
         shutil.rmtree(merged_dir, ignore_errors=True)
-        merged = merged_model(accelerator, unwrapped, state)
+        merged = merged_model(unwrapped, state)
         merged.save_pretrained(merged_dir, safe_serialization=True)
         processor.save_pretrained(merged_dir)
 
@@ -516,12 +533,12 @@ def merged_dir_for(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + MERGED_SUFFIX)
 
 
-def _fresh_base(accelerator: Any, unwrapped: Any) -> Any:
+def _fresh_base(unwrapped: Any) -> Any:
     """A plain CPU copy of the base architecture; its random init must not disturb the run's RNG."""
     import torch
 
     base = unwrapped.get_base_model()
-    with _zero3_init_disabled(accelerator), torch.random.fork_rng(devices=[]):
+    with _zero3_init_disabled(), torch.random.fork_rng(devices=[]):
         fresh = type(base)._from_config(copy.deepcopy(base.config))
     generation_config = getattr(base, "generation_config", None)
     if generation_config is not None:
@@ -550,15 +567,15 @@ def _load_exact(module: Any, state: dict) -> None:
     module.load_state_dict({k: state[k] for k in keys}, strict=True)
 
 
-def merged_model(accelerator: Any, unwrapped: Any, state: dict) -> Any:
+def merged_model(unwrapped: Any, state: dict) -> Any:
     """The adapter merged into a CPU copy of the base: a plain transformers model."""
     import torch
     from peft import get_peft_model
 
-    fresh = _fresh_base(accelerator, unwrapped)
+    fresh = _fresh_base(unwrapped)
     config = copy.deepcopy(unwrapped.peft_config[unwrapped.active_adapter])
     config.inference_mode = False
-    with torch.random.fork_rng(devices=[]):
+    with _zero3_init_disabled(), torch.random.fork_rng(devices=[]):
         copy_model = get_peft_model(fresh, config)
     _load_exact(copy_model, state)
     return copy_model.merge_and_unload()
@@ -596,23 +613,34 @@ def adapter_base_source(adapter_dir: str) -> str:
     return base
 
 
+def mark_peft_checkpoint(model: Any, checkpoint_dir: Path) -> None:
+    """Label a training checkpoint of an adapter run, so that no one loads its adapter-wrapped weights as a plain model."""
+    if is_peft_model(model):
+        config = model.peft_config[model.active_adapter]
+        data = {"peft_type": str(getattr(config.peft_type, "value", config.peft_type)), "resume_with": "train.resume_from"}
+        (Path(checkpoint_dir) / PEFT_CHECKPOINT_MARKER).write_text(json.dumps(data, indent=2) + "\n")
+
+
 def check_not_peft_checkpoint(source: str) -> None:
     """A training checkpoint of an adapter run holds PeftModel keys; loading it as a plain model would be silently wrong."""
-    weights = Path(source) / "model.safetensors"
-    if not weights.is_file():
-        return
-    from safetensors import safe_open
+    path = Path(source)
+    weights = path / "model.safetensors"
+    wrapped = (path / PEFT_CHECKPOINT_MARKER).is_file()
+    if not wrapped and weights.is_file():
+        from safetensors import safe_open
 
-    with safe_open(str(weights), framework="pt") as handle:
-        first = next(iter(handle.keys()), "")
-    if first.startswith(PEFT_PREFIX):
+        with safe_open(str(weights), framework="pt") as handle:
+            wrapped = next(iter(handle.keys()), "").startswith(PEFT_PREFIX)
+    if wrapped:
         raise ConfigError(
             f"{source!r} is a training checkpoint of a PEFT run (its weights are adapter-wrapped); evaluate the exported "
             "adapter output_dir/model (or output_dir/model_merged), or continue training with train.resume_from"
         )
 
 
-def load_adapter_model(source: str, model_cfg: Any, auto_model_class: str, processor_class: str) -> tuple[Any, Any]:
+def load_adapter_model(
+    source: str, model_cfg: Any, auto_model_class: str, processor_class: str, config_overrides: Optional[dict] = None
+) -> tuple[Any, Any]:
     """Base model (from the adapter's config) + the adapter, for evaluation; processor from the adapter dir."""
     from peft import PeftModel
 
@@ -622,6 +650,6 @@ def load_adapter_model(source: str, model_cfg: Any, auto_model_class: str, proce
     base_cfg.name_or_path = adapter_base_source(source)
     if not model_cfg.tokenizer_name and any((Path(source) / f).is_file() for f in PROCESSOR_FILES):
         base_cfg.tokenizer_name = source
-    base, processor = load_model_and_processor(base_cfg, auto_model_class, processor_class)
+    base, processor = load_model_and_processor(base_cfg, auto_model_class, processor_class, config_overrides=config_overrides)
     model = PeftModel.from_pretrained(base, source, is_trainable=False)
     return model, processor

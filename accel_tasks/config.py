@@ -110,10 +110,13 @@ class PeftOptions:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
+    # None: the architecture family's attention + feed-forward linear layers; [all-linear]: every linear layer but the head.
     target_modules: Optional[list[str]] = None
+    # Trained in full and saved with the adapter; None: the task head (qa_outputs, CTC lm_head, classifier).
     modules_to_save: Optional[list[str]] = None
-    # A peft config dict as JSON, for methods other than LoRA.
+    # A peft config dict as JSON (peft_type IA3, LOHA, ...); unset target_modules / modules_to_save get the defaults above.
     config: Optional[str] = None
+    # Also export output_dir/model_merged: the adapter merged into the base, a plain model.
     merge: bool = False
 
 
@@ -310,8 +313,9 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError("set train.max_steps > 0 or train.epochs >= 1")
     if cfg.train.save_total_limit is not None and cfg.train.save_total_limit < 1:
         raise ConfigError("train.save_total_limit must be at least 1 (or null to keep every checkpoint)")
-    if cfg.peft.method not in (None, "lora") and cfg.peft.config is None:
-        raise ConfigError(f"peft.method={cfg.peft.method!r} is not supported; use peft.method=lora or peft.config=FILE.json")
+    from .adapters import validate_peft_options
+
+    validate_peft_options(cfg.peft)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ from .adapters import wrap_model
 from .checkpoint import LoopState, export_model, load_checkpoint, save_checkpoint, write_json, write_jsonl
 from .config import to_yaml
 from .data import check_columns, make_features
-from .distributed import build_accelerator, configure_threads
+from .distributed import build_accelerator, configure_threads, prepare_eval_model
 from .evaluation import cast_floating_inputs, run_eval, scalar_metrics
 from .modeling import count_parameters
 from .preflight import Plan
@@ -62,7 +62,7 @@ def run(plan: Plan) -> dict[str, Any]:
     if cfg.mode == "train":
         metrics = _train(accelerator, plan, model, processor, raw, features, log)
     else:
-        model = accelerator.prepare(model)
+        model = prepare_eval_model(accelerator, model)
         metrics = _final_eval(accelerator, plan, model, raw, features, log)
     accelerator.end_training()
     return metrics

@@ -45,11 +45,21 @@ def load_model_and_processor(
     import transformers
 
     source = resolve_model_source(model_cfg, default_dir)
+    from .adapters import check_not_peft_checkpoint, is_adapter_dir, load_adapter_model
+
+    if is_adapter_dir(source):
+        return load_adapter_model(source, model_cfg, auto_model_class, processor_class, config_overrides)
+    check_not_peft_checkpoint(source)
     auto_model = getattr(transformers, auto_model_class)
     auto_processor = getattr(transformers, processor_class)
     common = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
     processor = auto_processor.from_pretrained(model_cfg.tokenizer_name or source, **common)
-    if Path(source).is_dir() and not has_weights(source):
+    from .checkpoint import deepspeed_checkpoint_tag_dir, load_model_from_deepspeed_checkpoint
+
+    if Path(source).is_dir() and not has_weights(source) and deepspeed_checkpoint_tag_dir(Path(source)) is not None:
+        # A checkpoint saved under DeepSpeed holds ZeRO shards, not model files: reassemble the full weights.
+        model = load_model_from_deepspeed_checkpoint(Path(source), auto_model, {**common, **(config_overrides or {})})
+    elif Path(source).is_dir() and not has_weights(source):
         config = transformers.AutoConfig.from_pretrained(source, **common, **(config_overrides or {}))
         logger.info("building %s from %s/config.json with random weights", config.model_type, source)
         model = auto_model.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
