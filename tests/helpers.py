@@ -32,6 +32,7 @@ def run_cli(
     num_processes: int = 1,
     env: Optional[dict] = None,
     timeout: int = 600,
+    mixed_precision: str = "no",
 ) -> subprocess.CompletedProcess:
     """Run ``accel_tasks.run`` through ``accelerate launch`` (default) or plain ``python -m``."""
     if launcher == "python":
@@ -41,7 +42,7 @@ def run_cli(
         if config_file is not None:
             command += ["--config_file", str(config_file)]
         else:
-            command += ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+            command += ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
             if num_processes > 1:
                 command += ["--multi_gpu"]
         command += ["-m", "accel_tasks.run", *args]
