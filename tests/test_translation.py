@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from accel_tasks.config import ConfigError
-from accel_tasks.data import load_raw_datasets, make_features
+from accel_tasks.data import make_features
 from accel_tasks.recipes.translation import (
     TranslationRecipe,
     default_prefix,
@@ -207,8 +208,6 @@ def test_columns_named_after_the_languages(marian_dir):
 
 
 def test_bundled_sample_loads_through_the_default_data_path(marian_dir):
-    if not (SAMPLE / "train.jsonl").is_file():
-        pytest.skip("bundled sample not built yet")
     recipe = make_recipe(marian_dir, "task.source_lang=en", "task.target_lang=de", "data.max_train_samples=5")
     raw = recipe.load_data(("train",))["train"]
     assert len(raw) == 5 and set(raw[0]["translation"]) == {"en", "de"}
@@ -425,12 +424,13 @@ E2E_EVAL_ROWS = 12
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> tuple[Path, "object"]:
+def trained_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The offline default (bundled sample, tiny model, smoke settings), cut short."""
     out = tmp_path_factory.mktemp("translation-e2e") / "train"
     result = check(
         run_cli(
-            ["recipe=translation", f"output_dir={out}", "train.max_steps=20", "train.log_every=10", "data.max_eval_samples=16"],
+            ["recipe=translation", f"output_dir={out}", "train.max_steps=20", "train.log_every=10", "data.max_eval_samples=16",
+             "train.threads=1"],
             cwd=REPO,
         )
     )
@@ -470,7 +470,7 @@ def test_eval_only_with_several_references_and_bad_rows(trained_run, tmp_path):
         run_cli(
             ["recipe=translation", "mode=eval", f"model.name_or_path={model_dir}", f"data.validation_file={data}",
              "task.source_lang=en", "task.target_lang=de", "task.references_column=refs", f"output_dir={out}",
-             "generation.num_beams=1", "generation.max_new_tokens=24", "eval.metrics=[sacrebleu,chrf]"],
+             "generation.num_beams=1", "generation.max_new_tokens=24", "eval.metrics=[sacrebleu,chrf]", "train.threads=1"],
             cwd=REPO,
         )
     )
