@@ -74,15 +74,21 @@ MODEL_MAX_LENGTH = 256  # = max_position_embeddings
 # Summarization: text extraction from the standard library
 # ==================================================================================
 
-_SENTENCE_SPLIT = re.compile(r"(?<=[a-z0-9)\"'][.!?])\s+(?=[A-Z\"'])")
+# A stop after a lowercase letter, digit, bracket, quote or acronym ("... IDLE.").
+_SENTENCE_SPLIT = re.compile(r"(?:(?<=[a-z0-9)\"'][.!?])|(?<=[A-Z]{2}[.!?]))\s+(?=[A-Z\"'])")
 # Anything that marks code, markup or a URL rather than prose.
 _CODE_LIKE = re.compile(
     r">>>|[{}\[\]<>=`|#\\@$%^~]|::|--|__|\.\.\.|https?:|\.py\b|\w/\w+/|\w\.\w+\.\w|\w\(\w"
+    r"|(?<!\w)_\w|\w\.\w+\(|\b(?:XXX|TODO|FIXME|Copyright)\b"  # private names, calls, notes
 )
-# Abbreviations would be cut into false sentences by the splitter.
-_ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e|eg|ie|etc|cf|vs|viz|approx|Mr|Mrs|Dr|St|No)\.", re.I)
+# Abbreviations and initials would be cut into false sentences by the splitter; a stop
+# followed by a space inside a "sentence" means the split went wrong somewhere.
+_ABBREVIATION = re.compile(
+    r"(?i:\b(?:e\.g|i\.e|eg|ie|etc|cf|vs|viz|approx|mr|mrs|dr|st|no)\.)"
+    r"|\b[A-Z]\.\s|[.!?]\s+(?=[^A-Z\"'])"
+)
 _EMPHASIS = re.compile(r"\*\*?([^*]+)\*\*?")
-_EXCLUDED_DIRS = {"site-packages", "test", "tests"}
+_EXCLUDED_DIRS = {"site-packages", "test", "tests", "idle_test"}
 
 
 @dataclass(frozen=True)
@@ -465,14 +471,17 @@ def marian_config(vocab_size: int) -> dict:
     return data
 
 
-def generation_config(max_length: int) -> dict:
-    """Greedy decoding defaults with the Marian special-token ids."""
+def generation_config(max_new_tokens: int) -> dict:
+    """Greedy decoding defaults with the Marian special-token ids.
+
+    ``max_new_tokens``, not ``max_length``: the recipes pass ``generation.max_new_tokens`` and
+    transformers warns on every generate call when a config sets both."""
     return {
         "decoder_start_token_id": PAD_ID,
         "eos_token_id": EOS_ID,
         "forced_eos_token_id": EOS_ID,
         "pad_token_id": PAD_ID,
-        "max_length": max_length,
+        "max_new_tokens": max_new_tokens,
         "num_beams": 1,
     }
 
@@ -514,7 +523,7 @@ def write_model_dir(path: Path, tok: Tokenizer, max_target_length: int) -> None:
     """config.json + generation_config.json + tokenizer files; no weights."""
     path.mkdir(parents=True, exist_ok=True)
     write_json(path / "config.json", marian_config(tok.get_vocab_size()))
-    write_json(path / "generation_config.json", generation_config(max_target_length))
+    write_json(path / "generation_config.json", generation_config(max_new_tokens=max_target_length))
     write_json(path / "tokenizer_config.json", tokenizer_config())
     # tokenizer.json is serialised by the tokenizers library itself (stable for a version).
     _write_text(path / "tokenizer.json", tok.to_str(pretty=True) + "\n")
