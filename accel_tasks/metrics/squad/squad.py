@@ -6,29 +6,26 @@ questions without a gold answer are errors: they mean the inputs are wrong (use 
 """
 
 import collections
-import re
-import string
 import warnings
 
-import datasets
 import evaluate
 
-_DESCRIPTION = """\
+from accel_tasks.metrics.module_support import (
+    MetricCard,
+    ShippedMetric,
+    normalize_answer,
+    require_some,
+    squad_features,
+    unique_ids,
+)
+
+_CARD = MetricCard(
+    metric="squad",
+    description="""\
 Stanford Question Answering Dataset v1.1 metric: exact match and token-level F1 of the predicted answer text
 against every gold answer, keeping the best, averaged over questions and reported on a 0-100 scale.
-"""
-
-_CITATION = """\
-@inproceedings{rajpurkar-etal-2016-squad,
-    title = "{SQ}u{AD}: 100,000+ Questions for Machine Comprehension of Text",
-    author = "Rajpurkar, Pranav and Zhang, Jian and Lopyrev, Konstantin and Liang, Percy",
-    booktitle = "Proceedings of EMNLP 2016",
-    year = "2016",
-    pages = "2383--2392",
-}
-"""
-
-_KWARGS_DESCRIPTION = """
+""",
+    inputs_description="""
 Args:
     predictions (list of dict): {"id": str, "prediction_text": str}.
     references (list of dict): {"id": str, "answers": {"text": [str, ...], "answer_start": [int, ...]}}.
@@ -39,16 +36,20 @@ Example:
     >>> squad.compute(predictions=[{"id": "q1", "prediction_text": "1976"}],
     ...               references=[{"id": "q1", "answers": {"text": ["1976"], "answer_start": [97]}}])
     {'exact_match': 100.0, 'f1': 100.0}
-"""
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCTUATION = frozenset(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """Official SQuAD normalisation: lowercase, drop punctuation, drop articles a/an/the, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+""",
+    citation="""\
+@inproceedings{rajpurkar-etal-2016-squad,
+    title = "{SQ}u{AD}: 100,000+ Questions for Machine Comprehension of Text",
+    author = "Rajpurkar, Pranav and Zhang, Jian and Lopyrev, Konstantin and Liang, Percy",
+    booktitle = "Proceedings of EMNLP 2016",
+    year = "2016",
+    pages = "2383--2392",
+}
+""",
+    features=squad_features,
+    codebase_urls=("https://rajpurkar.github.io/SQuAD-explorer/",),
+    reference_urls=("https://rajpurkar.github.io/SQuAD-explorer/",),
+)
 
 
 def exact_match_score(prediction: str, ground_truth: str) -> bool:
@@ -69,45 +70,14 @@ def f1_score(prediction: str, ground_truth: str) -> float:
     return (2 * precision * recall) / (precision + recall)
 
 
-def _unique_ids(items: list, what: str) -> dict:
-    """Map id -> item, refusing duplicates (the official script reads ids from a JSON object, so they are unique)."""
-    by_id = {}
-    for item in items:
-        if item["id"] in by_id:
-            raise ValueError(f"squad: {what} id {item['id']!r} appears more than once; ids must be unique")
-        by_id[item["id"]] = item
-    return by_id
-
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Squad(evaluate.Metric):
+class Squad(ShippedMetric, evaluate.Metric, card=_CARD):
     """SQuAD v1.1 exact match and F1, hub-compatible inputs and keys."""
 
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": {"id": datasets.Value("string"), "prediction_text": datasets.Value("string")},
-                    "references": {
-                        "id": datasets.Value("string"),
-                        "answers": datasets.Sequence(
-                            {"text": datasets.Value("string"), "answer_start": datasets.Value("int32")}
-                        ),
-                    },
-                }
-            ),
-            codebase_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
-            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
-        )
-
     def _compute(self, predictions: list, references: list) -> dict:
-        if not references:
-            raise ValueError("squad: no references to score; pass at least one prediction/reference pair")
-        pred_text = {qid: item["prediction_text"] for qid, item in _unique_ids(predictions, "prediction").items()}
-        refs = _unique_ids(references, "reference")
+        require_some(references, "references", "squad")
+        pred_items = unique_ids(predictions, "prediction", "squad")
+        pred_text = {qid: item["prediction_text"] for qid, item in pred_items.items()}
+        refs = unique_ids(references, "reference", "squad")
 
         exact_match = f1 = 0.0
         missing = []

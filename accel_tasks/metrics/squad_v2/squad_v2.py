@@ -10,33 +10,27 @@ Differences from the hub module, on purpose:
 """
 
 import collections
-import inspect
-import re
-import string
-from typing import Any, Optional
+from typing import Optional
 
-import datasets
 import evaluate
 
-_OPTIONS = ("no_answer_threshold",)
+from accel_tasks.metrics.module_support import (
+    MetricCard,
+    ShippedMetricWithOptions,
+    normalize_answer,
+    require_some,
+    squad_features,
+    unique_ids,
+)
 
-_DESCRIPTION = """\
+_CARD = MetricCard(
+    metric="squad_v2",
+    description="""\
 Stanford Question Answering Dataset v2.0 metric. Questions with an empty list of gold answers are unanswerable:
 only an empty prediction is right for them. A prediction counts as "no answer" when its no_answer_probability
 is above no_answer_threshold. best_exact/best_f1 report the score at the best threshold over the probabilities.
-"""
-
-_CITATION = """\
-@inproceedings{rajpurkar-etal-2018-know,
-    title = "Know What You Don{'}t Know: Unanswerable Questions for {SQ}u{AD}",
-    author = "Rajpurkar, Pranav and Jia, Robin and Liang, Percy",
-    booktitle = "Proceedings of ACL 2018",
-    year = "2018",
-    pages = "784--789",
-}
-"""
-
-_KWARGS_DESCRIPTION = """
+""",
+    inputs_description="""
 Args:
     predictions (list of dict): {"id": str, "prediction_text": str, "no_answer_probability": float};
         use "" as prediction_text to predict "no answer".
@@ -52,26 +46,21 @@ Example:
     >>> squad_v2.compute(predictions=[{"id": "q1", "prediction_text": "1976", "no_answer_probability": 0.0}],
     ...                  references=[{"id": "q1", "answers": {"text": ["1976"], "answer_start": [97]}}])["exact"]
     100.0
-"""
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCTUATION = frozenset(string.punctuation)
-
-
-def _split_load_options(kwargs: dict, options: tuple, metric: str) -> dict:
-    """Pop this metric's options out of evaluate.load()'s init kwargs, which evaluate 0.4 would drop silently."""
-    found = {key: kwargs.pop(key) for key in list(kwargs) if key in options}
-    known = set(inspect.signature(evaluate.EvaluationModule.__init__).parameters) - {"self", "kwargs"}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise TypeError(f"{metric}: unknown option(s) {unknown}; valid options are {list(options)}")
-    return found
-
-
-def normalize_answer(text: str) -> str:
-    """Official SQuAD normalisation: lowercase, drop punctuation, drop articles a/an/the, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+""",
+    citation="""\
+@inproceedings{rajpurkar-etal-2018-know,
+    title = "Know What You Don{'}t Know: Unanswerable Questions for {SQ}u{AD}",
+    author = "Rajpurkar, Pranav and Jia, Robin and Liang, Percy",
+    booktitle = "Proceedings of ACL 2018",
+    year = "2018",
+    pages = "784--789",
+}
+""",
+    features=lambda: squad_features(no_answer_probability=True),
+    codebase_urls=("https://rajpurkar.github.io/SQuAD-explorer/",),
+    reference_urls=("https://rajpurkar.github.io/SQuAD-explorer/",),
+    options=("no_answer_threshold",),
+)
 
 
 def get_tokens(text: str) -> list:
@@ -179,55 +168,15 @@ def find_all_best_thresh(
     main_eval["best_f1_thresh"] = f1_thresh
 
 
-def _unique_ids(items: list, what: str) -> dict:
-    """Map id -> item, refusing duplicates (the official script reads ids from a JSON object, so they are unique)."""
-    by_id = {}
-    for item in items:
-        if item["id"] in by_id:
-            raise ValueError(f"squad_v2: {what} id {item['id']!r} appears more than once; ids must be unique")
-        by_id[item["id"]] = item
-    return by_id
-
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class SquadV2(evaluate.Metric):
+class SquadV2(ShippedMetricWithOptions, evaluate.Metric, card=_CARD):
     """SQuAD v2.0 scores, hub-compatible inputs and keys."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._load_options = _split_load_options(kwargs, _OPTIONS, "squad_v2")
-        super().__init__(*args, **kwargs)
-
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": {
-                        "id": datasets.Value("string"),
-                        "prediction_text": datasets.Value("string"),
-                        "no_answer_probability": datasets.Value("float64"),
-                    },
-                    "references": {
-                        "id": datasets.Value("string"),
-                        "answers": datasets.Sequence(
-                            {"text": datasets.Value("string"), "answer_start": datasets.Value("int32")}
-                        ),
-                    },
-                }
-            ),
-            codebase_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
-            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
-        )
-
     def _compute(self, predictions: list, references: list, no_answer_threshold: Optional[float] = None) -> dict:
-        if no_answer_threshold is None:
-            no_answer_threshold = self._load_options.get("no_answer_threshold", 1.0)
-        if not references:
-            raise ValueError("squad_v2: no references to score; pass at least one prediction/reference pair")
-        pred_items = _unique_ids(predictions, "prediction")
-        gold = {qid: list(ref["answers"]["text"]) for qid, ref in _unique_ids(references, "reference").items()}
+        threshold = self._resolve_options(locals(), {"no_answer_threshold": 1.0})["no_answer_threshold"]
+        require_some(references, "references", "squad_v2")
+        pred_items = unique_ids(predictions, "prediction", "squad_v2")
+        refs = unique_ids(references, "reference", "squad_v2")
+        gold = {qid: list(ref["answers"]["text"]) for qid, ref in refs.items()}
         missing = [qid for qid in gold if qid not in pred_items]
         if missing:
             raise ValueError(
@@ -247,8 +196,8 @@ class SquadV2(evaluate.Metric):
         no_ans_qids = [k for k, v in qid_to_has_ans.items() if not v]
 
         exact_raw, f1_raw = get_raw_scores(gold, preds)
-        exact_thresh = apply_no_ans_threshold(exact_raw, na_probs, qid_to_has_ans, no_answer_threshold)
-        f1_thresh = apply_no_ans_threshold(f1_raw, na_probs, qid_to_has_ans, no_answer_threshold)
+        exact_thresh = apply_no_ans_threshold(exact_raw, na_probs, qid_to_has_ans, threshold)
+        f1_thresh = apply_no_ans_threshold(f1_raw, na_probs, qid_to_has_ans, threshold)
         out_eval = make_eval_dict(exact_thresh, f1_thresh)
         if has_ans_qids:
             merge_eval(out_eval, make_eval_dict(exact_thresh, f1_thresh, qid_list=has_ans_qids), "HasAns")
