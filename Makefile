@@ -21,4 +21,4 @@ run: setup
 	$(VENV)/bin/accelerate launch -m accel_tasks.run recipe=summarization
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile

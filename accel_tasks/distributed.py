@@ -194,14 +194,31 @@ def local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("ACCELERATE_NUM_PROCESSES", "1")) or 1)
 
 
+THREADS_ENV = "ACCEL_TASKS_NUM_THREADS"
+
+
 def configure_threads(requested: Optional[int]) -> int:
-    """Split the usable cores between the local processes: on 2 shared cores the wrong count was 20x slower."""
+    """Split the usable cores between the local processes: on 2 shared cores the wrong count was 20x slower.
+
+    `train.threads` wins, then ACCEL_TASKS_NUM_THREADS (a per-machine setting, e.g. for jobs sharing a node;
+    OMP_NUM_THREADS cannot serve, `accelerate launch` always overwrites it), then cores / local processes.
+    """
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = requested or max(1, cores // max(1, local_world_size()))
+    threads = requested or threads_from_env() or max(1, cores // max(1, local_world_size()))
     torch.set_num_threads(threads)
     return threads
+
+
+def threads_from_env() -> Optional[int]:
+    """ACCEL_TASKS_NUM_THREADS as a positive int, None when unset; checked in preflight before any work."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{THREADS_ENV}={value!r} must be a whole number of threads >= 1; fix or unset it")
+    return int(value)
 
 
 def build_deepspeed_plugin(cfg: Any, on_cpu: bool) -> Any:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from .checkpoint import resolve_resume
 from .config import ConfigError
 from .data import check_data_files
-from .distributed import check_deepspeed_config
+from .distributed import check_deepspeed_config, threads_from_env
 from .modeling import resolve_model_source
 
 
@@ -40,6 +40,7 @@ def make_plan(cfg: Any, recipe_cls: type) -> Plan:
     default_model = recipe.sample_dir / "model" if recipe.sample_dir else None
     model_source = resolve_model_source(cfg.model, default_model)
     check_deepspeed_config(cfg)
+    threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
     check_output_dir(cfg, output_dir, resume_dir, model_source)
     metric_modules = load_metrics(recipe.metrics())

@@ -14,9 +14,11 @@ ACCELERATE_CONFIGS = REPO / "accelerate_configs"
 
 
 def cli_env(extra: Optional[dict] = None) -> dict:
-    """One thread per process: the suite shares 2 cores with itself, and oversubscription was 20x slower."""
+    """Offline and unbuffered; one torch thread per process when pytest-xdist runs tests side by side, since
+    oversubscribed cores were up to 20x slower (accelerate overwrites OMP_NUM_THREADS, hence our own variable)."""
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        env.setdefault("ACCEL_TASKS_NUM_THREADS", "1")
     env["HF_HUB_OFFLINE"] = "1"
     env["TOKENIZERS_PARALLELISM"] = "false"
     env["PYTHONUNBUFFERED"] = "1"

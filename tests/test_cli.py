@@ -57,6 +57,13 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_thread_count_in_the_environment_is_one_line_before_anything_is_written(tmp_path: Path):
+    line = one_error_line(run_cli(["recipe=summarization", "output_dir=out"], tmp_path, launcher="python",
+                                  env={"ACCEL_TASKS_NUM_THREADS": "0"}))
+    assert "ACCEL_TASKS_NUM_THREADS='0' must be a whole number of threads >= 1" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_errors_come_through_accelerate_launch_the_same_way(tmp_path: Path):
     result = run_cli(["recipe=summarization", "train.lrr=1"], tmp_path)
     assert result.returncode != 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from accel_tasks.config import ConfigError
 from accel_tasks.distributed import configure_threads
 from accel_tasks.evaluation import concat_padded, length_order, restore_order, score
 from accel_tasks.loop import parameter_groups
@@ -32,12 +33,27 @@ def test_threads_are_split_between_local_processes(monkeypatch, local_processes)
     import os
 
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local_processes)
+    monkeypatch.delenv("ACCEL_TASKS_NUM_THREADS", raising=False)
     cores = len(os.sched_getaffinity(0))
     before = torch.get_num_threads()
     try:
         assert configure_threads(None) == max(1, cores // int(local_processes))
         assert torch.get_num_threads() == max(1, cores // int(local_processes))
         assert configure_threads(3) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_thread_count_from_the_environment_sits_between_the_config_and_the_core_split(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("ACCEL_TASKS_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(None) == 1 == torch.get_num_threads()
+        assert configure_threads(2) == 2
+        monkeypatch.setenv("ACCEL_TASKS_NUM_THREADS", "two")
+        with pytest.raises(ConfigError, match="ACCEL_TASKS_NUM_THREADS='two' must be a whole number"):
+            configure_threads(None)
     finally:
         torch.set_num_threads(before)
 
