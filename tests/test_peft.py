@@ -1,7 +1,8 @@
 """PEFT / LoRA in the core: per-family defaults, config errors, adapter export, eval-only and resume.
 
 Unit tests build tiny models from configs in-process; end-to-end tests run the real CLI through
-``accelerate launch`` (plain and DeepSpeed ZeRO-2/3 with 2 processes) on a tiny Marian summarizer.
+``accelerate launch`` (plain and DeepSpeed ZeRO-2/3 with 2 processes) on the bundled tiny summarizer, and
+once per other built-in recipe on its bundled offline default.
 """
 
 from __future__ import annotations
@@ -247,41 +248,6 @@ def test_cli_rejects_bad_peft_settings(tmp_path):
 
 # -- end to end ---------------------------------------------------------------------------------------
 
-SENTENCES = [
-    "The river runs past the old mill.", "A small boat waits at the dock.", "Children play near the water.",
-    "The baker opens his shop at dawn.", "Fresh bread fills the street with warmth.", "People line up for rolls.",
-    "The library keeps old maps.", "Students read them in the quiet hall.", "A clerk stamps every loan.",
-    "Rain falls on the green hills.", "Sheep gather under the oak tree.", "The farmer counts them twice.",
-]
-
-
-def build_marian_fixture(root: Path) -> Path:
-    """A tiny Marian summarizer (config + BPE tokenizer, no weights) and a first-sentence data set."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    model_dir = root / "model"
-    model_dir.mkdir(parents=True)
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(SENTENCES, trainers.BpeTrainer(vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tok.save(str(model_dir / "tokenizer.json"))
-    (model_dir / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 64}))
-    config = transformers.MarianConfig(
-        vocab_size=tok.get_vocab_size(), decoder_vocab_size=tok.get_vocab_size(), d_model=32, encoder_layers=1,
-        decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_position_embeddings=64, pad_token_id=0, eos_token_id=1, forced_eos_token_id=1, decoder_start_token_id=0,
-        share_encoder_decoder_embeddings=True, tie_word_embeddings=True, architectures=["MarianMTModel"])
-    config.save_pretrained(model_dir)
-    transformers.GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, max_length=16, num_beams=1).save_pretrained(model_dir)
-    records = [{"id": str(i), "document": " ".join(SENTENCES[j % 12] for j in range(i, i + 3)), "summary": SENTENCES[i % 12]} for i in range(12)]
-    for split, rows in (("train", records), ("validation", records[:4])):
-        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root
-
-
 TINY_RUN = ["generation.num_beams=1", "generation.max_new_tokens=8", "train.batch_size=4", "eval.batch_size=4",
             "train.log_every=1", "train.lr=1e-2", "train.warmup_steps=0"]
 
@@ -294,17 +260,21 @@ def bundled_settings(recipe_cls: type) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def summarization_args(tmp_path_factory) -> list[str]:
-    """The bundled sample when it exists, else a tiny Marian built here; always tiny step counts."""
+def summarization_args() -> list[str]:
+    """The bundled offline sample (tiny Marian from its config, random init) with tiny step counts."""
     from accel_tasks.registry import load_recipe_class
 
     recipe_cls = load_recipe_class("summarization")
-    if (recipe_cls.sample_dir / "model" / "config.json").is_file():
-        return ["recipe=summarization", *bundled_settings(recipe_cls), "data.max_train_samples=16",
-                "data.max_eval_samples=6", "task.max_source_length=64", *TINY_RUN]
-    root = build_marian_fixture(tmp_path_factory.mktemp("marian"))
-    return ["recipe=summarization", f"model.name_or_path={root / 'model'}", f"data.train_file={root / 'train.jsonl'}",
-            f"data.validation_file={root / 'validation.jsonl'}", *TINY_RUN]
+    assert (recipe_cls.sample_dir / "model" / "config.json").is_file(), "the bundled summarization sample is missing"
+    return ["recipe=summarization", *bundled_settings(recipe_cls), "data.max_train_samples=16",
+            "data.max_eval_samples=6", "task.max_source_length=64", *TINY_RUN]
+
+
+def step_lines(stdout: str) -> list[str]:
+    """``step N/M loss X`` of each logged step: a resumed run must log the same losses as the uninterrupted one."""
+    import re
+
+    return re.findall(r"step \d+/\d+ loss \S+", stdout)
 
 
 def scores(metrics: dict) -> dict:
@@ -321,16 +291,13 @@ def load_adapter_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def deepspeed_command(args: list[str], stage: int) -> list[str]:
-    """2 CPU processes under DeepSpeed ZeRO-``stage``: the repo's launcher config when present, else flags."""
-    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    """2 CPU processes under DeepSpeed ZeRO-``stage`` through the shipped launcher config.
+
+    fp32 here, so a 1-process eval of the export can reproduce the run's predictions exactly.
+    """
     config = ACCELERATE_CONFIGS / f"deepspeed_zero{stage}.yaml"
-    if config.is_file():
-        # fp32 here, so a 1-process eval of the export can reproduce the run's predictions exactly.
-        command += ["--config_file", str(config), "--num_processes", "2", "--mixed_precision", "no"]
-    else:
-        command += ["--use_deepspeed", "--zero_stage", str(stage), "--num_processes", "2", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no"]
-    return [*command, "-m", "accel_tasks.run", *args]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
+            "--mixed_precision", "no", "-m", "accel_tasks.run", *args]
 
 
 def accelerate_command(args: list[str]) -> list[str]:
@@ -387,7 +354,7 @@ def test_lora_summarization_export_eval_resume(tmp_path, summarization_args):
 
     resumed = tmp_path / "resumed"
     evals = {name: tmp_path / f"eval-{name}" for name in ("adapter", "merged")}
-    run_side_by_side([
+    *_, resume = run_side_by_side([
         accelerate_command([*summarization_args, "mode=eval", f"model.name_or_path={model_dir}", f"output_dir={evals['adapter']}"]),
         accelerate_command([*summarization_args, "mode=eval", f"model.name_or_path={merged_dir}", f"output_dir={evals['merged']}"]),
         accelerate_command([*lora_args, f"train.resume_from={out / 'checkpoints' / 'step_2'}", f"output_dir={resumed}"]),
@@ -395,6 +362,7 @@ def test_lora_summarization_export_eval_resume(tmp_path, summarization_args):
     for name, evaluated in evals.items():
         assert read_jsonl(evaluated / "predictions.jsonl") == read_jsonl(out / "predictions.jsonl"), name
         assert scores(read_json(evaluated / "metrics.json")) == scores(read_json(out / "metrics.json")), name
+    assert step_lines(resume.stdout) == step_lines(train.stdout)[2:]
     assert_same_tensors(load_adapter_tensors(resumed / "model"), tensors)
 
     # The merged export is a plain model equal to base + adapter; the adapter changes the base's outputs.
@@ -433,7 +401,7 @@ def test_lora_deepspeed_two_processes(tmp_path, summarization_args, stage):
     """ZeRO-2/3 on 2 CPU processes: train, checkpoint, export, resume; the saved adapter holds the trained values."""
     out = tmp_path / "run"
     common = [*summarization_args, "peft.method=lora", "peft.r=4", "train.max_steps=4", "train.save_every=2"]
-    run_side_by_side([deepspeed_command([*common, f"output_dir={out}"], stage)], tmp_path)
+    (first,) = run_side_by_side([deepspeed_command([*common, f"output_dir={out}"], stage)], tmp_path)
     tensors = load_adapter_tensors(out / "model")
     config = read_json(out / "model" / "adapter_config.json")
     assert tensors and all(t.dim() == 2 and t.numel() > 0 for t in tensors.values())
@@ -445,13 +413,14 @@ def test_lora_deepspeed_two_processes(tmp_path, summarization_args, stage):
     assert_same_tensors(tensors, checkpoint_lora_values(out / "checkpoints" / "step_4"))
 
     resumed, evaluated = tmp_path / "resumed", tmp_path / "eval"
-    run_side_by_side([
+    second, _ = run_side_by_side([
         deepspeed_command([*common, f"train.resume_from={out / 'checkpoints' / 'step_2'}", f"output_dir={resumed}"], stage),
         # Eval-only on the export (1 process, no DeepSpeed) reproduces the 2-process run's predictions.
         accelerate_command([*summarization_args, "mode=eval", f"model.name_or_path={out / 'model'}", f"output_dir={evaluated}"]),
     ], tmp_path)
     assert read_jsonl(evaluated / "predictions.jsonl") == read_jsonl(out / "predictions.jsonl")
     assert scores(read_json(evaluated / "metrics.json")) == scores(read_json(out / "metrics.json"))
+    assert step_lines(second.stdout) == step_lines(first.stdout)[2:]
     assert_same_tensors(load_adapter_tensors(resumed / "model"), tensors)
 
 
