@@ -97,6 +97,28 @@ def test_nested_squad_file_is_flattened_on_load(tmp_path):
     assert len(recipe.prepare_raw(raw["train"], "train")) == 2
 
 
+@pytest.mark.parametrize("version_2", [False, True])
+def test_dataset_folder_with_the_hub_squad_features(tmp_path, version_2):
+    # data.name takes a hub id (squad, squad_v2) or a dataset folder; the hub's rows carry these features.
+    features = datasets.Features({
+        "id": datasets.Value("string"), "title": datasets.Value("string"), "context": datasets.Value("string"),
+        "question": datasets.Value("string"),
+        "answers": datasets.Sequence({"text": datasets.Value("string"), "answer_start": datasets.Value("int32")}),
+    })
+    rows = [{**r, "title": "t"} for r in [*ROWS, row("q3", "who lives in lyon ?", None)][: 3 if version_2 else 2]]
+    for split in ("train", "validation"):
+        datasets.Dataset.from_list(rows, features=features).to_parquet(tmp_path / f"{split}.parquet")
+    recipe = recipe_for(f"data.name={tmp_path}", f"task.version_2_with_negative={str(version_2).lower()}",
+                        "task.max_seq_length=64", "task.doc_stride=8")
+    raw = recipe.load_data(("train", "validation"))
+    assert raw["validation"]["id"] == [r["id"] for r in rows]
+    train = features_of(recipe, recipe.prepare_raw(raw["train"], "train").to_list(), "train")
+    tokens = [recipe.processor.convert_ids_to_tokens(f["input_ids"]) for f in train]
+    assert [tokens[n][train[n]["start_positions"]] for n in range(2)] == ["rome", "paris"]
+    if version_2:  # the unanswerable question points at CLS
+        assert train[2]["start_positions"] == train[2]["end_positions"] == 0
+
+
 def test_bad_rows_are_listed_by_id_in_one_error():
     bad_start = row("bad-start", "where lives ada ?", "rome")
     bad_start["answers"]["answer_start"] = [0]
