@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor, get_linear_schedule_with_warmup
 
 from accel_tasks.speech.decode import decode_ctc_predictions
-from accel_tasks.speech.features import CTCCollator, prepare_ctc_features
+from accel_tasks.speech.features import CTCCollator, prepare_speech_features
 from accel_tasks.speech.normalize import TextNormalizer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "accel_tasks" / "samples" / "speech_recognition"
@@ -33,7 +33,7 @@ def load_split(name: str, processor, normalizer):
     ds = load_dataset("json", data_files=str(SAMPLE / f"{name}.jsonl"), split="train")
     refs = [normalizer(t) for t in ds["text"]]
     feats = ds.map(
-        prepare_ctc_features,
+        prepare_speech_features,
         batched=True,
         remove_columns=ds.column_names,
         fn_kwargs=dict(

@@ -17,8 +17,7 @@ from accel_tasks.speech.features import (
     EmptyTranscriptError,
     SpeechSeq2SeqCollator,
     filter_by_duration,
-    prepare_ctc_features,
-    prepare_seq2seq_features,
+    prepare_speech_features,
 )
 from accel_tasks.speech.normalize import TextNormalizer
 from accel_tasks.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
@@ -167,7 +166,7 @@ def ctc_parts(tmp_path: Path):
     return SeamlessM4TFeatureExtractor(), make_ctc_tokenizer(tmp_path / "tok")
 
 
-def test_prepare_ctc_features(ctc_parts, tmp_path: Path) -> None:
+def test_prepare_speech_features_for_ctc(ctc_parts, tmp_path: Path) -> None:
     fe, tok = ctc_parts
     sf.write(tmp_path / "b.wav", sine(300, 22050, 0.5), 22050)
     batch = {
@@ -175,7 +174,7 @@ def test_prepare_ctc_features(ctc_parts, tmp_path: Path) -> None:
         "audio": [{"array": sine(440, 16000), "sampling_rate": 16000}, "b.wav"],
         "text": ["One, TWO!", "three"],
     }
-    out = prepare_ctc_features(
+    out = prepare_speech_features(
         batch, feature_extractor=fe, tokenizer=tok, normalizer=TextNormalizer(), base_dir=tmp_path
     )
     assert out["duration"] == pytest.approx([1.0, 0.5], abs=1e-3)
@@ -190,9 +189,9 @@ def test_empty_transcript_is_reported_with_row_id(ctc_parts) -> None:
     batch = {"id": ["ok", "blank"], "audio": [{"array": sine(440, 16000), "sampling_rate": 16000}] * 2,
              "text": ["one", " ?! "]}
     with pytest.raises(EmptyTranscriptError, match="'blank'"):
-        prepare_ctc_features(batch, feature_extractor=fe, tokenizer=tok, normalizer=TextNormalizer())
+        prepare_speech_features(batch, feature_extractor=fe, tokenizer=tok, normalizer=TextNormalizer())
     with pytest.raises(ValueError, match="'text'"):
-        prepare_ctc_features({"audio": [], "sentence": []}, feature_extractor=fe, tokenizer=tok)
+        prepare_speech_features({"audio": [], "sentence": []}, feature_extractor=fe, tokenizer=tok)
 
 
 def test_prepare_features_through_datasets_map_names_rows_by_index(ctc_parts) -> None:
@@ -201,7 +200,7 @@ def test_prepare_features_through_datasets_map_names_rows_by_index(ctc_parts) ->
     fe, tok = ctc_parts
     ds = Dataset.from_dict({"audio": ["missing.wav"], "text": ["one"]})
     with pytest.raises(AudioLoadError, match="row 0"):
-        ds.map(prepare_ctc_features, batched=True, with_indices=True,
+        ds.map(prepare_speech_features, batched=True, with_indices=True,
                fn_kwargs={"feature_extractor": fe, "tokenizer": tok, "id_column": None})
 
 
@@ -283,7 +282,7 @@ def test_tiny_whisper_forward_generate_language_task(tmp_path: Path) -> None:
         "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
     assert tok.decode(labels, skip_special_tokens=True) == "nine four"
 
-    feats = prepare_seq2seq_features(
+    feats = prepare_speech_features(
         {"id": ["a", "b"], "audio": [{"array": sine(440, 16000), "sampling_rate": 16000}] * 2,
          "text": ["nine four", "zero"]},
         feature_extractor=tiny.feature_extractor, tokenizer=tok)

@@ -424,14 +424,13 @@ class SpeechRecognitionRecipe(Recipe):
 
     def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
         from ..speech.audio import AudioLoadError
-        from ..speech.features import SHAPE_COLUMN, EmptyTranscriptError, pack_arrays, prepare_ctc_features, prepare_seq2seq_features
+        from ..speech.features import SHAPE_COLUMN, EmptyTranscriptError, pack_arrays, prepare_speech_features
         from ..speech.models import CTC, split_processor
 
         feature_extractor, tokenizer = split_processor(self.processor)
-        prepare = prepare_ctc_features if self.model_type == CTC else prepare_seq2seq_features
         base_dir = self.audio_base_dir(split)
         try:
-            features = prepare(
+            features = prepare_speech_features(
                 batch,
                 feature_extractor=feature_extractor,
                 tokenizer=tokenizer,

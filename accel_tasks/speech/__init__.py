@@ -11,8 +11,7 @@ from .features import (
     EmptyTranscriptError,
     SpeechSeq2SeqCollator,
     filter_by_duration,
-    prepare_ctc_features,
-    prepare_seq2seq_features,
+    prepare_speech_features,
 )
 from .normalize import TextNormalizer
 from .vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
@@ -34,8 +33,7 @@ __all__ = [
     "filter_by_duration",
     "load_audio",
     "make_ctc_tokenizer",
-    "prepare_ctc_features",
-    "prepare_seq2seq_features",
+    "prepare_speech_features",
     "undecoded_audio",
     "write_vocab",
 ]

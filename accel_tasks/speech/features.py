@@ -45,17 +45,28 @@ def _check_columns(batch: dict[str, list], audio_column: str, text_column: str) 
         )
 
 
-def _prepare_speech_features(
+def prepare_speech_features(
     batch: dict[str, list],
+    indices: Sequence[int] | None = None,
+    *,
     feature_extractor: Any,
     tokenizer: Any,
-    normalizer: Callable[[str], str] | None,
-    audio_column: str,
-    text_column: str,
-    id_column: str | None,
-    base_dir: str | os.PathLike[str] | None,
-    indices: Sequence[int] | None,
+    normalizer: Callable[[str], str] | None = None,
+    audio_column: str = "audio",
+    text_column: str = "text",
+    id_column: str | None = "id",
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, list]:
+    """Batched ``datasets.map`` function for CTC and encoder-decoder models alike.
+
+    Returns the feature extractor's input (plus its ``attention_mask`` when it makes one), ``labels`` from the
+    tokenizer and ``duration`` in seconds. CTC: pass the ``normalizer`` that built the character vocabulary.
+    Encoder-decoder (e.g. Whisper): labels are the tokenizer's full sequence with its prefix tokens
+    (start-of-transcript, language, task, no-timestamps) and end-of-text, so set the tokenizer's language/task
+    first (``tokenizer.set_prefix_tokens``); the collator removes the leading start token; no normaliser by
+    default, Whisper is trained on cased, punctuated text. Errors name rows by ``id_column``, else by
+    ``indices`` (``map(..., with_indices=True)``).
+    """
     _check_columns(batch, audio_column, text_column)
     n = len(batch[audio_column])
     ids = _row_ids(batch, id_column, indices, n)
@@ -79,55 +90,6 @@ def _prepare_speech_features(
             out.setdefault(key, []).append(np.asarray(val[0]))
     out["labels"] = tokenizer(texts).input_ids
     return out
-
-
-def prepare_ctc_features(
-    batch: dict[str, list],
-    indices: Sequence[int] | None = None,
-    *,
-    feature_extractor: Any,
-    tokenizer: Any,
-    normalizer: Callable[[str], str] | None = None,
-    audio_column: str = "audio",
-    text_column: str = "text",
-    id_column: str | None = "id",
-    base_dir: str | os.PathLike[str] | None = None,
-) -> dict[str, list]:
-    """Batched ``datasets.map`` function for CTC models.
-
-    Returns the feature extractor's input (plus its ``attention_mask`` when it makes
-    one), character ``labels`` from the normalised text, and ``duration`` in seconds.
-    Pass the same ``normalizer`` that built the vocabulary. Errors name rows by
-    ``id_column``, else by ``indices`` (``map(..., with_indices=True)``).
-    """
-    return _prepare_speech_features(
-        batch, feature_extractor, tokenizer, normalizer, audio_column, text_column, id_column, base_dir, indices
-    )
-
-
-def prepare_seq2seq_features(
-    batch: dict[str, list],
-    indices: Sequence[int] | None = None,
-    *,
-    feature_extractor: Any,
-    tokenizer: Any,
-    normalizer: Callable[[str], str] | None = None,
-    audio_column: str = "audio",
-    text_column: str = "text",
-    id_column: str | None = "id",
-    base_dir: str | os.PathLike[str] | None = None,
-) -> dict[str, list]:
-    """Batched ``datasets.map`` function for encoder-decoder models (e.g. Whisper).
-
-    Labels are the tokenizer's full sequence, including its prefix tokens (Whisper:
-    start-of-transcript, language, task, no-timestamps) and end-of-text; set the
-    tokenizer's language/task first (``tokenizer.set_prefix_tokens``). The collator
-    removes the leading start token. No normaliser by default: Whisper is trained on
-    cased, punctuated text.
-    """
-    return _prepare_speech_features(
-        batch, feature_extractor, tokenizer, normalizer, audio_column, text_column, id_column, base_dir, indices
-    )
 
 
 def filter_by_duration(
