@@ -37,7 +37,7 @@ def make_plan(cfg: Any, recipe_cls: type) -> Plan:
     recipe.validate_options()
     splits = ("train", "validation") if cfg.mode == "train" else ("validation",)
     check_data_files(cfg.data, splits)
-    default_model = recipe.sample_dir / "model" if recipe.sample_dir else None
+    default_model = recipe.default_model_dir() if cfg.model.name_or_path is None else None
     model_source = resolve_model_source(cfg.model, default_model)
     check_deepspeed_config(cfg)
     threads_from_env()

