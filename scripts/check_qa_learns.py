@@ -125,7 +125,7 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = max(1, args.max_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (args.max_steps - s) / (args.max_steps - warmup))))
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (args.max_steps - s) / max(1, args.max_steps - warmup))))
     rng = np.random.default_rng(args.seed)
     n_train = len(train_features["input_ids"])
     names = MODEL_INPUTS + ("start_positions", "end_positions")
