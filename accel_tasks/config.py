@@ -1,13 +1,18 @@
 """The run config: typed groups, layered merge, and validation that fails before anything heavy.
 
-Merge order: schema defaults -> recipe preset -> ``--config FILE`` -> ``key=value`` overrides.
+Merge order (assembled by preflight.resolve_config): schema defaults -> recipe preset -> bundled-model
+settings -> ``--config FILE`` -> ``key=value`` overrides. Each field's docstring is its ``--help`` line.
+This module imports nothing of the package but ``errors``.
 Every layer is checked against the schema first so that a typo gets a "did you mean" hint instead of
 an OmegaConf stack trace.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
+import inspect
+import textwrap
 import typing
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
@@ -17,107 +22,155 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A user mistake in the run config; the CLI prints it as one line and exits with status 2."""
+from .errors import ConfigError, first_line
 
 
 @dataclass
 class ModelConfig:
-    # None: the recipe's bundled tiny model config (random init, offline).
+    """model.*: what is trained or evaluated."""
+
     name_or_path: Optional[str] = None
+    """Hub id or local directory (a saved model, an export, a checkpoint or an adapter); None: the recipe's bundled model."""
     tokenizer_name: Optional[str] = None
+    """Tokenizer / processor to load instead of the model's own."""
     revision: str = "main"
+    """Hub revision (branch, tag or commit) of model.name_or_path."""
     trust_remote_code: bool = False
+    """Run modelling code shipped with a hub model; off unless you trust it."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
 
 
 @dataclass
 class DataConfig:
-    # Hub dataset id (or a local dataset directory) for datasets.load_dataset.
+    """data.*: where the examples come from."""
+
     name: Optional[str] = None
+    """Hub dataset id (or a local dataset directory) for datasets.load_dataset."""
     config: Optional[str] = None
+    """The dataset's configuration name (e.g. 3.0.0 for cnn_dailymail)."""
     train_split: str = "train"
+    """The dataset split used for training."""
     validation_split: str = "validation"
+    """The dataset split used as validation."""
     test_split: str = "test"
+    """The dataset split used as test."""
     train_file: Optional[str] = None
+    """Local training file: json, jsonl, csv, tsv or parquet."""
     validation_file: Optional[str] = None
+    """Local validation file: json, jsonl, csv, tsv or parquet."""
     test_file: Optional[str] = None
+    """Local test file: json, jsonl, csv, tsv or parquet."""
     max_train_samples: Optional[int] = None
+    """Use only the first N training examples."""
     max_eval_samples: Optional[int] = None
+    """Score only the first N evaluation examples."""
     preprocessing_num_workers: Optional[int] = None
+    """Processes for datasets.map preprocessing; None: in process."""
     dataloader_num_workers: int = 0
+    """DataLoader worker processes."""
     overwrite_cache: bool = False
+    """Redo preprocessing instead of loading cached features."""
 
 
 @dataclass
 class TrainConfig:
+    """train.*: optimisation, schedule, logging and checkpoints."""
+
     lr: float = 5e-5
+    """Peak learning rate of AdamW (Trainer: learning_rate)."""
     weight_decay: float = 0.0
+    """AdamW weight decay; biases and norm weights get none."""
     adam_beta1: float = 0.9
+    """AdamW beta1."""
     adam_beta2: float = 0.999
+    """AdamW beta2."""
     adam_epsilon: float = 1e-8
+    """AdamW epsilon."""
     lr_scheduler: str = "linear"
+    """transformers schedule name: linear, cosine, constant, constant_with_warmup, polynomial, ..."""
     warmup_steps: int = 0
+    """Warm-up optimizer steps; wins over warmup_ratio when > 0."""
     warmup_ratio: float = 0.0
+    """Warm-up as a fraction of all optimizer steps."""
     epochs: int = 3
-    # Optimizer steps; when > 0 it wins over epochs.
+    """Passes over the training data (Trainer: num_train_epochs)."""
     max_steps: int = -1
+    """Optimizer steps; when > 0 it wins over epochs."""
     batch_size: int = 8
+    """Examples per process per micro-batch (Trainer: per_device_train_batch_size)."""
     grad_accum: int = 1
-    # 0 disables clipping.
+    """Micro-batches per optimizer step (Trainer: gradient_accumulation_steps)."""
     max_grad_norm: float = 1.0
+    """Clip the gradient norm to this; 0 disables clipping."""
     log_every: int = 10
-    # 0: evaluate only at the end of training.
+    """Log loss, learning rate and throughput every N optimizer steps (Trainer: logging_steps)."""
     eval_every: int = 0
-    # 0: no intermediate checkpoints.
+    """Evaluate every N optimizer steps; 0: only at the end of training (Trainer: eval_steps)."""
     save_every: int = 0
+    """Write a checkpoint every N optimizer steps; 0: no intermediate checkpoints (Trainer: save_steps)."""
     save_total_limit: Optional[int] = 2
-    # "latest" or a checkpoint directory.
+    """Keep the newest N checkpoints; None keeps every one."""
     resume_from: Optional[str] = None
+    """Continue a run: latest, or a checkpoint directory."""
     overwrite_output_dir: bool = False
-    # Torch intra-op threads per process; None: usable cores / local processes.
+    """Replace a previous run's outputs in output_dir."""
     threads: Optional[int] = None
+    """Torch intra-op threads per process; None: usable cores / local processes."""
 
 
 @dataclass
 class EvalConfig:
+    """eval.*: how the model is scored."""
+
     batch_size: int = 16
-    # evaluate ids or module paths; None: the recipe's default.
+    """Examples per process per eval batch (Trainer: per_device_eval_batch_size)."""
     metrics: Optional[list[str]] = None
-    # Extra keyword arguments per metric, e.g. {sacrebleu: {tokenize: intl}}.
+    """evaluate ids or module paths; None: the recipe's default."""
     metric_args: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments per metric, e.g. {sacrebleu: {tokenize: intl}}."""
     split: str = "validation"
-    # Sort eval features by length so batches hold similar lengths; outputs are restored to input order.
+    """Which split is scored: validation, test or train (data.<split>_split / data.<split>_file)."""
     group_by_length: bool = True
+    """Sort eval features by length so batches hold similar lengths; outputs are restored to input order."""
 
 
 @dataclass
 class GenerationOptions:
-    """Generation settings; None keeps the model's own generation_config value."""
+    """generation.*: decoding for generative recipes; None keeps the model's generation_config value."""
 
     num_beams: Optional[int] = None
+    """Beam width; 1 is greedy."""
     max_new_tokens: Optional[int] = None
+    """Longest generated output; None: task.max_target_length."""
     length_penalty: Optional[float] = None
+    """Beam-search length penalty (> 1 favours longer outputs)."""
     no_repeat_ngram_size: Optional[int] = None
+    """Forbid repeating n-grams of this size."""
     early_stopping: Optional[bool] = None
+    """Stop beam search when num_beams candidates have finished."""
 
 
 @dataclass
 class PeftOptions:
-    # None (full fine-tuning) or "lora".
+    """peft.*: parameter-efficient fine-tuning (LoRA or any peft method)."""
+
     method: Optional[str] = None
+    """None (full fine-tuning) or lora."""
     r: int = 8
+    """LoRA rank."""
     alpha: int = 16
+    """LoRA alpha (scaling = alpha / r)."""
     dropout: float = 0.05
-    # None: the architecture family's attention + feed-forward linear layers; [all-linear]: every linear layer but the head.
+    """LoRA dropout."""
     target_modules: Optional[list[str]] = None
-    # Trained in full and saved with the adapter; None: the task head (qa_outputs, CTC lm_head, classifier).
+    """None: the architecture family's attention + feed-forward linear layers; [all-linear]: every linear layer but the head."""
     modules_to_save: Optional[list[str]] = None
-    # A peft config dict as JSON (peft_type IA3, LOHA, ...); unset target_modules / modules_to_save get the defaults above.
+    """Trained in full and saved with the adapter; None: the recipe's task head (qa_outputs, CTC lm_head, ...)."""
     config: Optional[str] = None
-    # Also export output_dir/model_merged: the adapter merged into the base, a plain model.
+    """A peft config dict as JSON (peft_type IA3, LOHA, ...); unset target_modules / modules_to_save get the defaults above."""
     merge: bool = False
+    """Also export output_dir/model_merged: the adapter merged into the base, a plain model."""
 
 
 @dataclass
@@ -127,13 +180,18 @@ class NoOptions:
 
 @dataclass
 class RunConfig:
+    """The whole run: every group above, plus the recipe's own task.* options."""
+
     recipe: str = "summarization"
+    """Built-in name, entry-point name, path/to/file.py:Class or package.module:Class."""
     mode: str = "train"
-    # None: outputs/<recipe> for training, outputs/<recipe>-eval for eval-only runs.
+    """train, or eval (score a model without training)."""
     output_dir: Optional[str] = None
+    """Where everything is written; None: outputs/<recipe> for training, outputs/<recipe>-eval for eval-only runs."""
     seed: int = 42
-    # A DeepSpeed JSON config; its "auto" values are filled from this run config.
+    """Seed of weights init, shuffling and dropout."""
     deepspeed: Optional[str] = None
+    """A DeepSpeed JSON config; its auto values are filled from this run config."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -141,9 +199,12 @@ class RunConfig:
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     peft: PeftOptions = field(default_factory=PeftOptions)
     task: Any = None
+    """The recipe's Options dataclass."""
 
 
 MODES = ("train", "eval")
+# The splits a run can read (data.<split>_split / data.<split>_file).
+SPLITS = ("train", "validation", "test")
 
 
 def parse_overrides(args: typing.Sequence[str], recipe_options: type = NoOptions) -> DictConfig:
@@ -166,7 +227,7 @@ def parse_overrides(args: typing.Sequence[str], recipe_options: type = NoOptions
                 item = OmegaConf.from_dotlist([f"{key}={value}"])
             layer = OmegaConf.merge(layer, item)
         except (OmegaConfBaseException, yaml.YAMLError) as exc:
-            raise ConfigError(f"malformed override {arg!r}: {_first_line(exc)}") from None
+            raise ConfigError(f"malformed override {arg!r}: {first_line(exc)}") from None
     return layer
 
 
@@ -197,7 +258,7 @@ def load_yaml_layer(path: str | Path, what: str) -> DictConfig:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {_first_line(exc)}") from None
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {str(path)!r} must hold a mapping of config keys, got {type(data).__name__}")
     return OmegaConf.create(data)
@@ -286,7 +347,7 @@ def _suggestion(key: str, candidates: list[str]) -> str:
 
 def _describe_merge_error(exc: OmegaConfBaseException, source: str) -> str:
     key = getattr(exc, "full_key", None) or "?"
-    message = _first_line(exc)
+    message = first_line(exc)
     if "could not be converted" in message or "Invalid value assigned" in message or "is not a" in message:
         return f"wrong type for {key} in {source}: {message}"
     return f"invalid value for {key} in {source}: {message}"
@@ -313,11 +374,66 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError("set train.max_steps > 0 or train.epochs >= 1")
     if cfg.train.save_total_limit is not None and cfg.train.save_total_limit < 1:
         raise ConfigError("train.save_total_limit must be at least 1 (or null to keep every checkpoint)")
-    from .adapters import validate_peft_options
+    if cfg.eval.split not in SPLITS:
+        raise ConfigError(f"eval.split={cfg.eval.split!r} is not one of {', '.join(SPLITS)}")
+    if cfg.mode == "train" and cfg.eval.split == "train":
+        raise ConfigError("eval.split=train in a training run would score the data it learns from; use validation or test")
+    check_peft_values(cfg.peft)
 
-    validate_peft_options(cfg.peft)
+
+def run_splits(cfg: RunConfig) -> tuple[str, ...]:
+    """The splits a run reads, the scored one last: (train, eval.split) for training, (eval.split,) otherwise."""
+    return ("train", cfg.eval.split) if cfg.mode == "train" else (cfg.eval.split,)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def peft_enabled(peft_cfg: PeftOptions) -> bool:
+    """Whether the run trains an adapter (peft.method or peft.config set)."""
+    return peft_cfg.method is not None or peft_cfg.config is not None
+
+
+def check_peft_values(peft_cfg: PeftOptions) -> None:
+    """The peft.* values that need no file and no model; peft.config's file is read in preflight."""
+    if peft_cfg.method is not None and peft_cfg.method != "lora" and peft_cfg.config is None:
+        raise ConfigError(
+            f"peft.method={peft_cfg.method!r} is not supported directly; use peft.method=lora, "
+            "or pass any other peft method as peft.config=FILE.json (a peft config dict with peft_type)"
+        )
+    if peft_cfg.r < 1:
+        raise ConfigError(f"peft.r must be at least 1, got {peft_cfg.r}")
+    if peft_cfg.alpha <= 0:
+        raise ConfigError(f"peft.alpha must be positive, got {peft_cfg.alpha}")
+    if not 0.0 <= peft_cfg.dropout < 1.0:
+        raise ConfigError(f"peft.dropout must be in [0, 1), got {peft_cfg.dropout}")
+    for key in ("target_modules", "modules_to_save"):
+        names = getattr(peft_cfg, key)
+        if names is not None and any(not isinstance(n, str) or not n for n in names):
+            raise ConfigError(f"peft.{key} must be a list of module names, got {list(names)!r}")
+    if peft_cfg.merge and not peft_enabled(peft_cfg):
+        raise ConfigError("peft.merge=true needs an adapter: set peft.method=lora or peft.config=FILE.json")
+
+
+def field_docs(options: type) -> dict[str, str]:
+    """{field: one-line doc} of a dataclass, from the string literal under each field (litgpt style).
+
+    Why docstrings and not ``#`` comments: they are part of the code, so ``--help`` shows exactly what
+    the source says, for the built-in groups and for every recipe's (or plugin's) Options alike.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(options.__mro__):
+        if not is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, following in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(following.value.value.split())
+    return docs

@@ -1,17 +1,26 @@
-"""Raw datasets from a hub name, local files, or the recipe's bundled sample; column checks."""
+"""Raw datasets from a hub name, local files, or the recipe's bundled sample; column checks.
+
+Raw datasets only; features are ``features.py``'s job. The one file loader of the package: a recipe whose task has a file layout of its own (nested SQuAD json)
+plugs a reader in through ``Recipe.read_data_file`` instead of loading files itself.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
-from .config import ConfigError
+from .config import SPLITS, DataConfig
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import datasets
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
-SPLITS = ("train", "validation", "test")
+# A recipe's reader for a file layout only it knows: the dataset, or None to use the common loader.
+FileReader = Callable[[Path], Optional["datasets.Dataset"]]
 
 
-def check_data_files(data_cfg: Any, splits: Iterable[str]) -> None:
+def check_data_files(data_cfg: DataConfig, splits: Iterable[str]) -> None:
     """Fail before anything heavy when a named data file is missing or of an unknown kind."""
     for split in splits:
         path = getattr(data_cfg, f"{split}_file")
@@ -24,12 +33,20 @@ def check_data_files(data_cfg: Any, splits: Iterable[str]) -> None:
             raise ConfigError(f"data.{split}_file {path!r}: unsupported file type; use one of {kinds}")
 
 
-def uses_files(data_cfg: Any) -> bool:
+def uses_files(data_cfg: DataConfig) -> bool:
     return any(getattr(data_cfg, f"{s}_file") for s in SPLITS)
 
 
-def load_raw_datasets(data_cfg: Any, splits: Iterable[str], sample_dir: Optional[Path] = None) -> Any:
-    """A DatasetDict with the requested splits, named train / validation / test."""
+def load_raw_datasets(
+    data_cfg: DataConfig,
+    splits: Iterable[str],
+    sample_dir: Optional[Path] = None,
+    read_file: Optional[FileReader] = None,
+) -> datasets.DatasetDict:
+    """A DatasetDict with the requested splits, named train / validation / test.
+
+    ``read_file`` is tried first on every local data file; it returns None for files it does not own.
+    """
     import datasets
 
     splits = tuple(splits)
@@ -40,7 +57,8 @@ def load_raw_datasets(data_cfg: Any, splits: Iterable[str], sample_dir: Optional
             path = getattr(data_cfg, f"{split}_file")
             if path is None:
                 raise ConfigError(f"data.{split}_file is not set, but this run needs a {split} split")
-            loaded[split] = _load_file(path)
+            custom = read_file(Path(path)) if read_file is not None else None
+            loaded[split] = custom if custom is not None else _load_file(path)
         raw = datasets.DatasetDict(loaded)
     elif data_cfg.name:
         raw = _load_named(data_cfg, splits)
@@ -55,7 +73,7 @@ def load_raw_datasets(data_cfg: Any, splits: Iterable[str], sample_dir: Optional
     return _limit(raw, data_cfg)
 
 
-def _load_file(path: str) -> Any:
+def _load_file(path: str) -> datasets.Dataset:
     import datasets
 
     builder = FILE_BUILDERS[Path(path).suffix.lower()]
@@ -63,7 +81,7 @@ def _load_file(path: str) -> Any:
     return datasets.load_dataset(builder, data_files={"data": path}, split="data", **kwargs)
 
 
-def _load_named(data_cfg: Any, splits: tuple[str, ...]) -> Any:
+def _load_named(data_cfg: DataConfig, splits: tuple[str, ...]) -> datasets.DatasetDict:
     import datasets
 
     names = {s: getattr(data_cfg, f"{s}_split") for s in splits}
@@ -80,7 +98,7 @@ def _load_named(data_cfg: Any, splits: tuple[str, ...]) -> Any:
     return datasets.DatasetDict(loaded)
 
 
-def _limit(raw: Any, data_cfg: Any) -> Any:
+def _limit(raw: datasets.DatasetDict, data_cfg: DataConfig) -> datasets.DatasetDict:
     limits = {"train": data_cfg.max_train_samples, "validation": data_cfg.max_eval_samples, "test": data_cfg.max_eval_samples}
     for split, limit in limits.items():
         if split in raw and limit is not None and limit < len(raw[split]):
@@ -88,7 +106,7 @@ def _limit(raw: Any, data_cfg: Any) -> Any:
     return raw
 
 
-def check_columns(dataset: Any, required: dict[str, str], split: str) -> None:
+def check_columns(dataset: datasets.Dataset, required: dict[str, str], split: str) -> None:
     """A missing column is an error naming the columns that exist and the option to set."""
     for column, option in required.items():
         if column not in dataset.column_names:
@@ -96,42 +114,3 @@ def check_columns(dataset: Any, required: dict[str, str], split: str) -> None:
             raise ConfigError(f"the {split} data has no column {column!r} (columns: {have}); set {option}=<column>")
 
 
-FEATURE_CACHE_VERSION = 1
-
-
-def feature_fingerprint(dataset: Any, recipe: Any, split: str) -> str:
-    """A stable cache key: same data, recipe, task options and processor -> the same cached features."""
-    import hashlib
-    import json
-
-    from omegaconf import OmegaConf
-
-    processor = recipe.processor
-    identity = {
-        "version": FEATURE_CACHE_VERSION,
-        "data": dataset._fingerprint,
-        "recipe": f"{type(recipe).__module__}.{type(recipe).__qualname__}",
-        "task": OmegaConf.to_container(recipe.cfg.task, resolve=True) if recipe.cfg.task is not None else None,
-        "split": split,
-        "processor": [type(processor).__name__, getattr(processor, "name_or_path", None), len(processor) if hasattr(processor, "__len__") else None],
-        "preprocess": recipe.preprocess_fingerprint(),
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def make_features(recipe: Any, dataset: Any, split: str, data_cfg: Any, log: Any) -> Any:
-    """Raw split -> features with batched ``map``; cached on disk so an identical run does not redo it."""
-    fingerprint = feature_fingerprint(dataset, recipe, split)
-    cached = bool(dataset.cache_files) and not data_cfg.overwrite_cache and Path(dataset._get_cache_file_path(fingerprint)).is_file()
-    features = dataset.map(
-        recipe.preprocess,
-        fn_kwargs={"split": split},
-        batched=True,
-        remove_columns=dataset.column_names,
-        num_proc=data_cfg.preprocessing_num_workers,
-        load_from_cache_file=not data_cfg.overwrite_cache,
-        new_fingerprint=fingerprint,
-        desc=f"preprocessing {split}",
-    )
-    log(f"{split}: {len(dataset)} examples -> {len(features)} features ({'loaded from cache' if cached else 'preprocessed'})")
-    return features

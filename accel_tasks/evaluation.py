@@ -10,15 +10,23 @@ import math
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from .config import ConfigError
-from .recipe import EvalOutput, pad_value_for
+from .config import RunConfig
+from .distributed import cast_floating_inputs, zero_stage
+from .errors import ConfigError
+from .recipe import EvalOutput, Recipe, pad_value_for
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+    from accelerate import Accelerator
+    from evaluate import EvaluationModule
 
 
-def load_metrics(names: list[str]) -> dict[str, Any]:
+def load_metrics(names: list[str]) -> dict[str, EvaluationModule]:
     """Load every metric up front so a bad id fails before the model is trained."""
     from .metrics import MetricLoadError, load_metric
 
@@ -34,7 +42,7 @@ def _metric_label(name: str) -> str:
     return Path(name.rstrip("/")).stem if ("/" in name or name.endswith(".py")) and Path(name).exists() else name.rsplit("/", 1)[-1]
 
 
-def length_order(features: Any, column: str) -> Optional[np.ndarray]:
+def length_order(features: datasets.Dataset, column: str) -> Optional[np.ndarray]:
     """Longest first, so similar lengths share a batch and an out-of-memory shows up at once."""
     if column not in features.column_names:
         return None
@@ -43,13 +51,13 @@ def length_order(features: Any, column: str) -> Optional[np.ndarray]:
 
 
 def run_eval(
-    accelerator: Any,
-    recipe: Any,
-    model: Any,
-    examples: Any,
-    features: Any,
-    metric_modules: dict[str, Any],
-    cfg: Any,
+    accelerator: Accelerator,
+    recipe: Recipe,
+    model: torch.nn.Module,
+    examples: datasets.Dataset,
+    features: datasets.Dataset,
+    metric_modules: dict[str, EvaluationModule],
+    cfg: RunConfig,
     log: Callable[[str], None],
 ) -> tuple[dict[str, Any], Optional[EvalOutput]]:
     """Predict, gather, postprocess and score; metrics and outputs are returned on the main process only."""
@@ -71,7 +79,7 @@ def run_eval(
     was_training = model.training
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
-    synced_gpus = zero3_enabled(accelerator) and accelerator.num_processes > 1
+    synced_gpus = zero_stage(accelerator) == 3 and accelerator.num_processes > 1
     collected: dict[str, list[np.ndarray]] = defaultdict(list)
     for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
         batch = cast_floating_inputs(batch, accelerator, unwrapped)
@@ -101,7 +109,7 @@ def run_eval(
     return metrics, result
 
 
-def score(recipe: Any, metric_modules: dict[str, Any], result: EvalOutput) -> dict[str, Any]:
+def score(recipe: Recipe, metric_modules: dict[str, EvaluationModule], result: EvalOutput) -> dict[str, Any]:
     """Run every metric and flatten the results into one dict."""
     merged: dict[str, Any] = {}
     for label, module in metric_modules.items():
@@ -151,14 +159,3 @@ def restore_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
     return restored
 
 
-def zero3_enabled(accelerator: Any) -> bool:
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    return plugin is not None and plugin.zero_stage == 3
-
-
-def cast_floating_inputs(batch: dict[str, Any], accelerator: Any, model: Any) -> dict[str, Any]:
-    """Under DeepSpeed fp16/bf16 the weights are half precision and there is no autocast: cast float inputs."""
-    if accelerator.distributed_type.value != "DEEPSPEED" or accelerator.mixed_precision == "no":
-        return batch
-    dtype = next(model.parameters()).dtype
-    return {k: v.to(dtype) if hasattr(v, "is_floating_point") and v.is_floating_point() else v for k, v in batch.items()}

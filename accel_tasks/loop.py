@@ -9,18 +9,29 @@ import logging
 import math
 import shutil
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
 from .adapters import wrap_model
-from .checkpoint import LoopState, export_model, load_checkpoint, save_checkpoint, write_json, write_jsonl
-from .config import to_yaml
-from .data import check_columns, make_features
-from .distributed import build_accelerator, configure_threads, prepare_eval_model
-from .evaluation import cast_floating_inputs, run_eval, scalar_metrics
+from .checkpoint import LoopState, load_checkpoint, save_checkpoint
+from .config import RunConfig, run_splits, to_yaml
+from .data import check_columns
+from .features import make_features
+from .distributed import build_accelerator, cast_floating_inputs, configure_threads, prepare_eval_model
+from .evaluation import run_eval, scalar_metrics
+from .export import export_model
+from .files import write_json, write_jsonl
 from .modeling import count_parameters
 from .preflight import Plan
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase, ProcessorMixin
+
+Log = Callable[[str], None]
 
 logger = logging.getLogger("accel_tasks")
 
@@ -48,10 +59,10 @@ def run(plan: Plan) -> dict[str, Any]:
     recipe = plan.recipe
     recipe.log = log
     model, processor = recipe.load_model()
-    model = wrap_model(model, cfg.peft, recipe, log)
+    model = wrap_model(model, cfg.peft, cfg.mode, recipe.peft_modules_to_save, log)
     trainable, total = count_parameters(model)
     log(f"model: {type(model).__name__}, trainable / total parameters: {trainable:,} / {total:,} ({100 * trainable / max(total, 1):.2f}%)")
-    splits = ("train", "validation") if cfg.mode == "train" else ("validation",)
+    splits = run_splits(cfg)
     raw = recipe.load_data(splits)
     features = {}
     for split in splits:
@@ -68,7 +79,15 @@ def run(plan: Plan) -> dict[str, Any]:
     return metrics
 
 
-def _train(accelerator: Any, plan: Plan, model: Any, processor: Any, raw: Any, features: dict, log: Any) -> dict:
+def _train(
+    accelerator: Accelerator,
+    plan: Plan,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    raw: datasets.DatasetDict,
+    features: dict[str, datasets.Dataset],
+    log: Log,
+) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -162,10 +181,17 @@ def _train(accelerator: Any, plan: Plan, model: Any, processor: Any, raw: Any, f
 
 
 def _final_eval(
-    accelerator: Any, plan: Plan, model: Any, raw: Any, features: dict, log: Any, step: int = 0, extra: dict | None = None
-) -> dict:
+    accelerator: Accelerator,
+    plan: Plan,
+    model: torch.nn.Module,
+    raw: datasets.DatasetDict,
+    features: dict[str, datasets.Dataset],
+    log: Log,
+    step: int = 0,
+    extra: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
     metrics, result = run_eval(
-        accelerator, plan.recipe, model, raw["validation"], features["validation"], plan.metric_modules, plan.cfg, log
+        accelerator, plan.recipe, model, raw[plan.cfg.eval.split], features[plan.cfg.eval.split], plan.metric_modules, plan.cfg, log
     )
     if accelerator.is_main_process:
         metrics.update(extra or {})
@@ -178,8 +204,16 @@ def _final_eval(
     return metrics
 
 
-def _periodic_eval(accelerator: Any, plan: Plan, model: Any, raw: Any, features: dict, step: int, log: Any) -> None:
-    metrics, _ = run_eval(accelerator, plan.recipe, model, raw["validation"], features["validation"], plan.metric_modules, plan.cfg, log)
+def _periodic_eval(
+    accelerator: Accelerator,
+    plan: Plan,
+    model: torch.nn.Module,
+    raw: datasets.DatasetDict,
+    features: dict[str, datasets.Dataset],
+    step: int,
+    log: Log,
+) -> None:
+    metrics, _ = run_eval(accelerator, plan.recipe, model, raw[plan.cfg.eval.split], features[plan.cfg.eval.split], plan.metric_modules, plan.cfg, log)
     if accelerator.is_main_process:
         accelerator.log({f"eval/{k}": v for k, v in scalar_metrics(metrics).items()}, step=step)
         log(f"step {step} eval: " + _format_metrics(metrics))
@@ -202,14 +236,14 @@ class ThroughputMeter:
         self.tokens = 0
         self.start = time.perf_counter()
 
-    def add(self, loss: Any, samples: int, tokens: int) -> None:
+    def add(self, loss: torch.Tensor, samples: int, tokens: int) -> None:
         self.loss_sum = self.loss_sum + loss.float()
         self.batches += 1
         self.samples += samples
         self.tokens += tokens
 
 
-def _log_train(accelerator: Any, meter: ThroughputMeter, scheduler: Any, step: int, total: int, log: Any) -> None:
+def _log_train(accelerator: Accelerator, meter: ThroughputMeter, scheduler: Any, step: int, total: int, log: Log) -> None:
     import torch
 
     elapsed = max(time.perf_counter() - meter.start, 1e-9)
@@ -230,7 +264,7 @@ def _log_train(accelerator: Any, meter: ThroughputMeter, scheduler: Any, step: i
     meter.reset()
 
 
-def parameter_groups(model: Any, weight_decay: float) -> list[dict]:
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no weight decay for biases and normalisation weights."""
     no_decay = set()
     for module_name, module in model.named_modules():
@@ -245,7 +279,7 @@ def parameter_groups(model: Any, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def _prepare_output_dir(accelerator: Any, plan: Plan) -> None:
+def _prepare_output_dir(accelerator: Accelerator, plan: Plan) -> None:
     """Runs after the Accelerator exists, so every rank has passed the preflight checks before anything is written."""
     if accelerator.is_main_process:
         plan.output_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +294,7 @@ def _prepare_output_dir(accelerator: Any, plan: Plan) -> None:
     accelerator.wait_for_everyone()
 
 
-def _flat_scalars(cfg: Any) -> dict[str, Any]:
+def _flat_scalars(cfg: RunConfig) -> dict[str, Any]:
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -278,7 +312,7 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(metrics).items())
 
 
-def _setup_logging(accelerator: Any) -> None:
+def _setup_logging(accelerator: Accelerator) -> None:
     import datasets
     import transformers
 
@@ -293,7 +327,7 @@ def _setup_logging(accelerator: Any) -> None:
         datasets.disable_progress_bars()
 
 
-def _main_process_log(accelerator: Any):
+def _main_process_log(accelerator: Accelerator) -> Log:
     def log(message: str) -> None:
         if accelerator.is_main_process:
             print(f"[accel_tasks] {message}", flush=True)

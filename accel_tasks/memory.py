@@ -17,12 +17,11 @@ what surely will.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import click
 
-from .config import ConfigError
+from .errors import ConfigError
 
 GIB = 1024**3
 # Offload choices in the order they trade speed for memory.
@@ -201,10 +200,10 @@ def _config_for(estimate: Estimate) -> str:
 def estimate_memory_cli(overrides: tuple[str, ...], config_file: Optional[str], gpus_per_node: int, nodes: int, gpu_memory: float) -> None:
     """Model-state memory per GPU and per node for ZeRO 0-3, with and without CPU offload."""
     from .modeling import resolve_model_source
-    from .run import resolve_config
+    from .preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(overrides, config_file)
-    default_dir = Path(recipe_cls.sample_dir) / "model" if recipe_cls.sample_dir else None
+    default_dir = recipe_cls(cfg).default_model_dir() if cfg.model.name_or_path is None else None
     source = resolve_model_source(cfg.model, default_dir)
     size = model_size_from_config(source, recipe_cls.auto_model_class, cfg.model.trust_remote_code, cfg.model.revision)
     click.echo(format_report(size, estimate_all(size, gpus_per_node, nodes), gpus_per_node, nodes, gpu_memory))

@@ -1,27 +1,62 @@
 """The Recipe contract: everything task-specific, nothing about devices, processes or loops.
 
-A recipe never iterates over batches and never touches the Accelerator; the loop never knows a task.
+A recipe is one class. It never iterates over batches and never touches the Accelerator; the loop never
+knows a task. ``Seq2SeqRecipe`` below writes the generative defaults once (tokenise, collate, generate,
+decode) for every text-to-text recipe; the generation and decoding helpers serve speech seq2seq too.
+
+The loop calls the hooks in this order, and each hook may rely on what ran before it::
+
+    Recipe(cfg)                      cfg: the resolved RunConfig; cfg.task is an instance of Options
+    validate_options()               preflight: before any model or data is loaded
+    load_model()                     sets self.model and self.processor
+    peft_modules_to_save(model)      only when peft.* trains an adapter
+    load_data(splits)                -> DatasetDict with the splits the run needs (train / validation / test)
+    required_columns(split, cols)    checked against each raw split
+    prepare_raw(dataset, split)      last fix-ups of a raw split (filter, rename, cast)
+    preprocess(batch, split)         raw rows -> features, through datasets.map(batched=True), cached
+    collate(features)                features -> tensors, per batch
+    training_loss(model, batch)      train only
+    predict(model, batch)            eval: what postprocess needs, as tensors with the batch first
+    postprocess(outputs, examples, features) -> EvalOutput, on the main process, in input order
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
 
 import numpy as np
 
-from .config import NoOptions
+from .config import GenerationOptions, NoOptions, RunConfig
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
+
+    Processor = Union[PreTrainedTokenizerBase, ProcessorMixin]
+    Batch = dict[str, torch.Tensor]
 
 _logger = logging.getLogger("accel_tasks")
+
+# The loop's padding convention for prediction outputs gathered across processes and batches.
+PAD_INT = -100
+PAD_FLOAT = -1e4
 
 
 @dataclass
 class EvalOutput:
-    """What postprocessing hands back: metric inputs and one predictions.jsonl record per example."""
+    """What postprocessing hands back for the whole eval split.
+
+    ``predictions`` and ``references`` go to every metric's ``compute`` unchanged (their element type is
+    whatever the recipe's metrics expect: strings, SQuAD dicts, label ids); ``records`` become the lines of
+    predictions.jsonl, one JSON-serialisable dict per example, in input order.
+    """
 
     predictions: list
     references: list
@@ -29,45 +64,46 @@ class EvalOutput:
 
 
 class Recipe(ABC):
-    """Base class of every recipe; subclasses fill in the hooks for their task."""
+    """Base class of every recipe; subclasses fill in the hooks for their task.
+
+    Class attributes a recipe sets:
+
+    - ``name``: the ``recipe=NAME`` of the recipe (plugins get the entry-point name when unset).
+    - ``Options``: a dataclass; its fields are the ``task.*`` settings, each field's docstring is its
+      ``--help`` line, and ``self.options`` is the resolved instance.
+    - ``default_metrics``: evaluate ids or paths to metric modules, used when ``eval.metrics`` is unset.
+    - ``auto_model_class`` / ``processor_class``: transformers Auto class names for the default loader.
+    - ``sample_dir``: the bundled offline sample: ``{train,validation}.jsonl`` and ``model/``.
+    - ``preset_file``: the YAML preset; None: ``<module>.yaml`` beside the recipe's module (plugins).
+    - ``length_column``: feature column whose length orders eval batches (``eval.group_by_length``).
+    """
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     default_metrics: ClassVar[tuple[str, ...]] = ()
-    # Name of the transformers Auto class used to load or build the model.
     auto_model_class: ClassVar[str] = "AutoModel"
-    # Name of the transformers Auto class for the tokenizer / processor.
     processor_class: ClassVar[str] = "AutoTokenizer"
-    # Directory with the bundled offline sample: {train,validation}.jsonl and model/ (config + tokenizer).
     sample_dir: ClassVar[Optional[Path]] = None
-    # Feature column whose length orders eval batches when eval.group_by_length is on.
+    preset_file: ClassVar[Optional[Path]] = None
     length_column: ClassVar[str] = "input_ids"
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.options = cfg.task
-        self.model = None
-        self.processor = None
-        # The loop replaces this with its main-process console log; recipes report counts through it.
-        self.log = _logger.info
+        self.model: Optional[PreTrainedModel] = None
+        self.processor: Optional[Processor] = None
+        # The loop replaces this with its main-process console log; recipes report counts and notices through it.
+        self.log: Callable[[str], None] = _logger.info
 
     @classmethod
     def preset_path(cls) -> Optional[Path]:
-        """The YAML preset beside the recipe's module (``summarization.py`` -> ``summarization.yaml``)."""
-        path = Path(inspect.getfile(cls)).with_suffix(".yaml")
-        return path if path.is_file() else None
-
-    @classmethod
-    def smoke_settings_path(cls) -> Optional[Path]:
-        """Settings for the bundled tiny model (``<sample_dir>/smoke.yaml``), used when no model is named."""
-        if cls.sample_dir is None:
-            return None
-        path = cls.sample_dir / "smoke.yaml"
+        """The recipe's YAML preset: ``preset_file``, else the ``.yaml`` beside its module; None when there is none."""
+        path = cls.preset_file or Path(inspect.getfile(cls)).with_suffix(".yaml")
         return path if path.is_file() else None
 
     # -- checks that run before anything heavy ---------------------------------------------------
     def validate_options(self) -> None:
-        """Raise ConfigError for task options that cannot work; runs before model or data load."""
+        """Raise ConfigError for task options that cannot work; runs in preflight, before model or data load."""
 
     # -- model and data ---------------------------------------------------------------------------
     def model_config_overrides(self) -> dict[str, Any]:
@@ -75,10 +111,14 @@ class Recipe(ABC):
         return {}
 
     def default_model_dir(self) -> Optional[Path]:
-        """The model used when model.name_or_path is unset: the bundled sample's model/ unless a recipe says else."""
+        """The model used when model.name_or_path is unset: the bundled sample's model/ unless a recipe says else.
+
+        The one answer to "which is the offline default model" (preflight, loading and estimate-memory ask here).
+        """
         return self.sample_dir / "model" if self.sample_dir else None
 
-    def load_model(self) -> tuple[Any, Any]:
+    def load_model(self) -> tuple[PreTrainedModel, Processor]:
+        """Load (or build) the model and its processor; sets ``self.model`` and ``self.processor``."""
         from .modeling import load_model_and_processor
 
         default_dir = self.default_model_dir() if self.cfg.model.name_or_path is None else None
@@ -91,11 +131,22 @@ class Recipe(ABC):
         )
         return self.model, self.processor
 
-    def load_data(self, splits: tuple[str, ...]) -> Any:
+    def peft_modules_to_save(self, model: PreTrainedModel) -> list[str]:
+        """Modules trained in full and saved with a PEFT adapter: the task head a pretrained model lacks.
+
+        Called after load_model when peft.* trains an adapter and peft.modules_to_save is unset.
+        """
+        return []
+
+    def read_data_file(self, path: Path) -> Optional[datasets.Dataset]:
+        """A data file in a layout only this task knows (e.g. nested SQuAD json), or None for the common loader."""
+        return None
+
+    def load_data(self, splits: tuple[str, ...]) -> datasets.DatasetDict:
         """Raw examples as a DatasetDict holding ``splits`` (names: train / validation / test)."""
         from .data import load_raw_datasets
 
-        return load_raw_datasets(self.cfg.data, splits, sample_dir=self.sample_dir)
+        return load_raw_datasets(self.cfg.data, splits, sample_dir=self.sample_dir, read_file=self.read_data_file)
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         """Columns a raw split must have, mapped to the option that names them (for the error hint).
@@ -104,41 +155,53 @@ class Recipe(ABC):
         """
         return {}
 
-    def prepare_raw(self, dataset: Any, split: str) -> Any:
-        """Last chance to fix up a raw split (filter, cast) before features are made."""
+    def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
+        """Last chance to fix up a raw split (filter, rename, cast) before features are made."""
         return dataset
 
     def preprocess_fingerprint(self) -> str:
         """Part of the feature cache key: changes when the recipe's code changes."""
-        import hashlib
-
         return hashlib.sha256(Path(inspect.getfile(type(self))).read_bytes()).hexdigest()[:16]
 
     @abstractmethod
     def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
-        """Raw examples -> model features; called through ``datasets.map(batched=True)``."""
+        """Raw examples -> model features; called through ``datasets.map(batched=True)``.
 
-    def collate(self, features: list[dict]) -> dict[str, Any]:
-        """Features -> padded tensors (dynamic padding by default)."""
+        ``batch`` maps each raw column to a list of values; the result maps feature columns to lists of the
+        same length or longer (one example may become several features, e.g. QA windows).
+        """
+
+    def collate(self, features: list[dict[str, Any]]) -> Batch:
+        """Features (rows of the preprocessed dataset) -> padded tensors (dynamic padding by default)."""
         return self.processor.pad(features, return_tensors="pt")
 
     # -- training and evaluation ------------------------------------------------------------------
-    def training_loss(self, model: Any, batch: dict[str, Any]) -> Any:
+    def training_loss(self, model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+        """The scalar loss of one batch; the model's own loss by default."""
         return model(**batch).loss
 
     @abstractmethod
-    def predict(self, model: Any, batch: dict[str, Any], *, synced_gpus: bool = False) -> dict[str, Any]:
+    def predict(self, model: PreTrainedModel, batch: Batch, *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
         """What evaluation needs from the model for one batch, as tensors with the batch first.
 
-        The loop pads these across processes and batches (-100 for integer tensors, -1e4 for float
-        tensors) and restores input order before postprocess() sees them.
+        The loop pads these across processes and batches (``PAD_INT`` for integer tensors, ``PAD_FLOAT`` for
+        float tensors) and restores input order before postprocess() sees them. ``synced_gpus`` must be passed
+        to ``generate`` (ZeRO-3 on several processes: every rank runs the same number of forward passes).
         """
 
     @abstractmethod
-    def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
-        """Outputs of predict() for every eval feature, in input order -> metric inputs and records."""
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset
+    ) -> EvalOutput:
+        """Outputs of predict() for every eval feature -> metric inputs and records.
+
+        ``outputs[key]`` has one row per feature of ``features`` (the preprocessed eval split, in its order);
+        ``examples`` is the raw eval split after prepare_raw, one row per example. Recipes whose preprocess
+        makes one feature per example read both row by row; QA maps feature windows back to examples.
+        """
 
     def metrics(self) -> list[str]:
+        """The metrics this run scores with: eval.metrics, else the recipe's default."""
         return list(self.cfg.eval.metrics or self.default_metrics)
 
     def metric_kwargs(self, metric: str) -> dict[str, Any]:
@@ -147,24 +210,116 @@ class Recipe(ABC):
         return {**self.default_metric_kwargs(metric), **dict(user)}
 
     def default_metric_kwargs(self, metric: str) -> dict[str, Any]:
+        """The recipe's own ``compute`` arguments for a metric (e.g. ROUGE's stemmer)."""
         return {}
 
-    def count_tokens(self, batch: dict[str, Any]) -> int:
+    def count_tokens(self, batch: Batch) -> int:
         """Tokens in a batch for the tokens/s log; padding is not counted."""
         if "attention_mask" in batch:
             return int(batch["attention_mask"].sum())
         labels = batch.get("labels")
-        return int((labels != -100).sum()) if labels is not None else 0
+        return int((labels != PAD_INT).sum()) if labels is not None else 0
 
 
-PAD_INT = -100
-PAD_FLOAT = -1e4
-
-
-def pad_value_for(array: Any) -> float:
+def pad_value_for(array: Union[np.ndarray, torch.Tensor]) -> float:
     """The loop's padding convention for prediction outputs (see Recipe.predict)."""
     kind = getattr(array, "dtype", None)
     is_float = getattr(kind, "is_floating_point", None)
     if is_float is None:
         is_float = np.issubdtype(kind, np.floating)
     return PAD_FLOAT if is_float else PAD_INT
+
+
+# -- generation and decoding, shared by every generative recipe --------------------------------------
+
+
+def generation_kwargs(generation: GenerationOptions, **defaults: Any) -> dict[str, Any]:
+    """``generate`` arguments from ``generation.*``; unset ones take ``defaults``, else the model's generation_config."""
+    kwargs = {key: value for key, value in dict(generation).items() if value is not None}
+    for key, value in defaults.items():
+        if value is not None:
+            kwargs.setdefault(key, value)
+    return kwargs
+
+
+def decode_generated(token_ids: np.ndarray, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """Generated ids (padded with PAD_INT by the loop) -> stripped texts without special tokens."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    token_ids = np.where(np.asarray(token_ids) < 0, pad_id, token_ids)
+    return [text.strip() for text in tokenizer.batch_decode(token_ids.tolist(), skip_special_tokens=True)]
+
+
+@dataclass
+class Seq2SeqOptions:
+    """Task options every text-to-text recipe shares."""
+
+    source_prefix: str = ""
+    """Text put before every source (T5: "summarize: ")."""
+    max_source_length: int = 512
+    """Source tokens kept; longer sources are truncated."""
+    max_target_length: int = 128
+    """Target tokens kept for training; also the default generation.max_new_tokens."""
+
+
+class Seq2SeqRecipe(Recipe):
+    """Text in, text out, scored on generated text. Subclasses say which text goes in and which comes out."""
+
+    Options = Seq2SeqOptions
+    auto_model_class = "AutoModelForSeq2SeqLM"
+
+    @abstractmethod
+    def source_texts(self, batch: dict[str, list]) -> list[str]:
+        """Input texts of a batch of raw examples (before the prefix)."""
+
+    @abstractmethod
+    def target_texts(self, batch: dict[str, list]) -> list[str]:
+        """The text to learn for each raw example."""
+
+    def reference_texts(self, examples: datasets.Dataset) -> list:
+        """What predictions are scored against; defaults to the training targets."""
+        return self.target_texts(examples[:])
+
+    def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
+        tokenizer = self.processor
+        prefix = self.options.source_prefix or ""
+        sources = [prefix + text for text in self.source_texts(batch)]
+        features = tokenizer(sources, max_length=self.options.max_source_length, truncation=True)
+        labels = tokenizer(text_target=self.target_texts(batch), max_length=self.options.max_target_length, truncation=True)
+        features["labels"] = labels["input_ids"]
+        return features
+
+    def collate(self, features: list[dict[str, Any]]) -> Batch:
+        from transformers import DataCollatorForSeq2Seq
+
+        collator = getattr(self, "_collator", None)
+        if collator is None:
+            collator = self._collator = DataCollatorForSeq2Seq(self.processor, label_pad_token_id=PAD_INT)
+        return collator(features)
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """Settings from ``generation.*``; max_new_tokens defaults to task.max_target_length."""
+        return generation_kwargs(self.cfg.generation, max_new_tokens=self.options.max_target_length)
+
+    def predict(self, model: PreTrainedModel, batch: Batch, *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
+        generated = model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            synced_gpus=synced_gpus,
+            **self.generation_kwargs(),
+        )
+        return {"generated_tokens": generated}
+
+    def decode(self, token_ids: np.ndarray) -> list[str]:
+        return decode_generated(token_ids, self.processor)
+
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset
+    ) -> EvalOutput:
+        predictions = self.decode(outputs["generated_tokens"])
+        references = self.reference_texts(examples)
+        ids = examples["id"] if "id" in examples.column_names else list(range(len(examples)))
+        records = [
+            {"id": example_id, "prediction": prediction, "reference": reference}
+            for example_id, prediction, reference in zip(ids, predictions, references)
+        ]
+        return EvalOutput(predictions=predictions, references=references, records=records)

@@ -1,6 +1,7 @@
 """Recipe discovery: built-ins, the ``accel_tasks.recipes`` entry-point group, and ad-hoc ``file.py:Class``.
 
-Listing never imports a recipe module; only the chosen recipe is imported.
+Discovery never imports a recipe module; only the chosen recipe is imported (``--list`` imports each
+to show its preset).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import ConfigError
 
 ENTRY_POINT_GROUP = "accel_tasks.recipes"
 

@@ -1,7 +1,7 @@
 """Command line: ``accelerate launch -m accel_tasks.run recipe=NAME [--config FILE] [key=value ...]``.
 
-Everything that can be wrong with the command is reported as one line on stderr with exit status 2,
-before any model or data is loaded.
+CLI only: parsing, help and the one-line error contract. Everything that can be wrong with the command
+is reported as one line on stderr with exit status 2, before any model or data is loaded.
 """
 
 from __future__ import annotations
@@ -11,21 +11,27 @@ from typing import Optional, Sequence
 
 import click
 
-from .config import ConfigError, build_config, load_yaml_layer, parse_overrides, to_yaml
+from .config import to_yaml
+from .errors import ConfigError
+from .help import settings_help
+from .preflight import make_plan, resolve_config
+from .registry import available_recipes
 
 PROG = "accel-tasks"
+HELP_FLAGS = ("-h", "--help")
 
 
 @click.command(
     name=PROG,
-    context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
+    context_settings={"ignore_unknown_options": True, "help_option_names": list(HELP_FLAGS)},
     epilog="Examples: recipe=summarization train.lr=3e-4 generation.num_beams=4 eval.metrics=[rouge]\n\n"
+    "Every setting of a recipe, with its default and doc: accel-tasks recipe=NAME --help\n\n"
     "Memory per GPU for ZeRO 0-3: accel-tasks estimate-memory recipe=NAME model.name_or_path=M --gpus-per-node 8 --nodes 1",
 )
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--config", "config_file", metavar="FILE.yaml", help="A run config; key=value overrides win over it.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
-@click.option("--list", "list_recipes", is_flag=True, help="List the recipes and where each comes from, and exit.")
+@click.option("--list", "list_recipes", is_flag=True, help="List the recipes, where each comes from and its preset, and exit.")
 def cli(overrides: tuple[str, ...], config_file: Optional[str], print_config: bool, list_recipes: bool) -> None:
     """Fine-tune or evaluate a model for a task: key=value overrides on top of the recipe's preset."""
     if list_recipes:
@@ -35,56 +41,39 @@ def cli(overrides: tuple[str, ...], config_file: Optional[str], print_config: bo
     if print_config:
         click.echo(to_yaml(cfg), nl=False)
         return
-    from .preflight import make_plan
-
     plan = make_plan(cfg, recipe_cls)
     from .loop import run
 
     run(plan)
 
 
-def resolve_config(overrides: Sequence[str], config_file: Optional[str]):
-    """Merge defaults -> recipe preset -> --config -> overrides; returns (config, recipe class)."""
-    from .registry import load_recipe_class
-
-    for arg in overrides:
-        if arg.startswith("-"):
-            raise ConfigError(f"unknown option {arg!r}; options are --config, --print-config, --list (settings are key=value)")
-    recipe_args = [arg.partition("=")[2] for arg in overrides if arg.partition("=")[0].strip() == "recipe"]
-    file_layer = load_yaml_layer(config_file, "--config file") if config_file else None
-    recipe_spec = recipe_args[-1] if recipe_args else (file_layer.get("recipe") if file_layer is not None else None)
-    if not recipe_spec:
-        from .registry import available_recipes
-
-        names = ", ".join(sorted(available_recipes()))
-        raise ConfigError(f"no recipe given; pass recipe=NAME (available: {names})")
-    recipe_cls = load_recipe_class(str(recipe_spec))
-    override_layer = parse_overrides(overrides, recipe_cls.Options)
-    preset_layers = []
-    preset = recipe_cls.preset_path()
-    if preset is not None:
-        preset_layers.append((f"preset {preset.name}", load_yaml_layer(preset, "recipe preset")))
-    user_layers = [("command-line overrides", override_layer)]
-    if file_layer is not None:
-        user_layers.insert(0, (f"--config {config_file}", file_layer))
-    cfg = build_config(recipe_cls.Options, preset_layers + user_layers)
-    smoke = recipe_cls.smoke_settings_path()
-    if cfg.model.name_or_path is None and smoke is not None:
-        # The bundled tiny model needs its own settings (e.g. a higher learning rate) to learn in minutes;
-        # they sit between the preset and the user's settings, so anything the user sets still wins.
-        smoke_layer = [(f"bundled-model settings {smoke}", load_yaml_layer(smoke, "bundled-model settings"))]
-        cfg = build_config(recipe_cls.Options, preset_layers + smoke_layer + user_layers)
-    cfg.recipe = str(recipe_spec)
-    return cfg, recipe_cls
-
-
 def _print_recipes() -> None:
-    from .registry import available_recipes
+    from .registry import load_recipe_class
 
     recipes = available_recipes()
     width = max(len(name) for name in recipes)
     for name, source in sorted(recipes.items()):
-        click.echo(f"{name:<{width}}  {source.origin:<24}  {source.target}")
+        try:
+            preset = load_recipe_class(name).preset_path()
+            where = str(preset) if preset is not None else "(no preset)"
+        except ConfigError as exc:
+            where = f"(cannot load: {exc})"
+        click.echo(f"{name:<{width}}  {source.origin:<24}  {source.target}  preset: {where}")
+
+
+def _split_config_option(args: list[str]) -> tuple[list[str], Optional[str]]:
+    """(key=value arguments, the --config file) of a command line that click does not parse (the help path)."""
+    overrides: list[str] = []
+    config_file: Optional[str] = None
+    items = iter(args)
+    for arg in items:
+        if arg == "--config":
+            config_file = next(items, None)
+        elif arg.startswith("--config="):
+            config_file = arg.partition("=")[2]
+        else:
+            overrides.append(arg)
+    return overrides, config_file
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -96,6 +85,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         command, prog, args = estimate_memory_cli, f"{PROG} estimate-memory", args[1:]
     try:
+        if command is cli and any(flag in args for flag in HELP_FLAGS) and any(a.startswith("recipe=") for a in args):
+            # `recipe=NAME --help`: the generic help, then every setting of that recipe with its default and doc.
+            with click.Context(cli, info_name=prog) as ctx:
+                click.echo(cli.get_help(ctx))
+            overrides, config_file = _split_config_option([a for a in args if a not in HELP_FLAGS])
+            click.echo("\n" + settings_help(*resolve_config(overrides, config_file)))
+            return 0
         command.main(args=args, prog_name=prog, standalone_mode=False)
     except ConfigError as exc:
         click.echo(f"{PROG}: error: {exc}", err=True)

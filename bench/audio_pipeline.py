@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def build_recipe(extra: list[str]):
-    from accel_tasks.run import resolve_config
+    from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(["recipe=speech_recognition", *extra], None)
     recipe = recipe_cls(cfg)
@@ -38,7 +38,7 @@ def build_recipe(extra: list[str]):
 
 def featurise(recipe, cfg, split: str = "train") -> tuple[object, float, float, int]:
     """(features, seconds in prepare_raw, seconds in make_features, clips) for one split."""
-    from accel_tasks.data import make_features
+    from accel_tasks.features import make_features
 
     raw = recipe.load_data((split,))[split]
     recipe.required_columns(split, raw.column_names)
@@ -52,7 +52,7 @@ def featurise(recipe, cfg, split: str = "train") -> tuple[object, float, float, 
 
 def breakdown(recipe, clips: int = 200) -> tuple[float, float]:
     """(decode clips/s, feature-extraction clips/s) measured separately on the first ``clips`` train clips."""
-    from accel_tasks.speech.audio import load_audio
+    from accel_tasks.recipes.speech.audio import load_audio
 
     raw = recipe.load_data(("train",))["train"]
     recipe.required_columns("train", raw.column_names)

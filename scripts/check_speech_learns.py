@@ -1,6 +1,6 @@
 """De-risk check: does the bundled tiny CTC model learn the bundled speech sample on a CPU?
 
-Plain PyTorch (no accelerate), using the accel_tasks.speech functions the recipe uses:
+Plain PyTorch (no accelerate), using the accel_tasks.recipes.speech functions the recipe uses:
 build ``Wav2Vec2BertForCTC`` from the bundled config, train for a wall-clock budget on
 ``train.jsonl``, greedy-decode ``validation.jsonl`` (two unseen voices) and print WER/CER
 before and after.
@@ -21,9 +21,9 @@ from datasets import load_dataset
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor, get_linear_schedule_with_warmup
 
-from accel_tasks.speech.decode import decode_ctc_predictions
-from accel_tasks.speech.features import CTCCollator, prepare_speech_features
-from accel_tasks.speech.normalize import TextNormalizer
+from accel_tasks.recipes.speech.decode import decode_ctc_predictions
+from accel_tasks.recipes.speech.features import CTCCollator, prepare_speech_features
+from accel_tasks.recipes.speech.normalize import TextNormalizer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "accel_tasks" / "samples" / "speech_recognition"
 

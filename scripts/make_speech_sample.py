@@ -109,8 +109,8 @@ def write_model_assets(out: Path) -> None:
     """
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertProcessor
 
-    from accel_tasks.speech.normalize import TextNormalizer
-    from accel_tasks.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
+    from accel_tasks.recipes.speech.normalize import TextNormalizer
+    from accel_tasks.recipes.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
 
     model_dir = out / "model"
     if model_dir.exists():

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 from omegaconf import OmegaConf
 
-from accel_tasks.config import ConfigError, build_config, load_yaml_layer, parse_overrides
+from accel_tasks.errors import ConfigError
+from accel_tasks.config import build_config, load_yaml_layer, parse_overrides
 from accel_tasks.recipes.summarization import SummarizationOptions
-from accel_tasks.run import resolve_config
+from accel_tasks.preflight import resolve_config
 
 
 def build(*overrides: str):
@@ -70,15 +72,35 @@ def test_merge_order_defaults_preset_file_overrides(tmp_path: Path):
 def test_bundled_model_settings_apply_only_without_a_named_model(tmp_path: Path):
     from accel_tasks.recipes.summarization import SummarizationRecipe
 
-    smoke = SummarizationRecipe.smoke_settings_path()
-    assert smoke is not None, "the summarization sample ships smoke.yaml"
-    smoke_lr = OmegaConf.load(smoke).train.lr
+    preset = SummarizationRecipe.preset_path()
+    assert preset == REPO / "recipes" / "summarization.yaml", "the preset lives in the top-level recipes/ folder"
+    smoke_lr = OmegaConf.load(preset).bundled_model.train.lr
+    assert smoke_lr != pytest.approx(5e-5), "the bundled_model section sets its own learning rate"
     cfg, _ = resolve_config(["recipe=summarization"], None)
     assert cfg.train.lr == pytest.approx(smoke_lr)
     cfg, _ = resolve_config(["recipe=summarization", "model.name_or_path=t5-small"], None)
     assert cfg.train.lr == pytest.approx(5e-5)
     cfg, _ = resolve_config(["recipe=summarization", "train.lr=0.5"], None)
     assert cfg.train.lr == pytest.approx(0.5)
+
+
+def test_bundled_section_must_be_a_mapping(tmp_path: Path, monkeypatch):
+    from accel_tasks.recipes.summarization import SummarizationRecipe
+
+    preset = tmp_path / "summarization.yaml"
+    preset.write_text("train:\n  lr: 0.1\nbundled_model: 3\n")
+    monkeypatch.setattr(SummarizationRecipe, "preset_file", preset)
+    with pytest.raises(ConfigError, match="bundled_model must be a mapping"):
+        resolve_config(["recipe=summarization"], None)
+
+
+def test_eval_split_is_checked():
+    with pytest.raises(ConfigError, match="eval.split='dev' is not one of train, validation, test"):
+        resolve_config(["recipe=summarization", "eval.split=dev"], None)
+    with pytest.raises(ConfigError, match="eval.split=train in a training run"):
+        resolve_config(["recipe=summarization", "eval.split=train"], None)
+    cfg, _ = resolve_config(["recipe=summarization", "mode=eval", "eval.split=test"], None)
+    assert cfg.eval.split == "test"
 
 
 def test_yaml_layer_errors(tmp_path: Path):

@@ -191,7 +191,7 @@ def test_zero3_export_holds_the_full_trained_weights(runs):
     from safetensors.torch import load_file
     from transformers import AutoModelForSeq2SeqLM
 
-    from accel_tasks.checkpoint import load_deepspeed_checkpoint_weights
+    from accel_tasks.modeling import load_deepspeed_checkpoint_weights
 
     zero3_dir, _ = runs.get("zero3")
     initial = AutoModelForSeq2SeqLM.from_pretrained(runs.world["model"]).state_dict()

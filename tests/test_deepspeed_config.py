@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from accel_tasks.config import ConfigError, NoOptions, schema
-from accel_tasks.distributed import build_deepspeed_plugin, check_deepspeed_config, fill_deepspeed_config
+from accel_tasks.errors import ConfigError
+from accel_tasks.config import NoOptions, schema
+from accel_tasks.deepspeed_config import check_deepspeed_config, fill_deepspeed_config
+from accel_tasks.distributed import build_deepspeed_plugin
 from ds_fixtures import build_world
 from helpers import run_cli
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from accel_tasks.config import ConfigError
+from accel_tasks.errors import ConfigError
 from accel_tasks.memory import (
     ModelSize,
     estimate_all,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from accel_tasks.config import ConfigError
+from accel_tasks.errors import ConfigError
 from accel_tasks.distributed import configure_threads
 from accel_tasks.evaluation import concat_padded, length_order, restore_order, score
 from accel_tasks.loop import parameter_groups

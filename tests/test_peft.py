@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,19 +17,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 import transformers
+import yaml
 
-from accel_tasks.adapters import (
-    ADAPTER_CONFIG,
-    adapter_base_source,
-    base_state_dict,
-    build_peft_config,
-    default_modules_to_save,
-    default_target_modules,
-    linear_module_names,
-    validate_peft_options,
-    wrap_model,
-)
-from accel_tasks.config import ConfigError, PeftOptions
+from accel_tasks.adapters import build_peft_config, check_peft_config_file, default_target_modules, linear_module_names, wrap_model
+from accel_tasks.config import PeftOptions, check_peft_values
+from accel_tasks.errors import ConfigError
+from accel_tasks.export import base_state_dict
+from accel_tasks.modeling import ADAPTER_CONFIG, adapter_base_source
+from accel_tasks.recipes.extractive_qa import ExtractiveQARecipe
+from accel_tasks.recipes.speech_recognition import SpeechRecognitionRecipe
 from helpers import ACCELERATE_CONFIGS, check, cli_env, read_json, read_jsonl, run_cli
 
 transformers.logging.set_verbosity_error()
@@ -65,8 +62,23 @@ def tiny(kind: str):
     return builders[kind]()
 
 
-def fake_recipe(mode: str = "train", **attrs) -> SimpleNamespace:
-    return SimpleNamespace(cfg=SimpleNamespace(mode=mode), model=None, **attrs)
+def task_heads(model) -> list[str]:
+    """The built-in recipes' modules_to_save hook for a tiny model: QA's span head, CTC's lm_head, else none."""
+    if type(model).__name__.endswith("ForQuestionAnswering"):
+        return ExtractiveQARecipe.peft_modules_to_save(SimpleNamespace(), model)
+    if type(model).__name__.endswith("ForCTC"):
+        return SpeechRecognitionRecipe.peft_modules_to_save(SimpleNamespace(model_type="ctc"), model)
+    return []
+
+
+def wrap(model, options: PeftOptions, mode: str = "train"):
+    return wrap_model(model, options, mode, task_heads, lambda message: None)
+
+
+def validate_peft_options(options: PeftOptions) -> None:
+    """What preflight checks of peft.*: the values, then the peft.config file."""
+    check_peft_values(options)
+    check_peft_config_file(options)
 
 
 def lora(**overrides) -> PeftOptions:
@@ -103,25 +115,25 @@ def test_default_targets_per_family(kind):
 def test_wrap_trains_only_adapter_and_heads(kind, heads):
     model = tiny(kind)
     total = sum(p.numel() for p in model.parameters())
-    wrapped = wrap_model(model, lora(r=2), fake_recipe())
+    wrapped = wrap(model, lora(r=2))
     trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
     assert trainable and sum(p.numel() for p in wrapped.parameters() if p.requires_grad) < total
     for name in trainable:
         assert "lora_" in name or any(f"{h}.modules_to_save" in name for h in heads), name
     for head in heads:
         assert any(f"{head}.modules_to_save" in n for n in trainable)
-    assert default_modules_to_save(tiny(kind), fake_recipe()) == heads
+    assert task_heads(tiny(kind)) == heads
 
 
 def test_recipe_declares_modules_to_save():
     model = tiny("bert")
-    assert default_modules_to_save(model, fake_recipe(peft_modules_to_save=())) == []
-    config = build_peft_config(model, lora(), fake_recipe(peft_modules_to_save=("qa_outputs",)))
+    assert build_peft_config(model, lora(), []).modules_to_save is None
+    config = build_peft_config(model, lora(), ["qa_outputs"])
     assert set(config.modules_to_save) == {"qa_outputs"}
 
 
 def test_all_linear_targets_everything_but_the_head():
-    wrapped = wrap_model(tiny("bart"), lora(target_modules=["all-linear"]), fake_recipe())
+    wrapped = wrap(tiny("bart"), lora(target_modules=["all-linear"]))
     wrapped_layers = {name.rsplit(".", 1)[-1] for name, module in wrapped.named_modules() if hasattr(module, "lora_A")}
     assert wrapped_layers == set(EXPECTED_TARGETS["bart"])
 
@@ -144,9 +156,9 @@ def test_no_default_lists_linear_names():
 
 def test_user_target_typo_is_an_error():
     with pytest.raises(ConfigError, match=r"\['qproj'\] match no module.*self_attn.q_proj"):
-        build_peft_config(tiny("bart"), lora(target_modules=["q_proj", "qproj"]), fake_recipe())
+        build_peft_config(tiny("bart"), lora(target_modules=["q_proj", "qproj"]), [])
     with pytest.raises(ConfigError, match="modules_to_save.*qa_output'"):
-        build_peft_config(tiny("bert"), lora(modules_to_save=["qa_output"]), fake_recipe())
+        build_peft_config(tiny("bert"), lora(modules_to_save=["qa_output"]), [])
 
 
 def test_linear_module_names_collapse_layer_indices():
@@ -189,14 +201,14 @@ def test_config_file_checks(tmp_path):
     unknown = tmp_path / "unknown.json"
     unknown.write_text('{"peft_type": "NOPE"}')
     with pytest.raises(ConfigError, match="unknown peft_type 'NOPE'.*LORA"):
-        build_peft_config(tiny("bart"), PeftOptions(config=str(unknown)), fake_recipe())
+        build_peft_config(tiny("bart"), PeftOptions(config=str(unknown)), [])
 
 
 @pytest.mark.parametrize("peft_type,marker", [("IA3", "ia3_l"), ("LOHA", "hada_")])
 def test_config_file_for_other_methods(tmp_path, peft_type, marker):
     path = tmp_path / "peft.json"
     path.write_text(json.dumps({"peft_type": peft_type} | ({"r": 2} if peft_type == "LOHA" else {})))
-    wrapped = wrap_model(tiny("bert"), PeftOptions(config=str(path)), fake_recipe())
+    wrapped = wrap(tiny("bert"), PeftOptions(config=str(path)))
     config = wrapped.peft_config["default"]
     assert config.peft_type.value == peft_type
     assert set(config.target_modules) == set(EXPECTED_TARGETS["bert"])
@@ -210,14 +222,14 @@ def test_config_file_for_other_methods(tmp_path, peft_type, marker):
 
 def test_eval_mode_leaves_model_alone():
     model = tiny("bart")
-    assert wrap_model(model, lora(), fake_recipe(mode="eval")) is model
-    assert wrap_model(model, PeftOptions(), fake_recipe()) is model
+    assert wrap(model, lora(), mode="eval") is model
+    assert wrap(model, PeftOptions()) is model
 
 
 def test_base_state_dict_strips_adapter_layers():
     model = tiny("bert")
     reference = {k: v.clone() for k, v in model.state_dict().items()}
-    wrapped = wrap_model(model, lora(), fake_recipe())
+    wrapped = wrap(model, lora())
     for name, param in wrapped.named_parameters():
         if param.requires_grad:
             param.data.add_(1.0)  # "train" the adapter and the head copy
@@ -255,8 +267,13 @@ TINY_RUN = ["generation.num_beams=1", "generation.max_new_tokens=8", "train.batc
 def bundled_settings(recipe_cls: type) -> list[str]:
     """The bundled model's settings layer, given explicitly: an eval-only run names a model, and would
     otherwise not get it, so task lengths and generation settings would differ from the training run."""
-    smoke = recipe_cls.smoke_settings_path()
-    return ["--config", str(smoke)] if smoke is not None else []
+    preset = yaml.safe_load(recipe_cls.preset_path().read_text())
+    bundled = preset.get("bundled_model")
+    if not bundled:
+        return []
+    path = Path(tempfile.mkdtemp()) / "bundled.yaml"
+    path.write_text(yaml.safe_dump(bundled))
+    return ["--config", str(path)]
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +400,7 @@ def test_peft_checkpoint_is_not_a_model(tmp_path):
     """A checkpoint of an adapter run is refused as a model, with the fix in the message."""
     from safetensors.torch import save_file
 
-    from accel_tasks.adapters import check_not_peft_checkpoint
+    from accel_tasks.modeling import check_not_peft_checkpoint
 
     save_file({"base_model.model.lm_head.weight": torch.zeros(2, 2)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ConfigError, match="training checkpoint of a PEFT run.*output_dir/model"):

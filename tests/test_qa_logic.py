@@ -12,7 +12,7 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from accel_tasks.qa import (
+from accel_tasks.recipes.qa import (
     QADataError,
     check_fast_tokenizer,
     flatten_squad,

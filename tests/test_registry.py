@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from accel_tasks import registry
-from accel_tasks.config import ConfigError
+from accel_tasks.errors import ConfigError
 from accel_tasks.recipe import Recipe
 
 
@@ -33,7 +33,7 @@ def test_file_recipe_is_loaded_from_a_path(tmp_path: Path):
     path.write_text(
         textwrap.dedent(
             """
-            from accel_tasks.seq2seq import Seq2SeqRecipe
+            from accel_tasks.recipe import Seq2SeqRecipe
 
             class Shout(Seq2SeqRecipe):
                 def source_texts(self, batch):

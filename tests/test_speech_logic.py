@@ -1,4 +1,4 @@
-"""Unit tests for accel_tasks.speech: audio loading, text, vocab, features, collators, tiny Whisper."""
+"""Unit tests for accel_tasks.recipes.speech: audio loading, text, vocab, features, collators, tiny Whisper."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from accel_tasks.speech.audio import AudioLoadError, load_audio, undecoded_audio
-from accel_tasks.speech.decode import decode_ctc_predictions, decode_generated, decode_labels
-from accel_tasks.speech.features import (
+from accel_tasks.recipes.speech.audio import AudioLoadError, load_audio, undecoded_audio
+from accel_tasks.recipe import decode_generated
+from accel_tasks.recipes.speech.decode import decode_ctc_predictions, decode_labels
+from accel_tasks.recipes.speech.features import (
     CTCCollator,
     EmptyTranscriptError,
     SpeechSeq2SeqCollator,
     filter_by_duration,
     prepare_speech_features,
 )
-from accel_tasks.speech.normalize import TextNormalizer
-from accel_tasks.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
+from accel_tasks.recipes.speech.normalize import TextNormalizer
+from accel_tasks.recipes.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
 
 SAMPLE = Path(__file__).resolve().parents[1] / "accel_tasks" / "samples" / "speech_recognition"
 
@@ -273,7 +274,7 @@ def test_ctc_decoding_merges_predictions_but_not_labels(tmp_path: Path) -> None:
 def test_tiny_whisper_forward_generate_language_task(tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor, GenerationConfig
 
-    from accel_tasks.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
+    from accel_tasks.recipes.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
 
     tiny = build_tiny_whisper(["three seven one", "nine four", "zero two"])
     tok, model = tiny.tokenizer, tiny.model

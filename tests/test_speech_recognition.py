@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from accel_tasks.config import ConfigError
-from accel_tasks.run import resolve_config
+from accel_tasks.errors import ConfigError
+from accel_tasks.preflight import resolve_config
 
 from helpers import check, read_json, read_jsonl, run_cli
 
@@ -91,7 +91,7 @@ def data_args(folder: Path) -> list[str]:
 def test_model_family_from_config_or_option():
     from transformers import BertConfig, HubertConfig, Speech2TextConfig, Wav2Vec2BertConfig, Wav2Vec2Config, WhisperConfig
 
-    from accel_tasks.speech.models import choose_model_type
+    from accel_tasks.recipes.speech.models import choose_model_type
 
     assert [choose_model_type(c()) for c in (Wav2Vec2Config, HubertConfig, Wav2Vec2BertConfig)] == ["ctc"] * 3
     assert [choose_model_type(c()) for c in (WhisperConfig, Speech2TextConfig)] == ["seq2seq"] * 2
@@ -183,7 +183,7 @@ def test_duration_filter_counts_and_resampling_are_logged(data_dir: Path):
 
 
 def test_whisper_window_drops_longer_clips(tmp_path: Path):
-    from accel_tasks.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
+    from accel_tasks.recipes.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
 
     write_split(tmp_path, "train", [("short", 1.0, "one"), ("long", 5.0, "two")])
     write_split(tmp_path, "validation", [("v", 1.0, "one")])
@@ -306,7 +306,7 @@ def test_whisper_english_normaliser_applies_to_both_sides(data_dir: Path):
 def test_ctc_predictions_mask_frames_beyond_each_clip():
     import torch
 
-    from accel_tasks.speech.decode import mask_frames
+    from accel_tasks.recipes.speech.decode import mask_frames
 
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
@@ -380,7 +380,7 @@ def test_ctc_eval_only_on_the_export_reproduces_the_metrics(ctc_run):
 @pytest.fixture(scope="module")
 def whisper_run(tmp_path_factory) -> tuple[Path, str]:
     """A tiny Whisper with a tokenizer trained here on the sample's transcripts; weights saved so from_pretrained loads."""
-    from accel_tasks.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
+    from accel_tasks.recipes.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
 
     work = tmp_path_factory.mktemp("whisper")
     texts = [r["text"] for r in read_jsonl(SAMPLE / "train.jsonl")]
@@ -474,7 +474,7 @@ def test_default_run_learns(tmp_path: Path):
 
 
 def test_audio_info_reads_headers_and_decoded_arrays(tmp_path: Path):
-    from accel_tasks.speech.audio import AudioLoadError, audio_info
+    from accel_tasks.recipes.speech.audio import AudioLoadError, audio_info
 
     sf.write(tmp_path / "a.flac", tone(1.5, 22050), 22050)
     assert audio_info("a.flac", base_dir=tmp_path) == (pytest.approx(1.5, abs=1e-4), 22050)

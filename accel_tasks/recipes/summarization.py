@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
-from ..config import ConfigError
-from ..seq2seq import Seq2SeqOptions, Seq2SeqRecipe
+from ..errors import ConfigError
+from ..recipe import Seq2SeqOptions, Seq2SeqRecipe
+from . import PRESETS_DIR, SAMPLES_DIR
 
 # (text column, summary column) of well-known data sets, and of plain files.
 KNOWN_COLUMNS = {
@@ -25,9 +25,10 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 @dataclass
 class SummarizationOptions(Seq2SeqOptions):
-    # None: known columns of data.name, else the first of text/summary, document/summary, article/highlights.
     text_column: Optional[str] = None
+    """None: known columns of data.name, else the first of text/summary, document/summary, article/highlights."""
     summary_column: Optional[str] = None
+    """The reference summary column; None: the known column of data.name or of plain files."""
 
 
 def split_sentences(text: str) -> str:
@@ -39,7 +40,8 @@ class SummarizationRecipe(Seq2SeqRecipe):
     name = "summarization"
     Options = SummarizationOptions
     default_metrics = ("rouge",)
-    sample_dir = Path(__file__).resolve().parent.parent / "samples" / "summarization"
+    sample_dir = SAMPLES_DIR / "summarization"
+    preset_file = PRESETS_DIR / "summarization.yaml"
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         text, summary = self.columns(column_names)

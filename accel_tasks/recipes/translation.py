@@ -8,70 +8,46 @@ cannot be used.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError, list_rows
 from ..recipe import EvalOutput
-from ..seq2seq import Seq2SeqOptions, Seq2SeqRecipe
+from ..recipe import Seq2SeqOptions, Seq2SeqRecipe
+from . import PRESETS_DIR, SAMPLES_DIR
+from .languages import T5_MODEL_TYPES, default_prefix, language_code_id, language_codes, pick_language_code
 
-logger = logging.getLogger(__name__)
-
-# ISO 639-1 code -> (English name, for T5 prefixes; ISO 639-3 code, for NLLB-style codes such as eng_Latn).
-LANGUAGES: dict[str, tuple[str, str]] = {
-    "ar": ("Arabic", "arb"), "bg": ("Bulgarian", "bul"), "cs": ("Czech", "ces"), "da": ("Danish", "dan"),
-    "de": ("German", "deu"), "el": ("Greek", "ell"), "en": ("English", "eng"), "es": ("Spanish", "spa"),
-    "et": ("Estonian", "est"), "fi": ("Finnish", "fin"), "fr": ("French", "fra"), "gu": ("Gujarati", "guj"),
-    "hi": ("Hindi", "hin"), "hu": ("Hungarian", "hun"), "it": ("Italian", "ita"), "ja": ("Japanese", "jpn"),
-    "kk": ("Kazakh", "kaz"), "ko": ("Korean", "kor"), "lt": ("Lithuanian", "lit"), "lv": ("Latvian", "lvs"),
-    "nl": ("Dutch", "nld"), "pl": ("Polish", "pol"), "pt": ("Portuguese", "por"), "ro": ("Romanian", "ron"),
-    "ru": ("Russian", "rus"), "sv": ("Swedish", "swe"), "tr": ("Turkish", "tur"), "uk": ("Ukrainian", "ukr"),
-    "vi": ("Vietnamese", "vie"), "zh": ("Chinese", "zho"),
-}
-# Model types pre-trained with "translate X to Y: " prefixes.
-T5_MODEL_TYPES = ("t5",)
-# How many offending row numbers an error or warning quotes.
-SHOWN_ROWS = 5
 TOKENIZE_CHUNK = 1000
 
 
 @dataclass
 class TranslationOptions(Seq2SeqOptions):
-    # None: "translate English to Romanian: " style for T5 models when both languages are known by name, else "".
     source_prefix: Optional[str] = None
+    """None: "translate English to Romanian: " style for T5 models when both languages are known by name, else ""."""
     max_source_length: int = 128
     max_target_length: int = 128
-    # Keys of the translation column (e.g. en, ro); with one of them unset, the other key of a two-language column.
     source_lang: Optional[str] = None
+    """Keys of the translation column (e.g. en, ro); with one of them unset, the other key of a two-language column."""
     target_lang: Optional[str] = None
-    # The WMT/OPUS-style column holding {language: text} per row.
+    """Target language key of the translation column (e.g. ro)."""
     translation_column: str = "translation"
-    # Flat columns instead of the translation column; a target cell may hold a list of references.
+    """The WMT/OPUS-style column holding {language: text} per row."""
     source_column: Optional[str] = None
+    """Flat columns instead of the translation column; a target cell may hold a list of references."""
     target_column: Optional[str] = None
-    # A column with a list of reference translations per row (scored against all of them).
+    """Flat target column (a cell may hold a list of references)."""
     references_column: Optional[str] = None
-    # Language-code tokenizers (mBART, NLLB, M2M100); None: derived from source_lang / target_lang (en -> en_XX, eng_Latn, en).
+    """A column with a list of reference translations per row (scored against all of them)."""
     source_lang_code: Optional[str] = None
+    """Language-code tokenizers (mBART, NLLB, M2M100); None: derived from source_lang / target_lang (en -> en_XX, eng_Latn, en)."""
     target_lang_code: Optional[str] = None
-
-
-def _notice(message: str) -> None:
-    """A warning the user should see once, from the main process only."""
-    from accelerate.state import PartialState
-
-    if PartialState().is_main_process:
-        logger.warning("translation: %s", message)
+    """Target language code of a language-code tokenizer; None: derived from target_lang."""
 
 
 def _rows(indices: Sequence[int]) -> str:
-    shown = ", ".join(str(i) for i in indices[:SHOWN_ROWS])
-    more = f", ... ({len(indices) - SHOWN_ROWS} more)" if len(indices) > SHOWN_ROWS else ""
-    return f"row{'s' if len(indices) > 1 else ''} {shown}{more}"
+    return f"row{'s' if len(indices) > 1 else ''} {list_rows(indices, quote=False)}"
 
 
 def _text(value: Any) -> Optional[str]:
@@ -88,69 +64,6 @@ def _text_list(value: Any) -> Optional[list[str]]:
     if isinstance(value, (list, tuple)):
         return [v if isinstance(v, str) else str(v) for v in value if v is not None]
     return [_text(value)]
-
-
-def language_codes(tokenizer: Any) -> Optional[list[str]]:
-    """The language codes of a tokenizer that marks languages with special tokens, or None for other tokenizers.
-
-    mBART / mBART-50 / M2M100 expose ``lang_code_to_id``; NLLB keeps its codes among the extra special tokens.
-    """
-    if not hasattr(tokenizer, "set_src_lang_special_tokens"):
-        return None
-    mapping = getattr(tokenizer, "lang_code_to_token", None) or getattr(tokenizer, "lang_code_to_id", None)
-    if mapping:
-        return list(mapping)
-    extra = getattr(tokenizer, "extra_special_tokens", None) or getattr(tokenizer, "additional_special_tokens", None) or []
-    if isinstance(extra, dict):
-        extra = list(extra.values())
-    unk = tokenizer.unk_token_id
-    return [str(t) for t in extra if tokenizer.convert_tokens_to_ids(str(t)) != unk]
-
-
-def language_code_id(tokenizer: Any, code: str) -> int:
-    """Token id of a language code (M2M100 maps ``en`` to the token ``__en__``)."""
-    mapping = getattr(tokenizer, "lang_code_to_id", None)
-    if mapping and code in mapping:
-        return int(mapping[code])
-    return int(tokenizer.convert_tokens_to_ids(code))
-
-
-def pick_language_code(codes: list[str], explicit: Optional[str], language: Optional[str], side: str, tokenizer_name: str) -> str:
-    """The tokenizer's code for one side: task.<side>_lang_code, else the code matching task.<side>_lang."""
-    option = f"task.{side}_lang_code"
-    known = ", ".join(codes)
-    if explicit is not None:
-        if explicit not in codes:
-            raise ConfigError(f"{option}={explicit!r} is not a language code of the {tokenizer_name} tokenizer; it knows: {known}")
-        return explicit
-    if language is None:
-        raise ConfigError(
-            f"the {tokenizer_name} tokenizer needs a {side} language code: set task.{side}_lang or {option} (codes it knows: {known})"
-        )
-    if language in codes:
-        return language
-    stems = {language.lower()}
-    if language.lower() in LANGUAGES:
-        stems.add(LANGUAGES[language.lower()][1])
-    matches = [code for code in codes if code.split("_")[0].lower() in stems]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise ConfigError(f"task.{side}_lang={language!r} matches several codes of the {tokenizer_name} tokenizer ({', '.join(matches)}); set {option} to one of them")
-    raise ConfigError(
-        f"task.{side}_lang={language!r} is not a language code of the {tokenizer_name} tokenizer and matches none; "
-        f"set {option} to one of: {known}"
-    )
-
-
-def default_prefix(model_type: Optional[str], source_lang: Optional[str], target_lang: Optional[str]) -> Optional[str]:
-    """The T5 task prefix for a language pair; None when the model is not T5 or a language has no known name."""
-    if model_type not in T5_MODEL_TYPES:
-        return None
-    names = [LANGUAGES.get((lang or "").lower(), (None,))[0] for lang in (source_lang, target_lang)]
-    if None in names:
-        return None
-    return f"translate {names[0]} to {names[1]}: "
 
 
 def metric_references(references: list[list[str]]) -> list:
@@ -178,12 +91,17 @@ class TranslationRecipe(Seq2SeqRecipe):
     name = "translation"
     Options = TranslationOptions
     default_metrics = ("sacrebleu", "chrf")
-    sample_dir = Path(__file__).resolve().parent.parent / "samples" / "translation"
+    sample_dir = SAMPLES_DIR / "translation"
+    preset_file = PRESETS_DIR / "translation.yaml"
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.extra_generation: dict[str, Any] = {}
         self._model_inputs_ready = False
+
+    def notice(self, message: str) -> None:
+        """A notice the user should see once: through the loop's main-process log."""
+        self.log(f"translation: {message}")
 
     # -- options -----------------------------------------------------------------------------------
     def validate_options(self) -> None:
@@ -282,7 +200,7 @@ class TranslationRecipe(Seq2SeqRecipe):
             dataset = dataset.select(keep)
         truncated = self.count_truncated(dataset)
         if truncated:
-            _notice(
+            self.notice(
                 f"{split}: {truncated} of {len(dataset)} sources are longer than task.max_source_length="
                 f"{self.options.max_source_length} tokens and are truncated"
             )
@@ -315,7 +233,7 @@ class TranslationRecipe(Seq2SeqRecipe):
                     f"set task.source_lang and task.target_lang to keys of the {column!r} column (it has: {have})"
                 )
             source, target = (given, others[0]) if target is None else (others[0], given)
-            _notice(f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)")
+            self.notice(f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)")
         for side, lang in (("source", source), ("target", target)):
             if lang not in keys:
                 raise ConfigError(f"task.{side}_lang={lang!r} is not a language of the {split} {column!r} column (it has: {have})")
@@ -344,7 +262,7 @@ class TranslationRecipe(Seq2SeqRecipe):
             model_type = getattr(getattr(self.model, "config", None), "model_type", None)
             prefix = default_prefix(model_type, opts.source_lang, opts.target_lang)
             if prefix is None and model_type in T5_MODEL_TYPES:
-                _notice("T5 model without a task prefix (a language has no known name); set task.source_prefix=\"translate X to Y: \"")
+                self.notice("T5 model without a task prefix (a language has no known name); set task.source_prefix=\"translate X to Y: \"")
             opts.source_prefix = prefix or ""
         self._model_inputs_ready = True
 
@@ -395,7 +313,7 @@ class TranslationRecipe(Seq2SeqRecipe):
                 f"the {split} data has no usable rows: {details}; check task.source_lang/task.target_lang "
                 "or task.source_column/task.target_column"
             )
-        _notice(f"{split}: dropped {len(sources) - len(keep)} of {len(sources)} rows that cannot be used: {details}")
+        self.notice(f"{split}: dropped {len(sources) - len(keep)} of {len(sources)} rows that cannot be used: {details}")
         return keep
 
     def side_names(self, column_names: Sequence[str], split: str) -> tuple[str, str]:

@@ -36,6 +36,10 @@ class TextClassificationRecipe(Recipe):
             "label2id": {label: i for i, label in enumerate(labels)},
         }
 
+    def peft_modules_to_save(self, model: Any) -> list[str]:
+        """The classification head starts untrained: trained in full beside a LoRA adapter."""
+        return [name for name, _ in model.named_children() if name in ("classifier", "score")]
+
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         return {self.options.text_column: "task.text_column", self.options.label_column: "task.label_column"}
 

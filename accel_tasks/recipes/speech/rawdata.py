@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ...errors import list_rows
 from .audio import audio_info
 
 # Columns added by the probe (and removed again by the recipe); double underscores keep clear of user columns.
@@ -42,9 +43,8 @@ def pick_column(column_names: Sequence[str], explicit: str | None, candidates: S
 
 
 def shown_rows(row_ids: Sequence[Any]) -> str:
-    """Up to SHOWN_ROWS row ids for an error message."""
-    shown = ", ".join(repr(r) for r in row_ids[:SHOWN_ROWS])
-    return shown + (f", ... ({len(row_ids) - SHOWN_ROWS} more)" if len(row_ids) > SHOWN_ROWS else "")
+    """Up to SHOWN_ROWS row ids for an error message (audio errors quote more rows than the default)."""
+    return list_rows(row_ids, SHOWN_ROWS)
 
 
 def probe_audio(
@@ -52,7 +52,7 @@ def probe_audio(
 ) -> dict[str, list]:
     """Batched ``datasets.map`` function: duration and sampling rate of every clip, from headers.
 
-    Raises :class:`~accel_tasks.speech.audio.AudioLoadError` naming the row and path of a clip
+    Raises :class:`~accel_tasks.recipes.speech.audio.AudioLoadError` naming the row and path of a clip
     that is missing or unreadable.
     """
     durations, rates = [], []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
-from accel_tasks.qa.errors import QADataError
+from accel_tasks.recipes.qa.errors import QADataError
 
 REQUIRED_COLUMNS = ("id", "context", "question", "answers")
 # Columns prepare_eval_features adds for postprocessing; drop them before a batch reaches the model.

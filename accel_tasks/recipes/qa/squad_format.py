@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from accel_tasks.qa.errors import QADataError
+from accel_tasks.recipes.qa.errors import QADataError
 
 # Enough of the head of a file to see the nested layout without parsing a 40 MB document.
 _SNIFF_BYTES = 65536

@@ -5,16 +5,16 @@
 - `postprocess`: vectorised mapping of start/end logits back to answer text.
 """
 
-from accel_tasks.qa.errors import QADataError
-from accel_tasks.qa.features import (
+from accel_tasks.recipes.qa.errors import QADataError
+from accel_tasks.recipes.qa.features import (
     EVAL_ONLY_COLUMNS,
     check_fast_tokenizer,
     prepare_eval_features,
     prepare_train_features,
     validate_examples,
 )
-from accel_tasks.qa.postprocess import QAPredictions, postprocess_qa_predictions, squad_references
-from accel_tasks.qa.squad_format import flatten_squad, is_nested_squad
+from accel_tasks.recipes.qa.postprocess import QAPredictions, postprocess_qa_predictions, squad_references
+from accel_tasks.recipes.qa.squad_format import flatten_squad, is_nested_squad
 
 __all__ = [
     "EVAL_ONLY_COLUMNS",

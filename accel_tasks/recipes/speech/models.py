@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError
+from ...errors import ConfigError
 
 CTC = "ctc"
 SEQ2SEQ = "seq2seq"

@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from accel_tasks.qa.errors import QADataError
-from accel_tasks.qa.offsets import ContextOffsets, read_offsets
+from accel_tasks.recipes.qa.errors import QADataError
+from accel_tasks.recipes.qa.offsets import ContextOffsets, read_offsets
 
 
 @dataclass

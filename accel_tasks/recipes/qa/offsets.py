@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from accel_tasks.qa.errors import QADataError
+from accel_tasks.recipes.qa.errors import QADataError
 
 
 class ContextOffsets(ABC):

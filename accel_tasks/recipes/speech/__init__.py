@@ -5,7 +5,7 @@ Imported only by the speech recipe; the recipe class stays a thin layer over the
 """
 
 from .audio import AudioLoadError, audio_info, load_audio, undecoded_audio
-from .decode import ctc_collapse, ctc_greedy_ids, decode_ctc_ids, decode_ctc_predictions, decode_generated, decode_labels
+from .decode import ctc_collapse, ctc_greedy_ids, decode_ctc_ids, decode_ctc_predictions, decode_labels
 from .features import (
     CTCCollator,
     EmptyTranscriptError,
@@ -28,7 +28,6 @@ __all__ = [
     "ctc_greedy_ids",
     "decode_ctc_ids",
     "decode_ctc_predictions",
-    "decode_generated",
     "decode_labels",
     "filter_by_duration",
     "load_audio",

@@ -79,12 +79,6 @@ def decode_labels(labels: Any, tokenizer: Any, ctc: bool) -> list[str]:
     return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
-def decode_generated(sequences: Any, tokenizer: Any) -> list[str]:
-    """Decode ``generate`` output, dropping prefix/special tokens and surrounding spaces."""
-    texts = tokenizer.batch_decode(_as_numpy(sequences).tolist(), skip_special_tokens=True)
-    return [t.strip() for t in texts]
-
-
 def mask_frames(model: Any, frame_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Per-frame ids with frames beyond each clip's length set to -100, so padding never decodes.
 

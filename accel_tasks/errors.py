@@ -1,0 +1,32 @@
+"""The one-line error contract: every user mistake is a :class:`ConfigError`, printed as one line, exit 2.
+
+This is the ground floor of the package: it imports nothing else of accel_tasks, so every module
+(config, data, recipes, the loop) can raise the same error and the CLI can catch one type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# How many offending rows an error or warning quotes before it only counts the rest.
+SHOWN_ROWS = 5
+
+
+class ConfigError(ValueError):
+    """A user mistake in the run config or its inputs; the CLI prints it as one line and exits with status 2."""
+
+
+def list_rows(row_ids: Sequence[object], limit: int = SHOWN_ROWS, quote: bool = True) -> str:
+    """``'a', 'b', ... (3 more)``: the first ``limit`` rows of a message, then a count of the others.
+
+    Why one helper: data errors of every recipe quote rows the same way, so a user learns one format.
+    """
+    shown = ", ".join(repr(row) if quote else str(row) for row in row_ids[:limit])
+    more = f", ... ({len(row_ids) - limit} more)" if len(row_ids) > limit else ""
+    return shown + more
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors can span a screen)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
