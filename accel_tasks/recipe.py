@@ -9,6 +9,7 @@ The loop calls the hooks in this order, and each hook may rely on what ran befor
     Recipe(cfg)                      cfg: the resolved RunConfig; cfg.task is an instance of Options
     validate_options()               preflight: before any model or data is loaded
     load_model()                     sets self.model and self.processor
+    settings_from_model(model)       eval only: what the trained model fixes (labels, vocab) wins over options
     peft_modules_to_save(model)      only when peft.* trains an adapter
     load_data(splits)                -> DatasetDict with the splits the run needs (train / validation / test)
     required_columns(split, cols)    checked against each raw split
@@ -74,7 +75,7 @@ class Recipe(ABC):
     - ``default_metrics``: evaluate ids or paths to metric modules, used when ``eval.metrics`` is unset.
     - ``auto_model_class`` / ``processor_class``: transformers Auto class names for the default loader.
     - ``sample_dir``: the bundled offline sample: ``{train,validation}.jsonl`` and ``model/``.
-    - ``preset_file``: the YAML preset; None: ``<module>.yaml`` beside the recipe's module (plugins).
+    - ``preset_file``: the YAML preset (not inherited); None: ``<module>.yaml`` beside the recipe's module (plugins).
     - ``length_column``: feature column whose length orders eval batches (``eval.group_by_length``).
     """
 
@@ -97,8 +98,11 @@ class Recipe(ABC):
 
     @classmethod
     def preset_path(cls) -> Optional[Path]:
-        """The recipe's YAML preset: ``preset_file``, else the ``.yaml`` beside its module; None when there is none."""
-        path = cls.preset_file or Path(inspect.getfile(cls)).with_suffix(".yaml")
+        """The recipe's YAML preset: its own ``preset_file``, else the ``.yaml`` beside its module; None when there is none.
+
+        ``preset_file`` is not inherited: a subclass of a built-in recipe (a plugin) has its own preset or none.
+        """
+        path = cls.__dict__.get("preset_file") or Path(inspect.getfile(cls)).with_suffix(".yaml")
         return path if path.is_file() else None
 
     # -- checks that run before anything heavy ---------------------------------------------------
@@ -107,7 +111,18 @@ class Recipe(ABC):
 
     # -- model and data ---------------------------------------------------------------------------
     def model_config_overrides(self) -> dict[str, Any]:
-        """Model config values the task decides (e.g. num_labels), applied when loading or building the model."""
+        """Model config values the task decides (e.g. num_labels), applied when a training run loads or builds the model.
+
+        Not applied in eval-only runs: a trained model's config is the truth there (see settings_from_model).
+        """
+        return {}
+
+    def settings_from_model(self, model: PreTrainedModel) -> dict[str, Any]:
+        """Task options a trained model already fixes, e.g. ``{"labels": [...]}`` from its id2label.
+
+        Eval-only runs call it after load_model; each value wins over the option of the same name (with a
+        notice when they differ), so a label order typed differently cannot silently mis-score the model.
+        """
         return {}
 
     def default_model_dir(self) -> Optional[Path]:
@@ -127,7 +142,7 @@ class Recipe(ABC):
             self.auto_model_class,
             self.processor_class,
             default_dir=default_dir,
-            config_overrides=self.model_config_overrides(),
+            config_overrides=self.model_config_overrides() if self.cfg.mode == "train" else None,
         )
         return self.model, self.processor
 

@@ -469,7 +469,7 @@ def test_eval_only_with_several_references_and_bad_rows(trained_run, tmp_path):
             cwd=REPO,
         )
     )
-    assert "dropped 2 of 14 rows that cannot be used: 1 with an empty 'en' text (row 5); 1 with no 'en' text (row 6)" in result.stderr
+    assert "dropped 2 of 14 rows that cannot be used: 1 with an empty 'en' text (row 5); 1 with no 'en' text (row 6)" in result.stdout  # recipe notices go through the run's log
     records = read_jsonl(out / "predictions.jsonl")
     assert [r["id"] for r in records] == [r["id"] for r in rows]
     assert [r["references"] for r in records] == [r["refs"] for r in rows]
