@@ -1,22 +1,25 @@
 """Checkpoints (save / resume / retention), safe under ZeRO-3 and many processes.
 
-A checkpoint is written to ``step_N.tmp`` and renamed when complete, so a crash never leaves a
-directory that ``resume_from=latest`` would pick up half-written.
+A checkpoint is written to ``step_N.tmp``, ends with a manifest (every file and its size) and is then
+renamed to ``step_N``; only a directory that matches its manifest counts as a checkpoint, so neither a
+crash mid-save nor an interrupted retention leaves something that ``resume_from`` would trust.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from .adapters import is_peft_model
-from .errors import ConfigError
+from .errors import ConfigError, notice
 from .files import write_json
-from .modeling import PEFT_CHECKPOINT_MARKER
+from .manifest import has_manifest, manifest_problem, write_manifest
+from .modeling import PEFT_CHECKPOINT_MARKER, RUN_CONFIG_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +28,9 @@ if TYPE_CHECKING:
 
 LOOP_STATE_FILE = "loop_state.json"
 CHECKPOINT_PREFIX = "step_"
+CHECKPOINT_NAME = re.compile(r"step_\d+")
+DELETING_SUFFIX = ".deleting"
+LEFTOVER_NAME = re.compile(r"step_\d+\.(tmp|deleting)")
 
 
 @dataclass
@@ -38,30 +44,60 @@ class LoopState:
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first."""
+    """Every ``step_N`` directory under ``root``, complete or not, oldest first."""
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and (p / LOOP_STATE_FILE).is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):].split(".")[0]))
+    found = [p for p in root.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """The checkpoints under ``root`` that match their manifest, oldest first."""
+    return [p for p in checkpoint_dirs(root) if manifest_problem(p) is None]
 
 
 def resolve_resume(resume_from: Optional[str], checkpoints_root: Path) -> Optional[Path]:
-    """``latest`` or a path -> the checkpoint directory; errors name what was looked for."""
+    """``latest`` or a path -> a complete checkpoint directory; errors name what is wrong.
+
+    ``latest`` skips incomplete checkpoints (a crash mid-save, a file lost since) with a one-line warning
+    each and takes the newest complete one; a named checkpoint that is incomplete is an error.
+    """
     if resume_from is None:
         return None
     if resume_from == "latest":
-        found = checkpoint_dirs(checkpoints_root)
-        if not found:
-            raise ConfigError(f"train.resume_from=latest but {checkpoints_root} holds no complete checkpoint")
-        return found[-1]
+        for candidate in reversed(checkpoint_dirs(checkpoints_root)):
+            problem = manifest_problem(candidate)
+            if problem is None:
+                return candidate
+            notice(f"skipping incomplete checkpoint {candidate}: {problem}")
+        raise ConfigError(
+            f"train.resume_from=latest but {checkpoints_root} holds no complete checkpoint; "
+            "start a new run (another output_dir or train.overwrite_output_dir=true)"
+        )
     path = Path(resume_from)
-    if not (path / LOOP_STATE_FILE).is_file():
+    if not (path / LOOP_STATE_FILE).is_file() and not has_manifest(path):
         raise ConfigError(f"train.resume_from={resume_from!r} is not a checkpoint directory (no {LOOP_STATE_FILE})")
+    problem = manifest_problem(path)
+    if problem is not None:
+        raise ConfigError(f"train.resume_from={resume_from!r} is an incomplete checkpoint: {problem}; resume from another one (train.resume_from=latest takes the newest complete one)")
     return path
 
 
-def save_checkpoint(accelerator: Accelerator, root: Path, state: LoopState, model: torch.nn.Module, processor: PreTrainedTokenizerBase | ProcessorMixin, keep: Optional[int]) -> Path:
-    """All ranks call this: DeepSpeed writes its shards from every rank."""
+def save_checkpoint(
+    accelerator: Accelerator,
+    root: Path,
+    state: LoopState,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    keep: Optional[int],
+    run_config: str,
+) -> Path:
+    """All ranks call this: DeepSpeed writes its shards from every rank.
+
+    Written to ``step_N.tmp``; the manifest comes last, then the directory is renamed to ``step_N``, so a
+    crash at any point leaves nothing that looks complete. ``run_config`` (the resolved config as YAML)
+    is saved inside, so the checkpoint says how it was made.
+    """
     final = root / f"{CHECKPOINT_PREFIX}{state.global_step}"
     tmp = root / f"{final.name}.tmp"
     if accelerator.is_main_process:
@@ -80,8 +116,11 @@ def save_checkpoint(accelerator: Accelerator, root: Path, state: LoopState, mode
             generation_config.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         mark_peft_checkpoint(unwrapped, tmp)
+        (tmp / RUN_CONFIG_FILE).write_text(run_config)
         write_json(tmp / LOOP_STATE_FILE, asdict(state))
-        shutil.rmtree(final, ignore_errors=True)
+        write_manifest(tmp, kind="checkpoint", step=state.global_step)
+        if final.exists():
+            _remove_checkpoint(final)
         os.replace(tmp, final)
         _apply_retention(root, keep)
     accelerator.wait_for_everyone()
@@ -94,10 +133,32 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> LoopState:
 
 
 def _apply_retention(root: Path, keep: Optional[int]) -> None:
+    """Keep the newest ``keep`` complete checkpoints; incomplete leftovers older than them go too."""
     if keep is None:
         return
-    for old in checkpoint_dirs(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    complete = complete_checkpoints(root)
+    if len(complete) <= keep:
+        return
+    oldest_kept = int(complete[-keep].name[len(CHECKPOINT_PREFIX):])
+    for old in checkpoint_dirs(root):
+        if int(old.name[len(CHECKPOINT_PREFIX):]) < oldest_kept:
+            _remove_checkpoint(old)
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Rename first, then delete: interrupted at any point, what is left is never named like a checkpoint."""
+    doomed = path.with_name(path.name + DELETING_SUFFIX)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clear_leftovers(root: Path) -> None:
+    """Remove what an interrupted save or retention of ours left (``step_N.tmp``, ``step_N.deleting``)."""
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        if path.is_dir() and LEFTOVER_NAME.fullmatch(path.name):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def mark_peft_checkpoint(model: torch.nn.Module, checkpoint_dir: Path) -> None:

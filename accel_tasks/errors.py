@@ -30,3 +30,33 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library errors can span a screen)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def notice(message: str) -> None:
+    """A one-line warning on stderr from the first process only (before the Accelerator exists).
+
+    Why the environment and not the Accelerator: preflight runs before it is built, on every rank.
+    """
+    import os
+    import sys
+
+    if os.environ.get("RANK", "0") == "0":
+        print(f"accel-tasks: warning: {message}", file=sys.stderr, flush=True)
+
+
+class RunStopped(Exception):
+    """A run that stopped on purpose mid-way (diverged, preempted): one line and a documented exit status."""
+
+    exit_code = 1
+
+
+class NonFiniteLoss(RunStopped):
+    """The training loss (or the weights) stopped being finite: exit status 3, nothing exported."""
+
+    exit_code = 3
+
+
+class Preempted(RunStopped):
+    """SIGTERM / SIGUSR1 asked the run to stop: a checkpoint was written; exit status 75 (EX_TEMPFAIL: run again)."""
+
+    exit_code = 75

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Iterable, Optional
 
 from .adapters import EXPORT_ATTR, ExportPlan, is_peft_model, reloadable_base
 from .distributed import zero3_init_disabled, zero_stage
-from .modeling import BASE_SUBDIR, PEFT_PREFIX
+from .manifest import write_manifest
+from .modeling import BASE_SUBDIR, PEFT_PREFIX, RUN_CONFIG_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -34,14 +35,21 @@ StateDict = dict[str, "torch.Tensor"]
 MERGED_SUFFIX = "_merged"
 
 
-def export_model(accelerator: Accelerator, model: torch.nn.Module, processor: PreTrainedTokenizerBase | ProcessorMixin, out_dir: Path) -> None:
+def export_model(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    out_dir: Path,
+    run_config: str,
+) -> None:
     """Full safetensors weights + config + processor, loadable with ``from_pretrained(out_dir)``.
 
-    ``full_state_dict`` gathers ZeRO-3 partitions, so every rank must call this.
-    A PEFT model is exported as its adapter (see ``adapters.export_adapter`` for the layout).
+    ``full_state_dict`` gathers ZeRO-3 partitions, so every rank must call this. A PEFT model is exported
+    as its adapter (layout in the module docstring). Every exported directory also holds ``run_config``
+    (the resolved config that made it, so eval-only needs nothing but the path) and, last, its manifest.
     """
     if is_peft_model(accelerator.unwrap_model(model)):
-        export_adapter(accelerator, model, processor, out_dir)
+        export_adapter(accelerator, model, processor, out_dir, run_config)
         return
     state_dict = full_state_dict(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
@@ -49,7 +57,14 @@ def export_model(accelerator: Accelerator, model: torch.nn.Module, processor: Pr
         out_dir.mkdir(parents=True, exist_ok=True)
         unwrapped.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
         processor.save_pretrained(out_dir)
+        finish_export(out_dir, run_config)
     accelerator.wait_for_everyone()
+
+
+def finish_export(out_dir: Path, run_config: str) -> None:
+    """The run's settings beside the weights, then the manifest that says the directory is complete."""
+    (out_dir / RUN_CONFIG_FILE).write_text(run_config)
+    write_manifest(out_dir, kind="export")
 
 
 def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> StateDict:
@@ -108,18 +123,31 @@ def gather_state_dict(accelerator: Accelerator, peft_model: PeftModel, names: Op
     return state
 
 
-def export_adapter(accelerator: Accelerator, model: torch.nn.Module, processor: PreTrainedTokenizerBase | ProcessorMixin, out_dir: Path) -> None:
+def export_adapter(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    out_dir: Path,
+    run_config: str,
+) -> None:
     """Write the adapter (and base weights / merged model when needed); every rank must call this."""
     unwrapped = accelerator.unwrap_model(model)
     plan = getattr(unwrapped, EXPORT_ATTR, None) or ExportPlan(base_ref=reloadable_base(unwrapped.get_base_model()), merge=False)
     need_full = plan.base_ref is None or plan.merge
     state = gather_state_dict(accelerator, unwrapped, None if need_full else _adapter_param_names(unwrapped))
     if accelerator.is_main_process:
-        _write_exports(unwrapped, processor, out_dir, state, plan)
+        _write_exports(unwrapped, processor, out_dir, state, plan, run_config)
     accelerator.wait_for_everyone()
 
 
-def _write_exports(unwrapped: PeftModel, processor: PreTrainedTokenizerBase | ProcessorMixin, out_dir: Path, state: StateDict, plan: ExportPlan) -> None:
+def _write_exports(
+    unwrapped: PeftModel,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    out_dir: Path,
+    state: StateDict,
+    plan: ExportPlan,
+    run_config: str,
+) -> None:
     import shutil
 
     from peft.utils import get_peft_model_state_dict
@@ -148,12 +176,14 @@ def _write_exports(unwrapped: PeftModel, processor: PreTrainedTokenizerBase | Pr
     config.base_model_name_or_path = base_ref
     unwrapped.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True, selected_adapters=[adapter])
     processor.save_pretrained(out_dir)
+    finish_export(out_dir, run_config)
     if plan.merge:
         merged_dir = merged_dir_for(out_dir)
         shutil.rmtree(merged_dir, ignore_errors=True)
         merged = merged_model(unwrapped, state)
         merged.save_pretrained(merged_dir, safe_serialization=True)
         processor.save_pretrained(merged_dir)
+        finish_export(merged_dir, run_config)
 
 
 def merged_dir_for(out_dir: Path) -> Path:

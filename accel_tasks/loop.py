@@ -5,16 +5,17 @@ It knows nothing about tasks; everything task-specific goes through the Recipe h
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
 from .adapters import wrap_model
-from .checkpoint import LoopState, load_checkpoint, save_checkpoint
+from .checkpoint import LOOP_STATE_FILE, LoopState, clear_leftovers, load_checkpoint, save_checkpoint
 from .config import RunConfig, run_splits, to_yaml
 from .data import check_columns
 from .features import make_features
@@ -23,7 +24,11 @@ from .evaluation import run_eval, scalar_metrics
 from .export import export_model
 from .files import write_json, write_jsonl
 from .modeling import count_parameters
+from .errors import NonFiniteLoss, Preempted
+from .guards import StepHealth, StopRequest, die_with_launcher, weights_finite
 from .preflight import Plan
+from .recipe import Recipe
+from .rundir import prepare_output_dir
 
 if TYPE_CHECKING:
     import datasets
@@ -35,30 +40,27 @@ Log = Callable[[str], None]
 
 logger = logging.getLogger("accel_tasks")
 
-# Files a run writes at the top of output_dir; cleared by train.overwrite_output_dir=true.
-RUN_ARTIFACTS = ("checkpoints", "model", "model_merged", "logs", "config.yaml", "metrics.json", "predictions.jsonl", "eval_history.jsonl")
-
-
 def run(plan: Plan) -> dict[str, Any]:
     """Train or evaluate as the plan says; returns the final metrics on the main process."""
     cfg = plan.cfg
+    die_with_launcher()
     threads = configure_threads(cfg.train.threads)
     accelerator = build_accelerator(cfg, plan.output_dir)
     _setup_logging(accelerator)
     log = _main_process_log(accelerator)
-    _prepare_output_dir(accelerator, plan)
     log(
         f"{plan.recipe.name}: mode={cfg.mode} processes={accelerator.num_processes} "
         f"distributed={accelerator.distributed_type.value} mixed_precision={accelerator.mixed_precision} "
         f"threads/process={threads} output_dir={plan.output_dir}"
     )
-    accelerator.init_trackers(cfg.mode, config=_flat_scalars(cfg))
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
     recipe = plan.recipe
     recipe.log = log
     model, processor = recipe.load_model()
+    if cfg.mode != "train":
+        _adopt_model_settings(recipe, model, log)
     model = wrap_model(model, cfg.peft, cfg.mode, recipe.peft_modules_to_save, log)
     trainable, total = count_parameters(model)
     log(f"model: {type(model).__name__}, trainable / total parameters: {trainable:,} / {total:,} ({100 * trainable / max(total, 1):.2f}%)")
@@ -70,6 +72,9 @@ def run(plan: Plan) -> dict[str, Any]:
         raw[split] = recipe.prepare_raw(raw[split], split)
         with accelerator.main_process_first():
             features[split] = make_features(recipe, raw[split], split, cfg.data, log)
+    # Every check has passed (model loaded, data read and preprocessed): only now is output_dir written to.
+    _prepare_output_dir(accelerator, plan)
+    accelerator.init_trackers(cfg.mode, config=_flat_scalars(cfg))
     if cfg.mode == "train":
         metrics = _train(accelerator, plan, model, processor, raw, features, log)
     else:
@@ -90,7 +95,6 @@ def _train(
 ) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
     from transformers import get_scheduler
 
     cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
@@ -133,6 +137,38 @@ def _train(
         f"batch {tcfg.batch_size} x {accelerator.num_processes} processes x {tcfg.grad_accum} accumulation"
     )
     checkpoints_root = plan.output_dir / "checkpoints"
+    if accelerator.is_main_process:
+        clear_leftovers(checkpoints_root)
+    stop = StopRequest()
+    stop.install()
+    try:
+        return _train_steps(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, total_steps, stop, log)
+    finally:
+        stop.restore()
+
+
+def _train_steps(
+    accelerator: Accelerator,
+    plan: Plan,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    train_loader: Any,
+    state: LoopState,
+    raw: datasets.DatasetDict,
+    features: dict[str, datasets.Dataset],
+    total_steps: int,
+    stop: StopRequest,
+    log: Log,
+) -> dict[str, Any]:
+    """The optimizer steps from ``state`` to ``total_steps``, then the export and the final eval."""
+    from tqdm.auto import tqdm
+
+    cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
+    checkpoints_root = plan.output_dir / "checkpoints"
+    health = StepHealth(accelerator)
+    last_checkpoint: Optional[Path] = plan.resume_dir
     progress = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not accelerator.is_local_main_process)
     first_step, train_start = state.global_step, time.perf_counter()
     meter = ThroughputMeter()
@@ -151,19 +187,32 @@ def _train(
                 scheduler.step()
                 optimizer.zero_grad()
             state.batches_in_epoch += 1
+            health.add(loss)
             meter.add(loss.detach(), len(next(iter(batch.values()))), recipe.count_tokens(batch))
             if not accelerator.sync_gradients:
                 continue
             state.global_step += 1
             progress.update(1)
             step = state.global_step
+            diverged, stopping, bad_value = health.check(stop)
+            if diverged:
+                progress.close()
+                raise NonFiniteLoss(_divergence_message(step, bad_value, tcfg.lr, accelerator.mixed_precision, last_checkpoint))
             if step % tcfg.log_every == 0 or step == total_steps:
                 _log_train(accelerator, meter, scheduler, step, total_steps, log)
             if tcfg.eval_every and step % tcfg.eval_every == 0 and step < total_steps:
                 _periodic_eval(accelerator, plan, model, raw, features, step, log)
-            if tcfg.save_every and (step % tcfg.save_every == 0 or step == total_steps):
-                save_checkpoint(accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit)
-                log(f"step {step}: checkpoint saved to {checkpoints_root}/step_{step}")
+            if stopping or (tcfg.save_every and (step % tcfg.save_every == 0 or step == total_steps)):
+                last_checkpoint = save_checkpoint(
+                    accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit, to_yaml(cfg)
+                )
+                log(f"step {step}: checkpoint saved to {last_checkpoint}")
+            if stopping:
+                progress.close()
+                raise Preempted(
+                    f"stopped by {stop.signal_name or 'a stop signal to another process'} at step {step}/{total_steps}: "
+                    f"checkpoint {last_checkpoint} written; run the same command with train.resume_from=latest to continue"
+                )
             if step >= total_steps:
                 break
         else:
@@ -174,10 +223,38 @@ def _train(
     progress.close()
     train_stats = {"train_steps": state.global_step - first_step, "train_runtime_s": round(time.perf_counter() - train_start, 3)}
     log(f"trained {train_stats['train_steps']} steps in {train_stats['train_runtime_s']:.1f} s")
+    if not weights_finite(accelerator, model):
+        raise NonFiniteLoss(
+            f"after step {state.global_step} the weights are not finite (the last update overflowed); nothing is exported"
+            f"{f', the last checkpoint {last_checkpoint} stays' if last_checkpoint else ''}. {_DIVERGENCE_FIXES.format(lr=tcfg.lr)}"
+        )
     export_dir = plan.output_dir / "model"
-    export_model(accelerator, model, processor, export_dir)
+    export_model(accelerator, model, processor, export_dir, to_yaml(cfg))
     log(f"model exported to {export_dir}")
     return _final_eval(accelerator, plan, model, raw, features, log, step=state.global_step, extra=train_stats)
+
+
+_DIVERGENCE_FIXES = (
+    "Try a lower train.lr (now {lr:g}), gradient clipping (train.max_grad_norm=1.0), or bf16 instead of fp16 mixed precision"
+)
+
+
+def _divergence_message(step: int, value: float, lr: float, mixed_precision: str, last_checkpoint: Optional[Path]) -> str:
+    kept = f"the last checkpoint {last_checkpoint} stays" if last_checkpoint else "there is no checkpoint"
+    fixes = _DIVERGENCE_FIXES.format(lr=lr)
+    if mixed_precision != "fp16":
+        fixes = fixes.replace(", or bf16 instead of fp16 mixed precision", "")
+    return f"step {step}: the training loss is {value} (not finite); the run stops and exports nothing, {kept}. {fixes}"
+
+
+def _adopt_model_settings(recipe: Recipe, model: torch.nn.Module, log: Log) -> None:
+    """Eval-only: what the trained model fixes (labels, vocabulary) wins over task options, with a notice."""
+    for key, value in recipe.settings_from_model(model).items():
+        current = getattr(recipe.options, key)
+        current = OmegaConf.to_container(current) if OmegaConf.is_config(current) else current
+        if current != value:
+            log(f"task.{key}={value!r} from the model (the settings said {current!r})")
+            setattr(recipe.options, key, value)
 
 
 def _final_eval(
@@ -280,17 +357,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 
 
 def _prepare_output_dir(accelerator: Accelerator, plan: Plan) -> None:
-    """Runs after the Accelerator exists, so every rank has passed the preflight checks before anything is written."""
+    """Runs once every check has passed and on every rank together, so nothing is written for a run that fails early."""
     if accelerator.is_main_process:
-        plan.output_dir.mkdir(parents=True, exist_ok=True)
-        if plan.cfg.train.overwrite_output_dir and plan.resume_dir is None:
-            for name in RUN_ARTIFACTS:
-                target = plan.output_dir / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        (plan.output_dir / "config.yaml").write_text(to_yaml(plan.cfg))
+        resume_step = None
+        if plan.resume_dir is not None:
+            resume_step = int(json.loads((plan.resume_dir / LOOP_STATE_FILE).read_text())["global_step"])
+        prepare_output_dir(plan.output_dir, plan.cfg.train.overwrite_output_dir, resume_step, to_yaml(plan.cfg))
     accelerator.wait_for_everyone()
 
 

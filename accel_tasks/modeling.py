@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .config import ModelConfig
 from .errors import ConfigError
+from .manifest import has_manifest, manifest_problem
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The resolved run config saved beside the weights of every export and checkpoint: how the model was made.
+RUN_CONFIG_FILE = "accel_tasks_config.yaml"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -144,6 +147,32 @@ def has_weights(source: str) -> bool:
     return path.is_dir() and any((path / f).is_file() for f in WEIGHT_FILES)
 
 
+def saved_run_config(source: str) -> Optional[Path]:
+    """The run config saved with a local model (export, checkpoint or adapter), or None."""
+    path = Path(source).expanduser() / RUN_CONFIG_FILE
+    return path if path.is_file() else None
+
+
+def check_trained_weights(source: str) -> None:
+    """An eval-only run must score trained weights: a local model must hold them, and be complete.
+
+    Hub ids are not checked here (offline); a local directory needs weight files, adapter files or
+    DeepSpeed shards, and when it carries one of our manifests it must still match it.
+    """
+    path = Path(source)
+    if not path.is_dir():
+        return
+    problem = manifest_problem(path) if has_manifest(path) or (path / "loop_state.json").is_file() else None
+    if problem is not None:
+        raise ConfigError(f"model.name_or_path {source!r} is incomplete: {problem}; evaluate another checkpoint or the export")
+    if is_adapter_dir(source) or has_weights(source) or deepspeed_checkpoint_tag_dir(path) is not None:
+        return
+    raise ConfigError(
+        f"model.name_or_path {source!r} holds a config but no weights ({', '.join(WEIGHT_FILES[::2])}); "
+        "an eval-only run would score random weights: point it at an export (output_dir/model) or a checkpoint"
+    )
+
+
 def load_model_and_processor(
     model_cfg: ModelConfig,
     auto_model_class: str,
@@ -174,9 +203,26 @@ def load_model_and_processor(
             model.generation_config = transformers.GenerationConfig.from_pretrained(source)
     else:
         model = auto_model.from_pretrained(source, **common, **(config_overrides or {}))
+    freeze_unsaved_parameters(model)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model, processor
+
+
+def freeze_unsaved_parameters(model: PreTrainedModel) -> list[str]:
+    """Freeze parameters that ``save_pretrained`` leaves out (``_keys_to_ignore_on_save``); returns their names.
+
+    Why: ``from_pretrained`` rebuilds them instead of loading them (Marian's sinusoidal position table
+    in transformers 5 comes back with requires_grad=True), so training them would make the export
+    score differently from the run that wrote it.
+    """
+    ignored = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
+    frozen = []
+    for name, param in model.named_parameters():
+        if name in ignored and param.requires_grad:
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
 
 
 def count_parameters(model: PreTrainedModel) -> tuple[int, int]:

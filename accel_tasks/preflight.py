@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .adapters import check_peft_config_file
 from .checkpoint import resolve_resume
@@ -18,11 +18,13 @@ from .config import RunConfig, build_config, load_yaml_layer, parse_overrides, r
 from .data import check_data_files
 from .deepspeed_config import check_deepspeed_config
 from .distributed import threads_from_env
-from .errors import ConfigError
+from .errors import ConfigError, notice
 from .evaluation import load_metrics
-from .modeling import resolve_model_source
+from .modeling import check_trained_weights, resolve_model_source, saved_run_config
 from .recipe import Recipe
 from .registry import available_recipes, load_recipe_class
+from .rundir import acquire_lock
+from .rundir import check_output_dir as check_run_dir
 
 if TYPE_CHECKING:
     from evaluate import EvaluationModule
@@ -50,6 +52,9 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
     recipe_args = [arg.partition("=")[2] for arg in overrides if arg.partition("=")[0].strip() == "recipe"]
     file_layer = load_yaml_layer(config_file, "--config file") if config_file else None
     recipe_spec = recipe_args[-1] if recipe_args else (file_layer.get("recipe") if file_layer is not None else None)
+    saved = _saved_settings(overrides, file_layer)
+    if not recipe_spec and saved is not None:
+        recipe_spec = saved[1].get("recipe")
     if not recipe_spec:
         names = ", ".join(sorted(available_recipes()))
         raise ConfigError(f"no recipe given; pass recipe=NAME (available: {names})")
@@ -64,8 +69,48 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
         # The bundled tiny model needs its own settings (e.g. a higher learning rate) to learn in minutes;
         # they sit between the preset and the user's settings, so anything the user sets still wins.
         cfg = build_config(recipe_cls.Options, preset_layers + bundled_layers + user_layers)
+    elif saved is not None and cfg.mode != "train":
+        # Eval on one of our exports or checkpoints: the settings it was trained and scored with come
+        # back (max lengths, generation, labels, languages, data), so the path alone reproduces the run.
+        path, saved_cfg = saved
+        layer = settings_saved_with_model(saved_cfg, user_layers)
+        if saved_cfg.get("recipe") == str(recipe_spec):
+            cfg = build_config(recipe_cls.Options, preset_layers + [(f"settings saved with the model ({path})", layer)] + user_layers)
+        else:
+            notice(f"{path} was made by recipe={saved_cfg.get('recipe')}, not {recipe_spec}; its saved settings are not used")
     cfg.recipe = str(recipe_spec)
     return cfg, recipe_cls
+
+
+# What an eval-only run takes from the settings saved with a model: everything that decides its predictions
+# and their scoring, nothing about training, the model's location or where outputs go.
+SAVED_GROUPS = ("task", "generation", "eval", "data", "seed")
+# Keys that say where data comes from: one unit, replaced as a whole by any of them given by the user.
+DATA_SOURCE_KEYS = ("name", "config", "train_file", "validation_file", "test_file")
+
+
+def _saved_settings(overrides: Sequence[str], file_layer: Optional[DictConfig]) -> Optional[tuple[Path, DictConfig]]:
+    """The run config saved with model.name_or_path (a local export, checkpoint or adapter dir), if any."""
+    names = [arg.partition("=")[2] for arg in overrides if arg.partition("=")[0].strip() == "model.name_or_path"]
+    if not names and file_layer is not None:
+        name = OmegaConf.select(file_layer, "model.name_or_path")
+        names = [name] if name else []
+    if not names or not names[-1]:
+        return None
+    path = saved_run_config(names[-1])
+    return (path, load_yaml_layer(path, "settings saved with the model")) if path is not None else None
+
+
+def settings_saved_with_model(saved: DictConfig, user_layers: list[tuple[str, DictConfig]]) -> DictConfig:
+    """The part of a saved run config that an eval-only run reuses (see SAVED_GROUPS)."""
+    layer = OmegaConf.create({key: saved[key] for key in SAVED_GROUPS if key in saved})
+    if "eval" in layer:
+        layer.eval.pop("split", None)
+    user_data = [OmegaConf.select(user, f"data.{key}") for _, user in user_layers for key in DATA_SOURCE_KEYS]
+    if "data" in layer and any(value is not None for value in user_data):
+        for key in DATA_SOURCE_KEYS:
+            layer.data.pop(key, None)
+    return layer
 
 
 def _preset_layers(recipe_cls: type[Recipe]) -> tuple[list[tuple[str, DictConfig]], list[tuple[str, DictConfig]]]:
@@ -95,31 +140,33 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     check_peft_config_file(cfg.peft)
     check_data_files(cfg.data, run_splits(cfg))
     default_model = recipe.default_model_dir() if cfg.model.name_or_path is None else None
+    if cfg.mode != "train" and cfg.model.name_or_path is None:
+        raise ConfigError(
+            f"mode={cfg.mode} scores a trained model, and the bundled one has random weights: set "
+            f"model.name_or_path=<an export such as outputs/{recipe_cls.name}/model, a checkpoint, an adapter dir or a hub id>"
+        )
     model_source = resolve_model_source(cfg.model, default_model)
+    if cfg.mode != "train":
+        check_trained_weights(model_source)
     check_deepspeed_config(cfg)
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
-    check_output_dir(cfg, output_dir, resume_dir, model_source)
     metric_modules = load_metrics(recipe.metrics())
+    # Last: the lock is the first thing a run writes, so every check above has passed.
+    check_output_dir(cfg, output_dir, resume_dir, model_source)
     return Plan(cfg=cfg, recipe=recipe, output_dir=output_dir, resume_dir=resume_dir, metric_modules=metric_modules)
 
 
 def check_output_dir(cfg: RunConfig, output_dir: Path, resume_dir: Optional[Path], model_source: str) -> None:
-    """A previous run's output is never silently overwritten, and an evaluated model is never written into."""
+    """An evaluated model is never written into; then the output_dir is locked and checked (rundir)."""
     model_dir = Path(model_source)
     if model_dir.is_dir() and _same_or_inside(output_dir, model_dir):
         raise ConfigError(
             f"output_dir {str(output_dir)!r} is inside the model directory {model_source!r}; choose another output_dir so the model is left untouched"
         )
-    if resume_dir is not None or cfg.train.overwrite_output_dir:
-        return
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        raise ConfigError(
-            f"output_dir {str(output_dir)!r} already holds a previous run; pass another output_dir, "
-            "train.resume_from=latest to continue it, or train.overwrite_output_dir=true to replace it"
-        )
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ConfigError(f"output_dir {str(output_dir)!r} is a file; pass a directory")
+    # The lock before the contents check: what it sees cannot change under it (a second run starting beside it).
+    acquire_lock(output_dir)
+    check_run_dir(output_dir, resuming=resume_dir is not None, overwrite=cfg.train.overwrite_output_dir)
 
 
 def _same_or_inside(path: Path, parent: Path) -> bool:

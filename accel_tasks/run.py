@@ -6,13 +6,14 @@ is reported as one line on stderr with exit status 2, before any model or data i
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional, Sequence
 
 import click
 
 from .config import to_yaml
-from .errors import ConfigError
+from .errors import ConfigError, RunStopped
 from .help import settings_help
 from .preflight import make_plan, resolve_config
 from .registry import available_recipes
@@ -96,6 +97,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         click.echo(f"{PROG}: error: {exc}", err=True)
         return 2
+    except RunStopped as exc:
+        if os.environ.get("RANK", "0") == "0":
+            click.echo(f"{PROG}: {type(exc).__name__}: {exc}", err=True)
+        return exc.exit_code
     except click.UsageError as exc:
         click.echo(f"{PROG}: error: {exc.format_message()}", err=True)
         return 2

@@ -63,3 +63,21 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def save_untrained_default(dest: Path, recipe: str) -> Path:
+    """The recipe's offline default model as an export of step 0: weights, processor and the run config.
+
+    An eval-only run refuses to score the bundled model unnamed (random weights); a learning test that
+    wants the untrained score names this copy, which carries the same settings an export would.
+    """
+    from accel_tasks.config import to_yaml
+    from accel_tasks.modeling import RUN_CONFIG_FILE
+    from accel_tasks.preflight import resolve_config
+
+    cfg, recipe_cls = resolve_config([f"recipe={recipe}"], None)
+    model, processor = recipe_cls(cfg).load_model()
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    (Path(dest) / RUN_CONFIG_FILE).write_text(to_yaml(cfg))
+    return Path(dest)

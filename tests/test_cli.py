@@ -83,8 +83,9 @@ def test_eval_only_refuses_to_write_into_the_model_directory(tmp_path: Path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
+    (model_dir / "model.safetensors").write_bytes(b"weights")
     line = one_error_line(
         run_cli(["recipe=summarization", "mode=eval", "model.name_or_path=model", "output_dir=model/eval"], tmp_path, launcher="python")
     )
     assert "inside the model directory" in line
-    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors"]

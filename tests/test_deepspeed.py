@@ -109,7 +109,7 @@ class Runs:
             result = self._launch("zero3_offload", [*COMMON, f"train.resume_from={resume}"], out)
         elif name in ("eval1", "eval2"):
             model = self.get("zero3")[0] / "model"
-            args = ["mode=eval", f"model.name_or_path={model}", *self.data[1:], "eval.batch_size=4", "task.max_target_length=16"]
+            args = ["mode=eval", f"model.name_or_path={model}"]  # the export brings back data and settings
             result = self._launch("zero2_1proc" if name == "eval1" else "zero3", args, out, with_data=False)
         else:
             config, extra = self.plans[name]

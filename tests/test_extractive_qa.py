@@ -14,7 +14,7 @@ from accel_tasks.errors import ConfigError
 from accel_tasks.recipes.extractive_qa import ExtractiveQARecipe
 from accel_tasks.preflight import resolve_config
 
-from helpers import check, read_json, read_jsonl, run_cli
+from helpers import save_untrained_default, check, read_json, read_jsonl, run_cli
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
@@ -269,13 +269,22 @@ def test_training_exports_and_scores_with_squad(trained):
 
 
 def test_eval_only_on_the_export_reproduces_the_metrics(trained):
-    check(run_cli([*SMALL, "mode=eval", "model.name_or_path=run/model", f"data.validation_file={SAMPLE / 'validation.jsonl'}",
-                   "output_dir=again", "eval.group_by_length=false", "eval.batch_size=5"], trained,
+    """The line a user types; the export brings back the windows (max_seq_length, doc_stride) it was trained with."""
+    check(run_cli(["recipe=extractive_qa", "mode=eval", "model.name_or_path=run/model", "output_dir=again"], trained,
                   env={"HF_DATASETS_CACHE": str(trained / "ds_cache")}))
     before, after = read_json(trained / "run" / "metrics.json"), read_json(trained / "again" / "metrics.json")
+    assert 0.0 < before["f1"] < 100.0, before
+    assert {k: after[k] for k in SQUAD_KEYS} == {k: before[k] for k in SQUAD_KEYS}
+    assert read_jsonl(trained / "again" / "predictions.jsonl") == read_jsonl(trained / "run" / "predictions.jsonl")
+
+
+def test_eval_batching_does_not_change_the_answers(trained):
+    check(run_cli(["recipe=extractive_qa", "mode=eval", "model.name_or_path=run/model", "output_dir=batched",
+                   "eval.group_by_length=false", "eval.batch_size=5"], trained, env={"HF_DATASETS_CACHE": str(trained / "ds_cache")}))
+    before, after = read_json(trained / "run" / "metrics.json"), read_json(trained / "batched" / "metrics.json")
     for key in SQUAD_KEYS:
         assert after[key] == pytest.approx(before[key], abs=1e-6)
-    again, first = read_jsonl(trained / "again" / "predictions.jsonl"), read_jsonl(trained / "run" / "predictions.jsonl")
+    again, first = read_jsonl(trained / "batched" / "predictions.jsonl"), read_jsonl(trained / "run" / "predictions.jsonl")
     assert [r["prediction_text"] for r in again] == [r["prediction_text"] for r in first]
     assert [r["score"] for r in again] == pytest.approx([r["score"] for r in first], abs=1e-3)
 
@@ -301,7 +310,9 @@ MIN_F1_GAIN = 15.0
 @pytest.mark.slow
 def test_packaged_minilm_learns_the_sample(tmp_path):
     """Pretrained encoder + new QA head: EM/F1 clearly above the untrained head after a short run."""
-    check(run_cli(["recipe=extractive_qa", "mode=eval", "output_dir=untrained"], tmp_path, launcher="python"))
+    save_untrained_default(tmp_path / "untrained_model", "extractive_qa")
+    check(run_cli(["recipe=extractive_qa", "mode=eval", "model.name_or_path=untrained_model", "output_dir=untrained"], tmp_path,
+                  launcher="python"))
     before = read_json(tmp_path / "untrained" / "metrics.json")
     check(run_cli(["recipe=extractive_qa", f"train.max_steps={LEARN_STEPS}", "output_dir=trained"], tmp_path, timeout=1500))
     after = read_json(tmp_path / "trained" / "metrics.json")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +16,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import transformers
-import yaml
 
 from accel_tasks.adapters import build_peft_config, check_peft_config_file, default_target_modules, linear_module_names, wrap_model
 from accel_tasks.config import PeftOptions, check_peft_values
@@ -264,18 +262,6 @@ TINY_RUN = ["generation.num_beams=1", "generation.max_new_tokens=8", "train.batc
             "train.log_every=1", "train.lr=1e-2", "train.warmup_steps=0"]
 
 
-def bundled_settings(recipe_cls: type) -> list[str]:
-    """The bundled model's settings layer, given explicitly: an eval-only run names a model, and would
-    otherwise not get it, so task lengths and generation settings would differ from the training run."""
-    preset = yaml.safe_load(recipe_cls.preset_path().read_text())
-    bundled = preset.get("bundled_model")
-    if not bundled:
-        return []
-    path = Path(tempfile.mkdtemp()) / "bundled.yaml"
-    path.write_text(yaml.safe_dump(bundled))
-    return ["--config", str(path)]
-
-
 @pytest.fixture(scope="module")
 def summarization_args() -> list[str]:
     """The bundled offline sample (tiny Marian from its config, random init) with tiny step counts."""
@@ -283,7 +269,7 @@ def summarization_args() -> list[str]:
 
     recipe_cls = load_recipe_class("summarization")
     assert (recipe_cls.sample_dir / "model" / "config.json").is_file(), "the bundled summarization sample is missing"
-    return ["recipe=summarization", *bundled_settings(recipe_cls), "data.max_train_samples=16",
+    return ["recipe=summarization", "data.max_train_samples=16",
             "data.max_eval_samples=6", "task.max_source_length=64", *TINY_RUN]
 
 
@@ -372,8 +358,8 @@ def test_lora_summarization_export_eval_resume(tmp_path, summarization_args):
     resumed = tmp_path / "resumed"
     evals = {name: tmp_path / f"eval-{name}" for name in ("adapter", "merged")}
     *_, resume = run_side_by_side([
-        accelerate_command([*summarization_args, "mode=eval", f"model.name_or_path={model_dir}", f"output_dir={evals['adapter']}"]),
-        accelerate_command([*summarization_args, "mode=eval", f"model.name_or_path={merged_dir}", f"output_dir={evals['merged']}"]),
+        accelerate_command(["recipe=summarization", "mode=eval", f"model.name_or_path={model_dir}", f"output_dir={evals['adapter']}"]),
+        accelerate_command(["recipe=summarization", "mode=eval", f"model.name_or_path={merged_dir}", f"output_dir={evals['merged']}"]),
         accelerate_command([*lora_args, f"train.resume_from={out / 'checkpoints' / 'step_2'}", f"output_dir={resumed}"]),
     ], tmp_path)
     for name, evaluated in evals.items():
@@ -433,7 +419,7 @@ def test_lora_deepspeed_two_processes(tmp_path, summarization_args, stage):
     second, _ = run_side_by_side([
         deepspeed_command([*common, f"train.resume_from={out / 'checkpoints' / 'step_2'}", f"output_dir={resumed}"], stage),
         # Eval-only on the export (1 process, no DeepSpeed) reproduces the 2-process run's predictions.
-        accelerate_command([*summarization_args, "mode=eval", f"model.name_or_path={out / 'model'}", f"output_dir={evaluated}"]),
+        accelerate_command(["recipe=summarization", "mode=eval", f"model.name_or_path={out / 'model'}", f"output_dir={evaluated}"]),
     ], tmp_path)
     assert read_jsonl(evaluated / "predictions.jsonl") == read_jsonl(out / "predictions.jsonl")
     assert scores(read_json(evaluated / "metrics.json")) == scores(read_json(out / "metrics.json"))
@@ -457,12 +443,12 @@ def test_lora_every_recipe(tmp_path, recipe):
 
     recipe_cls = load_recipe_class(recipe)  # fails loudly (not a skip) while the recipe is missing
     assert recipe_cls.sample_dir is not None and (recipe_cls.sample_dir / "train.jsonl").is_file(), f"{recipe} has no bundled sample"
-    common = [f"recipe={recipe}", *bundled_settings(recipe_cls), "data.max_train_samples=16", "data.max_eval_samples=8", "train.batch_size=4",
+    common = [f"recipe={recipe}", "data.max_train_samples=16", "data.max_eval_samples=8", "train.batch_size=4",
               "eval.batch_size=8", "train.log_every=1", *OTHER_RECIPES[recipe]]
     out = tmp_path / "run"
     check(run_cli([*common, "peft.method=lora", "peft.r=4", "train.max_steps=3", f"output_dir={out}"], cwd=tmp_path))
     assert (out / "model" / "adapter_model.safetensors").is_file()
     evaluated = tmp_path / "eval"
-    check(run_cli([*common, "mode=eval", f"model.name_or_path={out / 'model'}", f"output_dir={evaluated}"], cwd=tmp_path))
+    check(run_cli([f"recipe={recipe}", "mode=eval", f"model.name_or_path={out / 'model'}", f"output_dir={evaluated}"], cwd=tmp_path))
     assert scores(read_json(evaluated / "metrics.json")) == scores(read_json(out / "metrics.json"))
     assert read_jsonl(evaluated / "predictions.jsonl") == read_jsonl(out / "predictions.jsonl")

@@ -1,5 +1,7 @@
-"""The offline default learns: ROUGE-L of the bundled tiny model after a third of its default training
-run is clearly above the same model untrained (thresholds from measured runs, see the README)."""
+"""The README's first promise, typed as written: ``accelerate launch -m accel_tasks.run recipe=summarization``
+(what ``make run`` runs: the bundled tiny model, 1200 steps) learns, and the README's eval-only line on its
+export, ``mode=eval model.name_or_path=outputs/summarization/model`` with nothing else, gives the same
+metrics and predictions. Thresholds come from measured runs (README, "Measured")."""
 
 from __future__ import annotations
 
@@ -7,20 +9,41 @@ from pathlib import Path
 
 import pytest
 
-from helpers import check, read_json, run_cli
+from helpers import check, read_json, read_jsonl, run_cli, save_untrained_default
 
-# Measured through this CLI (README, "Measured"): untrained 0.0004; ROUGE-L 0.193 and 0.199 after 400 steps
-# (two runs), 0.40 after 800, 0.59 after the default 1200. 400 steps keep the test to about a minute.
-TRAIN_STEPS = 400
-MIN_TRAINED_ROUGE_L = 0.12
-MIN_GAIN = 0.1
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+# Measured through this CLI: untrained ROUGE-L 0.0004; 0.19 after 400 steps, 0.40 after 800, 0.59 after the
+# default 1200 (0.5908 on main, 2026-12-01). The thresholds leave room for thread-count noise.
+MIN_TRAINED_ROUGE_L = 0.45
+MIN_GAIN = 0.4
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("readme")
+    check(run_cli(["recipe=summarization"], work, timeout=1500))
+    return work
 
 
 @pytest.mark.slow
-def test_default_run_improves_rouge_l_clearly_over_the_untrained_model(tmp_path: Path):
-    check(run_cli(["recipe=summarization", "mode=eval", "output_dir=untrained"], tmp_path, launcher="python"))
+def test_the_default_run_learns(default_run: Path, tmp_path: Path):
+    save_untrained_default(tmp_path / "untrained_model", "summarization")
+    check(run_cli(["recipe=summarization", "mode=eval", f"model.name_or_path={tmp_path / 'untrained_model'}", "output_dir=untrained"],
+                  tmp_path, launcher="python"))
     untrained = read_json(tmp_path / "untrained" / "metrics.json")["rougeL"]
-    result = check(run_cli(["recipe=summarization", f"train.max_steps={TRAIN_STEPS}", "output_dir=trained"], tmp_path))
-    trained = read_json(tmp_path / "trained" / "metrics.json")["rougeL"]
-    assert trained >= MIN_TRAINED_ROUGE_L, result.stdout[-3000:]
-    assert trained - untrained >= MIN_GAIN, (untrained, trained)
+    trained = read_json(default_run / "outputs" / "summarization" / "metrics.json")
+    assert trained["train_steps"] == 1200
+    assert trained["rougeL"] >= MIN_TRAINED_ROUGE_L, trained
+    assert trained["rougeL"] - untrained >= MIN_GAIN, (untrained, trained)
+
+
+@pytest.mark.slow
+def test_the_readme_eval_line_reproduces_the_run(default_run: Path):
+    check(run_cli(["recipe=summarization", "mode=eval", "model.name_or_path=outputs/summarization/model"], default_run))
+    trained = read_json(default_run / "outputs" / "summarization" / "metrics.json")
+    evaluated = read_json(default_run / "outputs" / "summarization-eval" / "metrics.json")
+    assert {k: evaluated[k] for k in ROUGE_KEYS} == {k: trained[k] for k in ROUGE_KEYS}
+    assert 0.0 < evaluated["rougeL"] < 1.0
+    predictions = read_jsonl(default_run / "outputs" / "summarization-eval" / "predictions.jsonl")
+    assert predictions == read_jsonl(default_run / "outputs" / "summarization" / "predictions.jsonl")
+    assert all(p["prediction"].strip() for p in predictions), "every summary is non-empty"

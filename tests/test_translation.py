@@ -22,7 +22,7 @@ from accel_tasks.recipes.languages import default_prefix, language_codes, pick_l
 from accel_tasks.recipes.translation import TranslationRecipe, metric_references
 from accel_tasks.preflight import resolve_config
 
-from helpers import check, read_json, read_jsonl, run_cli
+from helpers import save_untrained_default, check, read_json, read_jsonl, run_cli
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
@@ -495,7 +495,9 @@ MIN_BLEU_GAIN = 35.0
 def test_tiny_default_model_learns_the_sample(tmp_path):
     """Random init -> clearly translating in LEARN_STEPS steps (about two minutes on 2 cores; one thread here)."""
     untrained = tmp_path / "untrained"
-    check(run_cli(["recipe=translation", "mode=eval", f"output_dir={untrained}", "train.threads=1"], cwd=REPO))
+    save_untrained_default(tmp_path / "untrained_model", "translation")
+    check(run_cli(["recipe=translation", "mode=eval", f"model.name_or_path={tmp_path / 'untrained_model'}", f"output_dir={untrained}",
+                   "train.threads=1"], cwd=REPO))
     before = read_json(untrained / "metrics.json")["sacrebleu"]
     trained = tmp_path / "trained"
     check(run_cli(["recipe=translation", f"output_dir={trained}", f"train.max_steps={LEARN_STEPS}", "train.threads=1"], cwd=REPO))

@@ -36,6 +36,12 @@ class TextClassificationRecipe(Recipe):
             "label2id": {label: i for i, label in enumerate(labels)},
         }
 
+    def settings_from_model(self, model: Any) -> dict[str, Any]:
+        """A trained classifier fixes its label order (config.id2label): eval-only scores against that order."""
+        id2label = getattr(model.config, "id2label", None) or {}
+        labels = [id2label[i] for i in sorted(id2label)]
+        return {"labels": labels} if labels and len(labels) == model.config.num_labels else {}
+
     def peft_modules_to_save(self, model: Any) -> list[str]:
         """The classification head starts untrained: trained in full beside a LoRA adapter."""
         return [name for name, _ in model.named_children() if name in ("classifier", "score")]

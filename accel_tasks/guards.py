@@ -1,0 +1,114 @@
+"""What keeps a training run honest while it runs: stop signals, the launcher's death, non-finite losses.
+
+- SIGTERM or SIGUSR1 (what clusters send before they kill a job) set a flag; the loop writes a checkpoint
+  at the next optimizer step and stops with exit status 75, and ``train.resume_from=latest`` continues
+  exactly. Every process must agree on the step, so the flag travels with the loss check below.
+- A worker started by ``accelerate launch`` (or torchrun) gets SIGTERM when its launcher dies, so killing
+  the launcher stops its workers (each leads its own process group and would otherwise train on).
+- The first non-finite loss stops the run (exit status 3) before anything is saved or exported. fp16
+  steps that the loss scaler skips on purpose have finite losses and are not errors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_launcher() -> None:
+    """Ask Linux to send this process SIGTERM when its parent (the launcher) dies; launched processes only."""
+    launched = "LOCAL_RANK" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ
+    if not launched or not hasattr(os, "getppid"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # not Linux: the launcher's own signal forwarding is all there is
+    if os.getppid() == 1:
+        os.kill(os.getpid(), signal.SIGTERM)  # the launcher died before the request was in place
+
+
+class StopRequest:
+    """Records a stop signal instead of dying mid-step; the loop polls it at optimizer-step boundaries."""
+
+    def __init__(self) -> None:
+        self.signal_name: str = ""
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._record)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _record(self, signum: int, frame: object) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.signal_name)
+
+
+class StepHealth:
+    """Per optimizer step: was any micro-batch loss non-finite on any process, and did any process get a stop signal?
+
+    Micro-batch losses are folded into a device tensor without a sync; one small reduce per optimizer step
+    gives every process the same answer, so all of them stop (or checkpoint) at the same step.
+    """
+
+    def __init__(self, accelerator: Accelerator) -> None:
+        import torch
+
+        self.accelerator = accelerator
+        self.bad = torch.zeros((), dtype=torch.float32, device=accelerator.device)
+        self.first_bad_loss = torch.zeros((), dtype=torch.float32, device=accelerator.device)
+
+    def add(self, loss: torch.Tensor) -> None:
+        import torch
+
+        value = loss.detach().float()
+        is_bad = (~torch.isfinite(value)).float()
+        # Keep the first non-finite value seen (nan or inf) for the message.
+        self.first_bad_loss = torch.where((self.bad == 0) & (is_bad > 0), value, self.first_bad_loss)
+        self.bad = torch.maximum(self.bad, is_bad)
+
+    def check(self, stop: StopRequest) -> tuple[bool, bool, float]:
+        """(non-finite loss anywhere, stop requested anywhere, a non-finite value seen) for the step just taken."""
+        import torch
+
+        local = torch.stack([self.bad, torch.tensor(float(stop.requested), device=self.bad.device)])
+        total = self.accelerator.reduce(local, reduction="sum") if self.accelerator.num_processes > 1 else local
+        bad, stopping = (float(x) for x in total.tolist())
+        value = float(self.first_bad_loss) if self.bad > 0 else float("nan")
+        self.bad.zero_()
+        return bad > 0, stopping > 0, value
+
+
+def weights_finite(accelerator: Accelerator, model: torch.nn.Module) -> bool:
+    """Whether every weight is finite on every process (under ZeRO-3 each checks its own partition)."""
+    import torch
+
+    finite = True
+    for param in model.parameters():
+        local = getattr(param, "ds_tensor", None)
+        tensor = local if local is not None else param
+        if tensor.numel() and tensor.is_floating_point() and not bool(torch.isfinite(tensor.detach()).all()):
+            finite = False
+            break
+    flag = torch.tensor(0.0 if finite else 1.0, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="sum")
+    return float(flag) == 0.0
