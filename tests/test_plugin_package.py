@@ -35,3 +35,13 @@ def test_the_plugin_trains_and_scores_through_accelerate_launch_in_bf16(installe
     assert metrics["accuracy"] >= 0.9 and metrics["f1"] >= 0.9, metrics
     records = read_jsonl(tmp_path / "run" / "predictions.jsonl")
     assert len(records) == 100 and {"text", "prediction", "reference"} <= set(records[0])
+
+
+def test_eval_only_takes_the_label_order_from_the_trained_model(installed_plugin, tmp_path: Path):
+    """Labels typed in another order than training used must not silently mis-score: the model's id2label wins."""
+    check(run_cli(["recipe=text_classification", "train.max_steps=60", "output_dir=run"], tmp_path, launcher="python"))
+    result = check(run_cli(["recipe=text_classification", "mode=eval", "model.name_or_path=run/model", "task.labels=[positive,negative]",
+                            "output_dir=eval"], tmp_path, launcher="python"))
+    assert "task.labels=['negative', 'positive'] from the model" in result.stdout
+    trained, evaluated = read_json(tmp_path / "run" / "metrics.json"), read_json(tmp_path / "eval" / "metrics.json")
+    assert trained["f1"] >= 0.9 and (evaluated["accuracy"], evaluated["f1"]) == (trained["accuracy"], trained["f1"])
