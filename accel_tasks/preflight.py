@@ -85,7 +85,7 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
 # What an eval-only run takes from the settings saved with a model: everything that decides its predictions
 # and their scoring, nothing about training, the model's location or where outputs go.
 SAVED_GROUPS = ("task", "generation", "eval", "data", "seed")
-# Keys that say where data comes from: one unit, replaced as a whole by any of them given by the user.
+# Keys that say where data comes from: a user who names other data gets none of the saved data.* settings.
 DATA_SOURCE_KEYS = ("name", "config", "train_file", "validation_file", "test_file")
 
 
@@ -107,9 +107,8 @@ def settings_saved_with_model(saved: DictConfig, user_layers: list[tuple[str, Di
     if "eval" in layer:
         layer.eval.pop("split", None)
     user_data = [OmegaConf.select(user, f"data.{key}") for _, user in user_layers for key in DATA_SOURCE_KEYS]
-    if "data" in layer and any(value is not None for value in user_data):
-        for key in DATA_SOURCE_KEYS:
-            layer.data.pop(key, None)
+    if any(value is not None for value in user_data):
+        layer.pop("data", None)  # other data: its size limits and splits are the user's too
     return layer
 
 

@@ -341,12 +341,13 @@ def assert_same_tensors(got: dict, expected: dict) -> None:
 def test_lora_summarization_export_eval_resume(tmp_path, summarization_args):
     """Train with checkpoints, export adapter + merged model, evaluate both exports, resume exactly."""
     out = tmp_path / "run"
-    lora_args = [*summarization_args, "peft.method=lora", "peft.r=4", "train.max_steps=4", "train.save_every=2"]
+    # The README's LoRA settings, as written.
+    lora_args = [*summarization_args, "peft.method=lora", "peft.r=8", "peft.alpha=16", "train.max_steps=4", "train.save_every=2"]
     train = check(run_cli([*lora_args, "peft.merge=true", f"output_dir={out}"], cwd=tmp_path))
     assert "trainable / total parameters" in train.stdout and "peft: LORA" in train.stdout
     model_dir, merged_dir = out / "model", out / "model_merged"
     adapter_config = read_json(model_dir / "adapter_config.json")
-    assert adapter_config["peft_type"] == "LORA" and adapter_config["r"] == 4
+    assert (adapter_config["peft_type"], adapter_config["r"], adapter_config["lora_alpha"]) == ("LORA", 8, 16)
     # The tiny base has no weights to reload: the export carries it, and the adapter config names it.
     assert Path(adapter_config["base_model_name_or_path"]) == (model_dir / "base").resolve()
     assert (model_dir / "base" / "model.safetensors").is_file() and (merged_dir / "model.safetensors").is_file()

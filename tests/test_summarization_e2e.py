@@ -4,13 +4,16 @@ eval-only on the export and on a checkpoint, exact resume, feature cache, and le
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from helpers import check, read_json, read_jsonl, run_cli
+from helpers import REPO, check, read_json, read_jsonl, run_cli
+
+SAMPLE = REPO / "accel_tasks" / "samples" / "summarization"
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 SMALL = ["recipe=summarization", "data.max_train_samples=64", "data.max_eval_samples=12", "train.batch_size=8", "eval.batch_size=8"]
@@ -92,6 +95,38 @@ def test_eval_only_reproduces_the_training_metrics_and_leaves_the_model_alone(tr
     assert {k: eval_metrics[k] for k in ROUGE_KEYS} == {k: trained_metrics[k] for k in ROUGE_KEYS}
     assert read_jsonl(work / out / "predictions.jsonl") == read_jsonl(work / "run" / "predictions.jsonl")
     assert tree_digest(work / model_path) == before
+
+
+def test_the_readme_eval_line_on_other_data_and_the_test_split(trained):
+    """README: ``mode=eval model.name_or_path=outputs/summarization/model data.validation_file=my_dev.jsonl
+    output_dir=outputs/eval``; and ``eval.split=test`` with a tsv test file (tsv is a documented format)."""
+    work, _ = trained
+    rows = read_jsonl(SAMPLE / "validation.jsonl")
+    (work / "my_dev.jsonl").write_text("".join(json.dumps({"text": r["document"], "summary": r["summary"]}) + "\n" for r in rows[:20]))
+    check(run_cli(["recipe=summarization", "mode=eval", "model.name_or_path=run/model", "data.validation_file=my_dev.jsonl",
+                   "output_dir=outputs/eval"], work))
+    metrics = read_json(work / "outputs" / "eval" / "metrics.json")
+    assert metrics["eval_samples"] == 20, "other data: the saved data settings (max_eval_samples=12) do not apply"
+    assert 0.0 < metrics["rougeL"] < 1.0
+    plain = [(r["document"].replace('"', "'"), r["summary"].replace('"', "'")) for r in rows[20:27]]
+    with (work / "my_test.tsv").open("w") as handle:
+        handle.write("text\tsummary\n" + "".join(f"{text}\t{summary}\n" for text, summary in plain))
+    check(run_cli(["recipe=summarization", "mode=eval", "model.name_or_path=run/model", "eval.split=test", "data.test_file=my_test.tsv",
+                   "output_dir=outputs/test"], work))
+    records = read_jsonl(work / "outputs" / "test" / "predictions.jsonl")
+    assert [r["reference"] for r in records] == [summary for _, summary in plain]
+
+
+def test_overwrite_output_dir_replaces_our_run_and_keeps_other_files(tmp_path: Path):
+    args = [*SMALL, "train.max_steps=2", "output_dir=run"]
+    check(run_cli(args, tmp_path, launcher="python"))
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    refused = run_cli(args, tmp_path, launcher="python")
+    assert refused.returncode == 2 and "already holds a previous run" in refused.stderr
+    first = (tmp_path / "run" / "model" / "model.safetensors").stat().st_mtime_ns
+    check(run_cli([*args, "train.overwrite_output_dir=true"], tmp_path, launcher="python"))
+    assert (tmp_path / "run" / "model" / "model.safetensors").stat().st_mtime_ns != first
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine", "overwrite deletes only what a run of ours wrote"
 
 
 def test_resume_from_the_saved_config_matches_the_uninterrupted_run(tmp_path: Path):
