@@ -1,14 +1,24 @@
 """LoRA versus full fine-tuning on the same model and data: peak memory, step time and checkpoint size.
 
 Each variant runs the real loop (``accel_tasks.loop.run``) in its own fresh process, so peak memory is
-per variant. The model is the recipe's bundled tiny config scaled up (``--d-model``, ``--layers``,
-``--ffn``) so weights, gradients and optimizer states dominate memory, as they do for real models.
+per variant. The two run in ``--pairs`` pairs (default 3), the order alternating (pair 1 full first,
+pair 2 LoRA first, ...), with the same seed, data and batches (one run config, the LoRA settings added);
+each pair's lora/full ratios and the median over pairs are printed. The model is the recipe's bundled
+tiny config scaled up (``--d-model``, ``--layers``, ``--ffn``, ``--heads``) so weights, gradients and
+optimizer states dominate memory, as they do for real models.
 
-    OMP_NUM_THREADS=1 python bench/lora_vs_full.py                       # summarization, 512-d Marian
-    python bench/lora_vs_full.py --steps 20 --d-model 768 --layers 6 -- train.batch_size=16
+Default size: a 256-d Marian, 6+6 layers, ffn 1024, 4 heads (11.5M parameters). It was 512-d / ffn
+2048 / 8 heads (45M parameters), but one such variant takes about 50 s with one thread on 2 cores and
+six of them (3 pairs) over 5 minutes, so the defaults were made smaller; the earlier size is
+``--d-model 512 --ffn 2048 --heads 8``.
 
-Printed side by side: peak memory (CUDA: max allocated; CPU: peak RSS and its rise over the RSS
-before the model was loaded), median step time, training-checkpoint size and exported-model size.
+    OMP_NUM_THREADS=1 python bench/lora_vs_full.py                       # summarization, 256-d Marian, 3 pairs
+    python bench/lora_vs_full.py --d-model 512 --ffn 2048 --heads 8     # the earlier 45M-parameter size
+    python bench/lora_vs_full.py --steps 20 --d-model 768 --layers 6 --pairs 5 -- train.batch_size=16
+
+Printed per pair, then side by side (median over pairs for each variant, and the median of the per-pair
+lora/full ratios): peak memory (CUDA: max allocated; CPU: peak RSS and its rise over the RSS before the
+model was loaded), median step time, training-checkpoint size and exported-model size.
 """
 
 from __future__ import annotations
@@ -62,7 +72,7 @@ def child(overrides: list[str]) -> None:
 
     from accel_tasks.loop import run
     from accel_tasks.preflight import make_plan
-    from accel_tasks.run import resolve_config
+    from accel_tasks.preflight import resolve_config
 
     from accel_tasks import loop
 
@@ -132,30 +142,54 @@ def fmt_bytes(n: Optional[float]) -> str:
     return "-" if n is None else f"{n / 2**20:,.1f} MiB"
 
 
-def ratio(a: Optional[float], b: Optional[float]) -> str:
-    return "-" if not a or not b else f"{a / b:.3f}"
+def pair_ratios(full: dict, lora: dict) -> dict[str, Optional[float]]:
+    """lora/full for the figures that vary between runs."""
+    def r(a: Optional[float], b: Optional[float]) -> Optional[float]:
+        return b / a if a and b else None
+
+    return {
+        "step": r(full["step_s"], lora["step_s"]),
+        "rss_rise": r(full["rss_train_peak_bytes"] - full["rss_baseline_bytes"],
+                      lora["rss_train_peak_bytes"] - lora["rss_baseline_bytes"]),
+        "rss_peak": r(full["rss_peak_bytes"], lora["rss_peak_bytes"]),
+        "cuda": r(full.get("cuda_peak_bytes"), lora.get("cuda_peak_bytes")),
+    }
 
 
-def report(full: dict, lora: dict) -> None:
-    rows = []
-    if full.get("cuda_peak_bytes"):
-        rows.append(("peak CUDA memory (max allocated)", full["cuda_peak_bytes"], lora["cuda_peak_bytes"], fmt_bytes))
-    rows += [
-        ("trainable parameters", full["trainable"], lora["trainable"], lambda n: f"{n:,}"),
-        ("peak RSS, whole run", full["rss_peak_bytes"], lora["rss_peak_bytes"], fmt_bytes),
-        ("peak RSS, until the first save", full["rss_train_peak_bytes"], lora["rss_train_peak_bytes"], fmt_bytes),
-        ("  same, above pre-model baseline", full["rss_train_peak_bytes"] - full["rss_baseline_bytes"],
-         lora["rss_train_peak_bytes"] - lora["rss_baseline_bytes"], fmt_bytes),
-        ("median step time", full["step_s"], lora["step_s"], lambda s: f"{s * 1000:,.1f} ms"),
-        ("training checkpoint (dir)", full["checkpoint_bytes"], lora["checkpoint_bytes"], fmt_bytes),
-        ("exported weights (model vs adapter)", full["export_weights_bytes"], lora["export_weights_bytes"], fmt_bytes),
-        ("exported model/ dir", full["export_dir_bytes"], lora["export_dir_bytes"], fmt_bytes),
+def median(values: list) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def report(fulls: list[dict], loras: list[dict]) -> None:
+    """Each variant's median over pairs, and the median of the per-pair lora/full ratios."""
+    def rise(result: dict) -> int:
+        return result["rss_train_peak_bytes"] - result["rss_baseline_bytes"]
+
+    getters = []
+    if fulls[0].get("cuda_peak_bytes"):
+        getters.append(("peak CUDA memory (max allocated)", lambda x: x["cuda_peak_bytes"], fmt_bytes))
+    getters += [
+        ("trainable parameters", lambda x: x["trainable"], lambda n: f"{n:,.0f}"),
+        ("peak RSS, whole run", lambda x: x["rss_peak_bytes"], fmt_bytes),
+        ("peak RSS, until the first save", lambda x: x["rss_train_peak_bytes"], fmt_bytes),
+        ("  same, above pre-model baseline", rise, fmt_bytes),
+        ("median step time", lambda x: x["step_s"], lambda s: f"{s * 1000:,.1f} ms"),
+        ("training checkpoint (dir)", lambda x: x["checkpoint_bytes"], fmt_bytes),
+        ("exported weights (model vs adapter)", lambda x: x["export_weights_bytes"], fmt_bytes),
+        ("exported model/ dir", lambda x: x["export_dir_bytes"], fmt_bytes),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'':<{width}}  {'full':>14}  {'lora':>14}  {'lora/full':>9}")
-    for label, a, b, show in rows:
-        print(f"{label:<{width}}  {show(a):>14}  {show(b):>14}  {ratio(b, a):>9}")
-    print(f"total parameters: {full['total']:,} (full) / {lora['total']:,} (lora, adapter included)")
+    width = max(len(g[0]) for g in getters)
+    print(f"\nmedian over {len(fulls)} pairs")
+    print(f"{'':<{width}}  {'full':>14}  {'lora':>14}  {'lora/full':>9}  per pair")
+    for label, get, show in getters:
+        a = median([get(x) for x in fulls])
+        b = median([get(x) for x in loras])
+        per_pair = [get(l) / get(f) if get(f) else None for f, l in zip(fulls, loras)]
+        spread = ", ".join("-" if v is None else f"{v:.3f}" for v in per_pair)
+        mid = median(per_pair)
+        print(f"{label:<{width}}  {show(a):>14}  {show(b):>14}  {'-' if mid is None else f'{mid:.3f}':>9}  {spread}")
+    print(f"total parameters: {fulls[0]['total']:,} (full) / {loras[0]['total']:,} (lora, adapter included)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -164,19 +198,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--recipe", default="summarization")
     parser.add_argument("--model-dir", type=Path, help="model dir to scale (default: the recipe's bundled model)")
     parser.add_argument("--no-scale", action="store_true", help="use --model-dir as it is")
-    parser.add_argument("--d-model", type=int, default=512)
+    parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--ffn", type=int, default=2048)
-    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--ffn", type=int, default=1024)
+    parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--r", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=3, help="full/LoRA pairs, order alternating (>= 3)")
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
     parser.add_argument("overrides", nargs="*", help="extra key=value settings for both variants (after --)")
     args = parser.parse_args(argv)
     if args.child:
         child(args.overrides)
         return 0
+    if args.pairs < 3:
+        parser.error("--pairs must be at least 3")
 
     from accel_tasks.registry import load_recipe_class
 
@@ -194,10 +231,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         "generation.num_beams=1", "generation.max_new_tokens=8", f"data.max_train_samples={args.steps * args.batch_size}",
         *args.overrides,
     ]
-    full = run_variant("full", common, work / "full")
-    lora = run_variant("lora", [*common, "peft.method=lora", f"peft.r={args.r}"], work / "lora")
-    print(f"[bench] model {model_dir} ({args.d_model}-d, {args.layers}+{args.layers} layers), {args.steps} steps of batch {args.batch_size}, LoRA r={args.r}")
-    report(full, lora)
+    variants = {"full": common, "lora": [*common, "peft.method=lora", f"peft.r={args.r}"]}
+    results: dict[str, list[dict]] = {"full": [], "lora": []}
+    for pair in range(args.pairs):
+        order = ("full", "lora") if pair % 2 == 0 else ("lora", "full")
+        for name in order:
+            results[name].append(run_variant(name, variants[name], work / name))
+        ratios = pair_ratios(results["full"][-1], results["lora"][-1])
+        shown = {k: "-" if v is None else f"{v:.3f}" for k, v in ratios.items()}
+        cuda = f"  peak CUDA {shown['cuda']}" if ratios["cuda"] is not None else ""
+        print(f"[bench] pair {pair + 1} ({order[0]} first): lora/full step time {shown['step']} "
+              f"({results['lora'][-1]['step_s'] * 1000:.1f} / {results['full'][-1]['step_s'] * 1000:.1f} ms)  "
+              f"RSS rise {shown['rss_rise']}  peak RSS {shown['rss_peak']}{cuda}", flush=True)
+    print(f"[bench] model {model_dir} ({args.d_model}-d, {args.layers}+{args.layers} layers), {args.steps} steps of batch {args.batch_size}, LoRA r={args.r}, {args.pairs} pairs")
+    report(results["full"], results["lora"])
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -6,9 +6,11 @@ Modules are loaded once per session with keep_in_memory=True so no arrow cache f
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -296,6 +298,65 @@ def test_combine_sacrebleu_and_chrf():
     assert result["counts"] == sacrebleu.corpus_bleu(HYPS, STREAMS).counts and result["word_order"] == 0
 
 
+# ---------------------------------------------------------------- hand-worked BLEU and chrF
+
+
+def test_sacrebleu_hand_worked_corpus_bleu(metrics):
+    # Corpus BLEU: clipped n-gram matches and n-gram totals are summed over the corpus (not averaged per
+    # sentence), precisions combined by their geometric mean, times the brevity penalty. Default 13a
+    # tokenisation splits these on spaces; every order has a match, so 'exp' smoothing changes nothing.
+    #
+    # 1) hyp "the cat sat on the mat" (6) vs ref "the cat sat on the red mat" (7)
+    #    1-grams the,cat,sat,on,the,mat: all 6 in the ref (it has "the" twice)           6/6
+    #    2-grams the cat, cat sat, sat on, on the | the mat (ref has "the red", "red mat") 4/5
+    #    3-grams the cat sat, cat sat on, sat on the | on the mat                         3/4
+    #    4-grams the cat sat on, cat sat on the | sat on the mat                          2/3
+    # 2) hyp "a dog barked" (3) vs ref "the dog barked loudly" (4)
+    #    1-grams dog, barked | a: 2/3;  2-grams dog barked | a dog: 1/2;  3-gram a dog barked: 0/1;  no 4-gram
+    # Corpus: matches 8, 5, 3, 2 of 9, 7, 5, 3; hypothesis length 9, reference length 11.
+    p = [Fraction(8, 9), Fraction(5, 7), Fraction(3, 5), Fraction(2, 3)]
+    product = p[0] * p[1] * p[2] * p[3]
+    assert product == Fraction(16, 63)
+    bp = math.exp(1 - 11 / 9)  # hyp shorter than ref: BP = exp(1 - r/c)
+    expected = 100 * bp * float(product) ** 0.25  # = 100 * exp(-2/9) * (16/63)^(1/4) = 56.8...
+    assert 56.8 < expected < 56.9
+    result = metrics["sacrebleu"].compute(
+        predictions=["the cat sat on the mat", "a dog barked"],
+        references=[["the cat sat on the red mat"], ["the dog barked loudly"]],
+    )
+    assert result["counts"] == [8, 5, 3, 2]
+    assert result["totals"] == [9, 7, 5, 3]
+    assert result["precisions"] == pytest.approx([100 * float(x) for x in p])
+    assert result["bp"] == pytest.approx(bp)
+    assert (result["sys_len"], result["ref_len"]) == (9, 11)
+    assert result["score"] == pytest.approx(expected)
+    # Sentence 1 alone would score 100 * exp(1 - 7/6) * (2/5)^(1/4) = 67.3: the corpus sums, it does not average.
+
+
+def test_chrf_hand_worked(metrics):
+    # chrF (char_order 6, word_order 0, beta 2): spaces are dropped, so "the cat" -> "thecat" and
+    # "the cart" -> "thecart". Per order n: precision = matched n-grams / hyp n-grams, recall = / ref n-grams.
+    #   n=1  t,h,e,c,a,t vs t,h,e,c,a,r,t: 6 match of 6 | 7
+    #   n=2  th he ec ca at vs th he ec ca ar rt: 4 of 5 | 6
+    #   n=3  the hec eca cat vs the hec eca car art: 3 of 4 | 5
+    #   n=4  thec heca ecat vs thec heca ecar cart: 2 of 3 | 4
+    #   n=5  theca hecat vs theca hecar ecart: 1 of 2 | 3
+    #   n=6  thecat vs thecar hecart: 0 of 1 | 2
+    # sacrebleu averages precision and recall over the orders (all 6 have n-grams on both sides), then
+    # F_beta = (1 + beta^2) P R / (beta^2 P + R).
+    precision = (Fraction(6, 6) + Fraction(4, 5) + Fraction(3, 4) + Fraction(2, 3) + Fraction(1, 2) + 0) / 6
+    recall = (Fraction(6, 7) + Fraction(4, 6) + Fraction(3, 5) + Fraction(2, 4) + Fraction(1, 3) + 0) / 6
+    assert (precision, recall) == (Fraction(223, 360), Fraction(69, 140))
+    f_beta = 5 * precision * recall / (4 * precision + recall)
+    assert f_beta == Fraction(15387, 29944)  # 0.5139...
+    result = metrics["chrf"].compute(predictions=["the cat"], references=[["the cart"]])
+    assert result == {"score": pytest.approx(100 * float(f_beta)), "char_order": 6, "word_order": 0, "beta": 2}
+    # beta=1 weighs precision and recall equally: 2PR / (P + R), another value.
+    f_1 = 2 * precision * recall / (precision + recall)
+    beta_1 = metrics["chrf"].compute(predictions=["the cat"], references=[["the cart"]], beta=1)
+    assert beta_1["score"] == pytest.approx(100 * float(f_1)) and abs(f_1 - f_beta) > 0.01
+
+
 # ---------------------------------------------------------------- rouge
 
 
@@ -315,6 +376,41 @@ def test_rouge_matches_rouge_score(metrics, use_stemmer):
     mean = metrics["rouge"].compute(predictions=SUMMARIES, references=SUMMARY_REFS, use_stemmer=use_stemmer)
     assert mean == pytest.approx({t: sum(s[t].fmeasure for s in scores) / len(scores) for t in types}, abs=1e-12)
     assert all(type(v) is float for v in mean.values())
+
+
+def test_rouge_hand_worked(metrics):
+    # Default tokenizer: lowercase, alphanumeric tokens ("The" -> "the", "." dropped); no stemming.
+    # F = 2 P R / (P + R).
+    # 1) pred "police killed the gunman" (4) vs ref "the gunman was shot by police" (6)
+    #    rouge1: police, the, gunman shared -> P 3/4, R 3/6 -> F 3/5
+    #    rouge2: only "the gunman" shared (pred has 3 bigrams, ref 5) -> P 1/3, R 1/5 -> F 1/4
+    #    rougeL: longest common subsequence "the gunman" (police comes first in one, last in the other) = 2
+    #            -> P 2/4, R 2/6 -> F 2/5
+    # 2) pred "The quick fox jumps." (4) vs ref "the brown fox quickly jumps" (5)
+    #    rouge1: the, fox, jumps -> P 3/4, R 3/5 -> F 2/3;  rouge2: no shared bigram -> 0
+    #    rougeL: LCS "the fox jumps", not contiguous in the ref = 3 -> P 3/4, R 3/5 -> F 2/3
+    # 3) pred "The end" vs ref "the end": 1 for all three
+    def f(p: Fraction, r: Fraction) -> Fraction:
+        return 2 * p * r / (p + r)
+
+    expected = {
+        "rouge1": [f(Fraction(3, 4), Fraction(3, 6)), f(Fraction(3, 4), Fraction(3, 5)), Fraction(1)],
+        "rouge2": [f(Fraction(1, 3), Fraction(1, 5)), Fraction(0), Fraction(1)],
+        "rougeL": [f(Fraction(2, 4), Fraction(2, 6)), f(Fraction(3, 4), Fraction(3, 5)), Fraction(1)],
+    }
+    assert expected == {"rouge1": [Fraction(3, 5), Fraction(2, 3), 1], "rouge2": [Fraction(1, 4), 0, 1],
+                        "rougeL": [Fraction(2, 5), Fraction(2, 3), 1]}  # fmt: skip
+    predictions = ["police killed the gunman", "The quick fox jumps.", "The end"]
+    references = ["the gunman was shot by police", "the brown fox quickly jumps", "the end"]
+    types = ["rouge1", "rouge2", "rougeL"]
+    per_example = metrics["rouge"].compute(
+        predictions=predictions, references=references, rouge_types=types, use_aggregator=False
+    )
+    assert per_example == {t: pytest.approx([float(v) for v in expected[t]]) for t in types}
+    mean = metrics["rouge"].compute(predictions=predictions, references=references, rouge_types=types)
+    # The aggregate is the plain mean of the F-measures, e.g. rougeL (2/5 + 2/3 + 1) / 3 = 31/45 (the median, 2/3,
+    # would differ): rouge1 (3/5 + 2/3 + 1) / 3 = 34/45, rouge2 (1/4 + 0 + 1) / 3 = 5/12.
+    assert mean == pytest.approx({"rouge1": 34 / 45, "rouge2": 5 / 12, "rougeL": 31 / 45})
 
 
 def test_rouge_lsum_splits_on_newlines_without_nltk_data(metrics, monkeypatch):
@@ -384,6 +480,30 @@ def test_cer_hand_computed(metrics):
     references = ["abcd", "hello", "ab", "a b"]  # the space in "a b" is a character to delete
     result = metrics["cer"].compute(predictions=predictions, references=references)
     assert result == {"cer": pytest.approx(4 / 14), "substitutions": 1, "deletions": 2, "insertions": 1, "hits": 11}
+
+
+def test_wer_hand_worked_alignment(metrics):
+    # WER = (S + D + I) / N, N = reference words, summed over the corpus before dividing.
+    # 1) ref "the cat sat on the mat" vs pred "so the bat sat on mat":
+    #    "so" extra (I), the, cat->bat (S), sat, on, "the" missing (D), mat: S1 D1 I1, hits 4, N 6
+    #    (the only alignment with 3 edits: substituting word for word would take 5)
+    # 2) ref "hello" vs pred "hello world": hit 1, "world" extra (I1), N 1 (alone: WER 1.0)
+    # Corpus: (S1 + D1 + I2) / (6 + 1) = 4/7; the mean of sentence WERs would be (3/6 + 1) / 2 = 3/4.
+    result = metrics["wer"].compute(
+        predictions=["so the bat sat on mat", "hello world"], references=["the cat sat on the mat", "hello"]
+    )
+    assert result == {"wer": pytest.approx((1 + 1 + 2) / (6 + 1)), "substitutions": 1, "deletions": 1,
+                      "insertions": 2, "hits": 5}  # fmt: skip
+
+
+def test_cer_hand_worked_alignment(metrics):
+    # CER = (S + D + I) / N over characters, spaces included.
+    # 1) ref "kitten" vs pred "sitting": k->s (S), i, t, t, e->i (S), n, "g" extra (I): S2 I1, hits 4, N 6
+    # 2) ref "a b c" vs pred "abc": both spaces are deleted (D2), hits 3, N 5
+    # (each pair has only one alignment with that few edits, so the counts are fixed, not just the rate)
+    # Corpus: (S2 + D2 + I1) / (6 + 5) = 5/11 (dividing by the prediction lengths instead would give 5/10).
+    result = metrics["cer"].compute(predictions=["sitting", "abc"], references=["kitten", "a b c"])
+    assert result == {"cer": pytest.approx(5 / 11), "substitutions": 2, "deletions": 2, "insertions": 1, "hits": 7}
 
 
 def test_cer_concatenate_texts_aligns_across_pairs(metrics):
