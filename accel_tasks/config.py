@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+import math
 import textwrap
 import typing
 from dataclasses import dataclass, field, is_dataclass
@@ -61,6 +62,8 @@ class DataConfig:
     """Local validation file: json, jsonl, csv, tsv or parquet."""
     test_file: Optional[str] = None
     """Local test file: json, jsonl, csv, tsv or parquet."""
+    field: Optional[str] = None
+    """JSON files whose rows sit under one key (e.g. {"version": ..., "data": [rows]}): that key, as HF scripts' field="""
     max_train_samples: Optional[int] = None
     """Use only the first N training examples."""
     max_eval_samples: Optional[int] = None
@@ -337,12 +340,76 @@ def _is_list_field(parent: DictConfig, key: str) -> bool:
     return False
 
 
+# HF Trainer / example-script names -> ours: users of those tools type them, and spelling alone would not find
+# ours (learning_rate is far from lr). A typo of a Trainer name is matched against this table too.
+TRAINER_NAMES: dict[str, str] = {
+    "learning_rate": "train.lr",
+    "lr_scheduler_type": "train.lr_scheduler",
+    "num_train_epochs": "train.epochs",
+    "per_device_train_batch_size": "train.batch_size",
+    "per_gpu_train_batch_size": "train.batch_size",
+    "train_batch_size": "train.batch_size",
+    "per_device_eval_batch_size": "eval.batch_size",
+    "eval_batch_size": "eval.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "max_grad_norm": "train.max_grad_norm",
+    "logging_steps": "train.log_every",
+    "eval_steps": "train.eval_every",
+    "save_steps": "train.save_every",
+    "warmup_ratio": "train.warmup_ratio",
+    "warmup_steps": "train.warmup_steps",
+    "weight_decay": "train.weight_decay",
+    "adam_beta1": "train.adam_beta1",
+    "adam_beta2": "train.adam_beta2",
+    "adam_epsilon": "train.adam_epsilon",
+    "max_steps": "train.max_steps",
+    "max_train_steps": "train.max_steps",
+    "save_total_limit": "train.save_total_limit",
+    "resume_from_checkpoint": "train.resume_from",
+    "overwrite_output_dir": "train.overwrite_output_dir",
+    "model_name_or_path": "model.name_or_path",
+    "tokenizer_name": "model.tokenizer_name",
+    "gradient_checkpointing": "model.gradient_checkpointing",
+    "dataset_name": "data.name",
+    "dataset_config_name": "data.config",
+    "max_eval_samples": "data.max_eval_samples",
+    "max_train_samples": "data.max_train_samples",
+    "dataloader_num_workers": "data.dataloader_num_workers",
+    "preprocessing_num_workers": "data.preprocessing_num_workers",
+    "generation_num_beams": "generation.num_beams",
+    "num_beams": "generation.num_beams",
+    "generation_max_length": "generation.max_new_tokens",
+    "max_new_tokens": "generation.max_new_tokens",
+    "max_source_length": "task.max_source_length",
+    "max_target_length": "task.max_target_length",
+    "source_prefix": "task.source_prefix",
+    "max_seq_length": "task.max_seq_length",
+    "doc_stride": "task.doc_stride",
+}
+# Trainer flags that are launcher settings here, not run-config keys.
+LAUNCHER_NAMES = {
+    "fp16": "mixed precision is a launcher setting: accelerate launch --mixed_precision fp16 (or bf16), or the accelerate config",
+    "bf16": "mixed precision is a launcher setting: accelerate launch --mixed_precision bf16, or the accelerate config",
+    "local_rank": "processes are the launcher's: accelerate launch --num_processes N",
+    "predict_with_generate": "generative recipes always evaluate on generated text; set generation.* to tune it",
+}
+
+
 def _suggestion(key: str, candidates: list[str]) -> str:
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in LAUNCHER_NAMES:
+        return f"; {LAUNCHER_NAMES[leaf]}"
+    trainer = TRAINER_NAMES.get(leaf) or next(iter(difflib.get_close_matches(leaf, list(TRAINER_NAMES), n=1, cutoff=0.85)), None)
+    if trainer is not None and trainer not in candidates and leaf in TRAINER_NAMES:
+        trainer = None
+    if trainer is not None:
+        mapped = TRAINER_NAMES.get(trainer, trainer)
+        if mapped in candidates:
+            return f"; did you mean {mapped!r}? (Trainer's {trainer if trainer in TRAINER_NAMES else leaf} is {mapped} here)"
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     if not close:
-        leaf = key.rsplit(".", 1)[-1]
         close = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf][:1]
-    return f"; did you mean {close[0]!r}?" if close else "; run with --print-config to see all keys"
+    return f"; did you mean {close[0]!r}?" if close else "; run with --help to see every key"
 
 
 def _describe_merge_error(exc: OmegaConfBaseException, source: str) -> str:
@@ -370,8 +437,14 @@ def _check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}")
     if not 0.0 <= cfg.train.warmup_ratio < 1.0:
         raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {cfg.train.warmup_ratio}")
-    if cfg.train.max_steps <= 0 and cfg.train.epochs < 1:
-        raise ConfigError("set train.max_steps > 0 or train.epochs >= 1")
+    if cfg.train.max_steps == 0 or cfg.train.max_steps < -1:
+        raise ConfigError(
+            f"train.max_steps={cfg.train.max_steps} would not train; use a positive number of optimizer steps, or -1 to let train.epochs decide"
+        )
+    if cfg.train.max_steps == -1 and cfg.train.epochs < 1:
+        raise ConfigError(f"train.epochs={cfg.train.epochs} would not train; set train.epochs >= 1 or train.max_steps > 0")
+    _check_optimizer_values(cfg.train)
+    _check_generation_values(cfg.generation)
     if cfg.train.save_total_limit is not None and cfg.train.save_total_limit < 1:
         raise ConfigError("train.save_total_limit must be at least 1 (or null to keep every checkpoint)")
     if cfg.eval.split not in SPLITS:
@@ -379,6 +452,33 @@ def _check_values(cfg: DictConfig) -> None:
     if cfg.mode == "train" and cfg.eval.split == "train":
         raise ConfigError("eval.split=train in a training run would score the data it learns from; use validation or test")
     check_peft_values(cfg.peft)
+
+
+def _check_optimizer_values(train: TrainConfig) -> None:
+    checks = [
+        ("lr", train.lr, train.lr >= 0 and math.isfinite(train.lr), "a learning rate >= 0, e.g. train.lr=5e-5"),
+        ("weight_decay", train.weight_decay, train.weight_decay >= 0, "0 or more, e.g. train.weight_decay=0.01"),
+        ("adam_beta1", train.adam_beta1, 0 <= train.adam_beta1 < 1, "a value in [0, 1), e.g. 0.9"),
+        ("adam_beta2", train.adam_beta2, 0 <= train.adam_beta2 < 1, "a value in [0, 1), e.g. 0.999"),
+        ("adam_epsilon", train.adam_epsilon, train.adam_epsilon > 0, "a small positive number, e.g. 1e-8"),
+        ("max_grad_norm", train.max_grad_norm, train.max_grad_norm >= 0, "0 (no clipping) or a positive norm, e.g. 1.0"),
+    ]
+    for key, value, ok, fix in checks:
+        if not ok:
+            raise ConfigError(f"train.{key}={value} is not valid; use {fix}")
+    if train.threads is not None and train.threads < 1:
+        raise ConfigError(f"train.threads={train.threads} must be at least 1 (or null: cores / local processes)")
+
+
+def _check_generation_values(generation: GenerationOptions) -> None:
+    if generation.num_beams is not None and generation.num_beams < 1:
+        raise ConfigError(f"generation.num_beams={generation.num_beams} must be at least 1 (1 is greedy decoding)")
+    if generation.max_new_tokens is not None and generation.max_new_tokens < 1:
+        raise ConfigError(f"generation.max_new_tokens={generation.max_new_tokens} must be at least 1")
+    if generation.no_repeat_ngram_size is not None and generation.no_repeat_ngram_size < 0:
+        raise ConfigError(f"generation.no_repeat_ngram_size={generation.no_repeat_ngram_size} must be 0 (off) or more")
+    if generation.length_penalty is not None and not math.isfinite(generation.length_penalty):
+        raise ConfigError(f"generation.length_penalty={generation.length_penalty} must be a finite number")
 
 
 def run_splits(cfg: RunConfig) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from .config import SPLITS, DataConfig
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     import datasets
@@ -58,7 +58,9 @@ def load_raw_datasets(
             if path is None:
                 raise ConfigError(f"data.{split}_file is not set, but this run needs a {split} split")
             custom = read_file(Path(path)) if read_file is not None else None
-            loaded[split] = custom if custom is not None else _load_file(path)
+            loaded[split] = custom if custom is not None else _load_file(path, f"data.{split}_file", data_cfg.field)
+            if len(loaded[split]) == 0:
+                raise ConfigError(f"data.{split}_file {path!r} holds no rows; point it at a file with examples")
         raw = datasets.DatasetDict(loaded)
     elif data_cfg.name:
         raw = _load_named(data_cfg, splits)
@@ -73,12 +75,45 @@ def load_raw_datasets(
     return _limit(raw, data_cfg)
 
 
-def _load_file(path: str) -> datasets.Dataset:
+def _load_file(path: str, what: str, field: Optional[str] = None) -> datasets.Dataset:
+    """One local file as a Dataset; a file ``datasets`` cannot read is one line naming the file and the row."""
     import datasets
 
-    builder = FILE_BUILDERS[Path(path).suffix.lower()]
-    kwargs = {"delimiter": "\t"} if Path(path).suffix.lower() == ".tsv" else {}
-    return datasets.load_dataset(builder, data_files={"data": path}, split="data", **kwargs)
+    suffix = Path(path).suffix.lower()
+    builder = FILE_BUILDERS[suffix]
+    kwargs: dict[str, str] = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    if field is not None and builder == "json":
+        kwargs["field"] = field
+    try:
+        return datasets.load_dataset(builder, data_files={"data": path}, split="data", **kwargs)
+    except Exception as exc:  # datasets wraps every parse failure (DatasetGenerationError, ArrowInvalid, ...)
+        raise ConfigError(f"{what} {path!r} {_file_problem(Path(path), builder, field, exc)}") from None
+
+
+def _file_problem(path: Path, builder: str, field: Optional[str], exc: BaseException) -> str:
+    """What is wrong with a file datasets refused: the first bad JSON line, a missing field, or datasets' reason."""
+    import json
+
+    if path.stat().st_size == 0:
+        return "is empty; point it at a file with examples"
+    if builder == "json":
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None
+            for number, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as error:
+                    return f"line {number} is not valid JSON ({error.msg} at column {error.colno}); fix or remove that line"
+        if field is not None and not (isinstance(whole, dict) and field in whole):
+            keys = ", ".join(whole) if isinstance(whole, dict) else "none (not one JSON object)"
+            return f"has no key {field!r} for data.field (top-level keys: {keys}); set data.field to the key holding the rows"
+    cause = exc.__cause__ or exc.__context__ or exc
+    return f"cannot be read as {builder}: {type(cause).__name__}: {first_line(cause)}"
 
 
 def _load_named(data_cfg: DataConfig, splits: tuple[str, ...]) -> datasets.DatasetDict:
@@ -92,9 +127,17 @@ def _load_named(data_cfg: DataConfig, splits: tuple[str, ...]) -> datasets.Datas
         except ValueError as exc:
             if "Unknown split" in str(exc) or "split" in str(exc).lower():
                 raise ConfigError(
-                    f"dataset {data_cfg.name!r} has no split {source_split!r}: {exc}; set data.{split}_split"
+                    f"dataset {data_cfg.name!r} has no split {source_split!r}: {first_line(exc)}; set data.{split}_split"
                 ) from None
-            raise
+            raise ConfigError(f"dataset {data_cfg.name!r} cannot be loaded: {first_line(exc)}") from None
+        except (ConnectionError, OSError) as exc:  # offline, no such repo, or a gated one: the hub is the cause
+            raise ConfigError(
+                f"data.name={data_cfg.name!r} cannot be loaded ({type(exc).__name__}: {first_line(exc)}); if the Hugging Face hub "
+                "is unreachable from here, pass a local dataset directory (data.name=path/to/dir) or files "
+                "(data.train_file=... data.validation_file=...)"
+            ) from None
+        if len(loaded[split]) == 0:
+            raise ConfigError(f"the {source_split!r} split of {data_cfg.name!r} holds no rows; set data.{split}_split to another split")
     return datasets.DatasetDict(loaded)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 from .config import ModelConfig
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .manifest import has_manifest, manifest_problem
 
 if TYPE_CHECKING:
@@ -133,7 +134,23 @@ def load_model_config(model_cfg: ModelConfig, default_dir: Optional[Path]) -> Pr
     from transformers import AutoConfig
 
     source = config_source(resolve_model_source(model_cfg, default_dir))
-    return AutoConfig.from_pretrained(source, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+    with unreachable_as_config_error("model config", source):
+        return AutoConfig.from_pretrained(source, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code)
+
+
+@contextmanager
+def unreachable_as_config_error(what: str, source: str) -> Iterator[None]:
+    """transformers' OSError for a hub id it cannot fetch (offline, no such repo, gated) as one line with the fix."""
+    try:
+        yield
+    except OSError as exc:
+        local = Path(source).expanduser().exists()
+        fix = (
+            "check the directory's files" if local else
+            "if the Hugging Face hub is unreachable from here, download it where it is reachable "
+            f"(huggingface-cli download {source} --local-dir DIR) and pass model.name_or_path=DIR"
+        )
+        raise ConfigError(f"cannot load the {what} {source!r}: {first_line(exc)}; {fix}") from None
 
 
 def lacks_tokenizer(source: str) -> bool:
@@ -190,7 +207,8 @@ def load_model_and_processor(
     auto_model = getattr(transformers, auto_model_class)
     auto_processor = getattr(transformers, processor_class)
     common = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
-    processor = auto_processor.from_pretrained(model_cfg.tokenizer_name or source, **common)
+    with unreachable_as_config_error("tokenizer/processor", model_cfg.tokenizer_name or source):
+        processor = auto_processor.from_pretrained(model_cfg.tokenizer_name or source, **common)
     if Path(source).is_dir() and not has_weights(source) and deepspeed_checkpoint_tag_dir(Path(source)) is not None:
         # A checkpoint saved under DeepSpeed holds ZeRO shards, not model files: reassemble the full weights.
         model = load_model_from_deepspeed_checkpoint(Path(source), auto_model, {**common, **(config_overrides or {})})
@@ -202,7 +220,8 @@ def load_model_and_processor(
         if generation_file.is_file() and getattr(model, "generation_config", None) is not None:
             model.generation_config = transformers.GenerationConfig.from_pretrained(source)
     else:
-        model = auto_model.from_pretrained(source, **common, **(config_overrides or {}))
+        with unreachable_as_config_error("model", source):
+            model = auto_model.from_pretrained(source, **common, **(config_overrides or {}))
     freeze_unsaved_parameters(model)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()

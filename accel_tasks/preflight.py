@@ -6,6 +6,7 @@ a model or a data set is touched.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -18,7 +19,7 @@ from .config import RunConfig, build_config, load_yaml_layer, parse_overrides, r
 from .data import check_data_files
 from .deepspeed_config import check_deepspeed_config
 from .distributed import threads_from_env
-from .errors import ConfigError, notice
+from .errors import ConfigError, first_line, notice
 from .evaluation import load_metrics
 from .modeling import check_trained_weights, resolve_model_source, saved_run_config
 from .recipe import Recipe
@@ -137,6 +138,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     recipe = recipe_cls(cfg)
     recipe.validate_options()
     check_peft_config_file(cfg.peft)
+    check_scheduler(cfg.train.lr_scheduler)
     check_data_files(cfg.data, run_splits(cfg))
     default_model = recipe.default_model_dir() if cfg.model.name_or_path is None else None
     if cfg.mode != "train" and cfg.model.name_or_path is None:
@@ -151,9 +153,37 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
     metric_modules = load_metrics(recipe.metrics())
+    check_metrics_fit(recipe, metric_modules)
     # Last: the lock is the first thing a run writes, so every check above has passed.
     check_output_dir(cfg, output_dir, resume_dir, model_source)
     return Plan(cfg=cfg, recipe=recipe, output_dir=output_dir, resume_dir=resume_dir, metric_modules=metric_modules)
+
+
+def check_scheduler(name: str) -> None:
+    """train.lr_scheduler must be a transformers schedule name; a typo gets the closest one."""
+    from transformers import SchedulerType
+
+    known = [item.value for item in SchedulerType]
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"train.lr_scheduler={name!r} is not a transformers schedule; {hint}known: {', '.join(known)}")
+
+
+def check_metrics_fit(recipe: Recipe, metric_modules: dict[str, EvaluationModule]) -> None:
+    """Score the recipe's probe output with every metric now, so a metric that cannot read the recipe's
+    predictions (rouge on QA spans) fails before training, not after it."""
+    probe = recipe.metric_probe()
+    if probe is None:
+        return
+    for label, module in metric_modules.items():
+        try:
+            module.compute(predictions=probe.predictions, references=probe.references, **recipe.metric_kwargs(label))
+        except Exception as exc:  # any failure means the same thing here: this metric cannot score this task
+            raise ConfigError(
+                f"eval.metrics: {label} cannot score {recipe.name} predictions ({type(exc).__name__}: {first_line(exc)}); "
+                f"use metrics made for this task, e.g. eval.metrics=[{','.join(recipe.default_metrics) or '...'}]"
+            ) from None
 
 
 def check_output_dir(cfg: RunConfig, output_dir: Path, resume_dir: Optional[Path], model_source: str) -> None:

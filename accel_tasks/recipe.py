@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
 import numpy as np
 
 from .config import GenerationOptions, NoOptions, RunConfig
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     import datasets
@@ -215,6 +216,14 @@ class Recipe(ABC):
         makes one feature per example read both row by row; QA maps feature windows back to examples.
         """
 
+    def metric_probe(self) -> Optional[EvalOutput]:
+        """A tiny prediction/reference pair shaped like this recipe's postprocess output, or None.
+
+        Preflight scores it with every configured metric before anything loads, so a metric that cannot read
+        this task's outputs fails in a second, not after training.
+        """
+        return None
+
     def metrics(self) -> list[str]:
         """The metrics this run scores with: eval.metrics, else the recipe's default."""
         return list(self.cfg.eval.metrics or self.default_metrics)
@@ -246,6 +255,15 @@ def pad_value_for(array: Union[np.ndarray, torch.Tensor]) -> float:
 
 
 # -- generation and decoding, shared by every generative recipe --------------------------------------
+
+
+def positions_limit(model: PreTrainedModel) -> Optional[int]:
+    """Longest input the model's learned or fixed position table holds; None for relative positions (T5)."""
+    config = model.config
+    if getattr(config, "relative_attention_num_buckets", None) is not None:
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
 
 
 def generation_kwargs(generation: GenerationOptions, **defaults: Any) -> dict[str, Any]:
@@ -310,6 +328,28 @@ class Seq2SeqRecipe(Recipe):
         if collator is None:
             collator = self._collator = DataCollatorForSeq2Seq(self.processor, label_pad_token_id=PAD_INT)
         return collator(features)
+
+    def validate_options(self) -> None:
+        for key in ("max_source_length", "max_target_length"):
+            value = getattr(self.options, key)
+            if value < 1:
+                raise ConfigError(f"task.{key}={value} must be at least 1 token (an empty {key.split('_')[1]} cannot be learned)")
+
+    def metric_probe(self) -> Optional[EvalOutput]:
+        return EvalOutput(predictions=["a small test"], references=["a small test"], records=[])
+
+    def load_model(self) -> tuple[PreTrainedModel, Processor]:
+        """The model, then task.max_*_length capped to what it can hold (with a notice)."""
+        model, processor = super().load_model()
+        limit = positions_limit(model)
+        if limit is not None:
+            for node, key in ((self.options, "max_source_length"), (self.options, "max_target_length"), (self.cfg.generation, "max_new_tokens")):
+                value = getattr(node, key)
+                if value is not None and value > limit:
+                    group = "task" if node is self.options else "generation"
+                    self.log(f"{group}.{key}={value} is more than the model's {limit} positions; capped to {limit}")
+                    setattr(node, key, limit)
+        return model, processor
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Settings from ``generation.*``; max_new_tokens defaults to task.max_target_length."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 ENTRY_POINT_GROUP = "accel_tasks.recipes"
 
@@ -84,14 +86,18 @@ def load_recipe_class(spec: str) -> type:
     return cls
 
 
-def _import_module(module_name: str, spec: str):
+def _import_module(module_name: str, spec: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"recipe {spec!r}: cannot import module {module_name!r} ({exc}); is its package installed?") from None
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"recipe {spec!r}: cannot import module {module_name!r} ({exc}); is its package installed?") from None
+        raise ConfigError(f"recipe {spec!r}: {_where_it_failed(exc)}; install what it imports or fix the import") from None
+    except Exception as exc:  # the plugin's own code failed while importing: say where, not a traceback
+        raise ConfigError(f"recipe {spec!r} fails to import: {_where_it_failed(exc)}") from None
 
 
-def _import_file(path_text: str):
+def _import_file(path_text: str) -> ModuleType:
     path = Path(path_text).resolve()
     if not path.is_file():
         raise ConfigError(f"recipe file {path_text!r} does not exist")
@@ -99,8 +105,22 @@ def _import_file(path_text: str):
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"recipe file {exc.filename or path_text}:{exc.lineno}: SyntaxError: {exc.msg}; fix the file") from None
+    except Exception as exc:  # the plugin's own code failed while importing
+        sys.modules.pop(module_name, None)
+        raise ConfigError(f"recipe file {path_text!r} fails to import: {_where_it_failed(exc)}") from None
     return module
+
+
+def _where_it_failed(exc: BaseException) -> str:
+    """``file:line: Type: message`` of the innermost frame outside the import machinery."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    where = f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+    return f"{where}{type(exc).__name__}: {first_line(exc)}"
 
 
 def _is_windows_drive(spec: str) -> bool:

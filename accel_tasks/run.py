@@ -20,6 +20,8 @@ from .registry import available_recipes
 
 PROG = "accel-tasks"
 HELP_FLAGS = ("-h", "--help")
+# Set to 1 to see the traceback behind a one-line error.
+DEBUG_ENV = "ACCEL_TASKS_DEBUG"
 
 
 @click.command(
@@ -95,7 +97,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         command.main(args=args, prog_name=prog, standalone_mode=False)
     except ConfigError as exc:
-        click.echo(f"{PROG}: error: {exc}", err=True)
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        if os.environ.get("RANK", "0") == "0":  # every process fails alike; the first one says so
+            click.echo(f"{PROG}: error: {exc}", err=True)
         return 2
     except RunStopped as exc:
         if os.environ.get("RANK", "0") == "0":

@@ -21,15 +21,17 @@ from .qa import (
     EVAL_ONLY_COLUMNS,
     QADataError,
     check_fast_tokenizer,
+    NESTED,
+    flat_rows_under_data,
     flatten_squad,
-    is_nested_squad,
+    squad_json_layout,
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,
     squad_references,
     validate_examples,
 )
-from ..recipe import EvalOutput, Recipe
+from ..recipe import EvalOutput, Recipe, positions_limit
 
 if TYPE_CHECKING:
     import datasets
@@ -148,16 +150,35 @@ class ExtractiveQARecipe(Recipe):
             check_fast_tokenizer(self.processor)
         except QADataError as exc:
             raise _as_config_error(exc) from None
+        limit = positions_limit(self.model)
+        opts = self.options
+        if limit is not None and opts.max_seq_length > limit:
+            self.log(f"task.max_seq_length={opts.max_seq_length} is more than the model's {limit} positions; capped to {limit}")
+            opts.max_seq_length = limit
+            if opts.doc_stride >= limit:
+                raise ConfigError(f"task.doc_stride={opts.doc_stride} does not fit the model's {limit}-token windows; "
+                                  f"set task.doc_stride below {limit}, e.g. task.doc_stride={limit // 3}")
         return self.model, self.processor
 
+    def metric_probe(self) -> EvalOutput:
+        """One answered question in the shape postprocess gives the squad / squad_v2 metrics."""
+        prediction = {"id": "probe", "prediction_text": "Paris"}
+        if self.options.version_2_with_negative:
+            prediction["no_answer_probability"] = 0.0
+        reference = {"id": "probe", "answers": {"text": ["Paris"], "answer_start": [0]}}
+        return EvalOutput(predictions=[prediction], references=[reference], records=[])
+
     def read_data_file(self, path: Path) -> Optional[datasets.Dataset]:
-        """Official nested SQuAD json files become one row per question; other files take the common loader."""
-        if not is_nested_squad(path):
+        """SQuAD json files in both public layouts become one row per question: the official nested one and HF's
+        example fixture (flat rows under "data"); other files (and data.field) take the common loader."""
+        layout = squad_json_layout(path) if self.cfg.data.field is None else None
+        if layout is None:
             return None
         import datasets
 
         try:
-            rows = flatten_squad(json.loads(path.read_text(encoding="utf-8")))
+            document = json.loads(path.read_text(encoding="utf-8"))
+            rows = flatten_squad(document) if layout == NESTED else flat_rows_under_data(document)
         except QADataError as exc:
             raise ConfigError(f"data file {str(path)!r}: {exc}") from None
         except json.JSONDecodeError as exc:

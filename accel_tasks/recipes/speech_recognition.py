@@ -200,6 +200,10 @@ class SpeechRecognitionRecipe(Recipe):
         self.log(f"speech model family: {self.model_type} ({type(model).__name__}, {type(feature_extractor).__name__} at {feature_extractor.sampling_rate} Hz)")
         return model, processor
 
+    def metric_probe(self) -> EvalOutput:
+        """Normalised transcripts, as postprocess gives wer / cer."""
+        return EvalOutput(predictions=["six four"], references=["six four"], records=[])
+
     def peft_modules_to_save(self, model: Any) -> list[str]:
         """A CTC head is sized to the vocabulary and starts untrained: trained in full beside the adapter."""
         from .speech.models import CTC

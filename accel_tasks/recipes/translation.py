@@ -105,10 +105,8 @@ class TranslationRecipe(Seq2SeqRecipe):
 
     # -- options -----------------------------------------------------------------------------------
     def validate_options(self) -> None:
+        super().validate_options()
         opts = self.options
-        for key in ("max_source_length", "max_target_length"):
-            if getattr(opts, key) < 1:
-                raise ConfigError(f"task.{key} must be at least 1, got {getattr(opts, key)}")
         if opts.target_column and not opts.source_column:
             raise ConfigError("task.target_column is set but task.source_column is not; set both for flat columns")
         if opts.source_column and not (opts.target_column or opts.references_column):

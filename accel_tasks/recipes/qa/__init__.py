@@ -1,6 +1,6 @@
 """Extractive question answering (SQuAD v1.1 / v2.0) task logic, independent of the training loop.
 
-- `squad_format`: official nested SQuAD json -> flat rows.
+- `squad_format`: official nested SQuAD json, and HF's flat rows under "data", -> flat rows.
 - `features`: validation of raw rows, tokenisation into overlapping windows, train labels.
 - `postprocess`: vectorised mapping of start/end logits back to answer text.
 """
@@ -14,14 +14,17 @@ from accel_tasks.recipes.qa.features import (
     validate_examples,
 )
 from accel_tasks.recipes.qa.postprocess import QAPredictions, postprocess_qa_predictions, squad_references
-from accel_tasks.recipes.qa.squad_format import flatten_squad, is_nested_squad
+from accel_tasks.recipes.qa.squad_format import NESTED, flat_rows_under_data, flatten_squad, is_nested_squad, squad_json_layout
 
 __all__ = [
     "EVAL_ONLY_COLUMNS",
     "QADataError",
     "QAPredictions",
     "check_fast_tokenizer",
+    "NESTED",
+    "flat_rows_under_data",
     "flatten_squad",
+    "squad_json_layout",
     "is_nested_squad",
     "postprocess_qa_predictions",
     "prepare_eval_features",

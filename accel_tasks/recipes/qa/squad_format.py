@@ -11,19 +11,41 @@ from accel_tasks.recipes.qa.errors import QADataError
 _SNIFF_BYTES = 65536
 
 
-def is_nested_squad(path: str | Path) -> bool:
-    """True when `path` looks like an official nested SQuAD json (`{"data": [{"paragraphs": ...`).
+NESTED = "nested"
+FLAT_UNDER_DATA = "flat rows under data"
 
-    Reads only the head of the file: the caller decides between `flatten_squad` and a plain
-    json/jsonl loader without parsing the whole document twice.
+
+def squad_json_layout(path: str | Path) -> str | None:
+    """Which SQuAD json layout `path` has, from the head of the file only (a 40 MB file is not parsed twice).
+
+    NESTED: the official `{"data": [{"title", "paragraphs": [...]}]}`; FLAT_UNDER_DATA: HF's example fixture
+    `{"version": ..., "data": [{"id", "question", "context", "answers"}, ...]}` (its scripts pass field="data");
+    None: anything else, for the common loader.
     """
     path = Path(path)
     if path.suffix.lower() != ".json" or not path.is_file():
-        return False
+        return None
     with path.open("r", encoding="utf-8", errors="replace") as handle:
         head = handle.read(_SNIFF_BYTES)
-    stripped = head.lstrip()
-    return stripped.startswith("{") and '"data"' in head and '"paragraphs"' in head
+    if not head.lstrip().startswith("{") or '"data"' not in head:
+        return None
+    if '"paragraphs"' in head:
+        return NESTED
+    return FLAT_UNDER_DATA if '"question"' in head else None
+
+
+def is_nested_squad(path: str | Path) -> bool:
+    """True when `path` looks like an official nested SQuAD json (`{"data": [{"paragraphs": ...`)."""
+    return squad_json_layout(path) == NESTED
+
+
+def flat_rows_under_data(document: dict) -> list[dict]:
+    """The rows of `{"version": ..., "data": [flat rows]}`, checked to be SQuAD rows."""
+    rows = _require(document, "data", "the top level", list)
+    for index, row in enumerate(rows):
+        for key in ("question", "context", "answers"):
+            _require(row, key, f"data[{index}]", (str, dict) if key != "answers" else dict)
+    return rows
 
 
 def _require(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
