@@ -68,6 +68,8 @@ def test_errors_come_through_accelerate_launch_the_same_way(tmp_path: Path):
     result = run_cli(["recipe=summarization", "train.lrr=1"], tmp_path)
     assert result.returncode != 0
     assert "accel-tasks: error: unknown config key 'train.lrr' in command-line overrides; did you mean 'train.lr'?" in result.stderr
+    # What the README says the launcher adds (it cannot be avoided from inside the worker).
+    assert result.stderr.count("accel-tasks: error:") == 1 and "returned non-zero exit status 2" in result.stderr
 
 
 def test_a_previous_run_is_never_silently_overwritten(tmp_path: Path):
