@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 from .config import RunConfig
 from .errors import ConfigError
 
-
 # DeepSpeed key -> (run-config key, getter); the DeepSpeed value must be "auto", missing, or equal.
 _DS_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "gradient_accumulation_steps": ("train.grad_accum", lambda cfg: cfg.train.grad_accum),

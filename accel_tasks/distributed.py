@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from .config import RunConfig
-from .deepspeed_config import check_cpu_adam_settings, check_deepspeed_config, deepspeed_requested, fill_deepspeed_config, world_size
+from .deepspeed_config import (
+    check_cpu_adam_settings,
+    check_deepspeed_config,
+    deepspeed_requested,
+    fill_deepspeed_config,
+    world_size,
+)
 from .errors import ConfigError
 
 if TYPE_CHECKING:

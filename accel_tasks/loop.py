@@ -18,14 +18,14 @@ from .adapters import wrap_model
 from .checkpoint import LOOP_STATE_FILE, LoopState, clear_leftovers, load_checkpoint, save_checkpoint
 from .config import RunConfig, run_splits, to_yaml
 from .data import check_columns
-from .features import make_features
 from .distributed import build_accelerator, cast_floating_inputs, configure_threads, prepare_eval_model
+from .errors import NonFiniteLoss, Preempted
 from .evaluation import run_eval, scalar_metrics
 from .export import export_model
+from .features import make_features
 from .files import write_json, write_jsonl
-from .modeling import count_parameters
-from .errors import NonFiniteLoss, Preempted
 from .guards import StepHealth, StopRequest, die_with_launcher, weights_finite
+from .modeling import count_parameters
 from .preflight import Plan
 from .recipe import Recipe
 from .rundir import prepare_output_dir

@@ -17,26 +17,28 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from ..errors import ConfigError, list_rows
+from ..recipe import EvalOutput, Recipe, positions_limit
 from .qa import (
     EVAL_ONLY_COLUMNS,
+    NESTED,
     QADataError,
     check_fast_tokenizer,
-    NESTED,
     flat_rows_under_data,
     flatten_squad,
-    squad_json_layout,
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,
+    squad_json_layout,
     squad_references,
     validate_examples,
 )
-from ..recipe import EvalOutput, Recipe, positions_limit
+
+from . import PRESETS_DIR, SAMPLES_DIR
 
 if TYPE_CHECKING:
     import datasets
+    import torch
     from transformers import PreTrainedModel
-from . import PRESETS_DIR, SAMPLES_DIR
 
 # The column names accel_tasks.recipes.qa works on; the recipe renames the user's columns to these.
 STANDARD_COLUMNS = ("question", "context", "answers", "id")
@@ -203,7 +205,7 @@ class ExtractiveQARecipe(Recipe):
         option = {"question": "question_column", "context": "context_column", "answers": "answer_column", "id": "id_column"}
         return {column: f"task.{option[std]}" for std, column in self._column_options().items()}
 
-    def prepare_raw(self, dataset: Any, split: str) -> Any:
+    def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Rename the user's columns to the standard ones, then refuse bad rows with one error naming them all."""
         renames = {column: std for std, column in self._column_options().items() if column != std}
         clashing = [std for std in renames.values() if std in dataset.column_names and std not in renames]
@@ -252,12 +254,12 @@ class ExtractiveQARecipe(Recipe):
         return batch
 
     # -- evaluation -------------------------------------------------------------------------------
-    def predict(self, model: Any, batch: dict[str, Any], *, synced_gpus: bool = False) -> dict[str, Any]:
+    def predict(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k not in LABEL_COLUMNS}
         outputs = model(**inputs)
         return {"start_logits": outputs.start_logits.float(), "end_logits": outputs.end_logits.float()}
 
-    def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
+    def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
         """Best span per example -> squad / squad_v2 metric inputs and one predictions.jsonl row per example."""
         opts = self.options
         try:

@@ -14,13 +14,19 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
+from ..config import RunConfig
 from ..errors import ConfigError
 from ..recipe import PAD_INT, EvalOutput, Recipe, decode_generated, generation_kwargs
 from . import PRESETS_DIR, SAMPLES_DIR
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 NORMALIZERS = ("basic", "whisper_english", "none")
 
@@ -76,7 +82,7 @@ class SpeechRecognitionRecipe(Recipe):
     preset_file = PRESETS_DIR / "speech_recognition.yaml"
     length_column = "input_features"
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
         self.model_type: Optional[str] = None
         self.audio_column: Optional[str] = None
@@ -204,7 +210,7 @@ class SpeechRecognitionRecipe(Recipe):
         """Normalised transcripts, as postprocess gives wer / cer."""
         return EvalOutput(predictions=["six four"], references=["six four"], records=[])
 
-    def peft_modules_to_save(self, model: Any) -> list[str]:
+    def peft_modules_to_save(self, model: PreTrainedModel) -> list[str]:
         """A CTC head is sized to the vocabulary and starts untrained: trained in full beside the adapter."""
         from .speech.models import CTC
 
@@ -247,7 +253,7 @@ class SpeechRecognitionRecipe(Recipe):
         self.log(f"built a CTC vocabulary of {len(vocab)} symbols from {len(texts)} training transcripts: {symbols!r} + [UNK] [PAD]")
         return model, ctc_processor(model_type, feature_extractor, tokenizer)
 
-    def _check_ctc_head(self, model: Any, tokenizer: Any) -> None:
+    def _check_ctc_head(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         """The head's outputs and blank must match the tokenizer, or training and decoding are silently wrong."""
         vocab_size = getattr(model.config, "vocab_size", None)
         if vocab_size is not None and vocab_size < len(tokenizer):
@@ -279,7 +285,7 @@ class SpeechRecognitionRecipe(Recipe):
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # -- data ------------------------------------------------------------------------------------------
-    def load_data(self, splits: tuple[str, ...]) -> Any:
+    def load_data(self, splits: tuple[str, ...]) -> datasets.DatasetDict:
         """Raw splits with Audio columns left undecoded (soundfile reads them later, torchcodec never)."""
         from .speech.audio import undecoded_audio
         from .speech.rawdata import audio_feature_columns
@@ -325,7 +331,7 @@ class SpeechRecognitionRecipe(Recipe):
             return local.resolve() if local.is_dir() else None
         return self.sample_dir
 
-    def prepare_raw(self, dataset: Any, split: str) -> Any:
+    def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Check every clip and transcript cheaply, then drop empty (if asked) and out-of-range clips."""
         from .speech.audio import AudioLoadError
         from .speech.rawdata import PROBE_DURATION, PROBE_RATE, ROW_COLUMN, probe_audio, shown_rows
@@ -370,7 +376,7 @@ class SpeechRecognitionRecipe(Recipe):
             raise ConfigError(f"no {split} clips left after the duration filter; widen task.min_duration_s / task.max_duration_s")
         return dataset.select(np.flatnonzero(keep))
 
-    def _report_unknown_characters(self, dataset: Any) -> None:
+    def _report_unknown_characters(self, dataset: datasets.Dataset) -> None:
         """Characters the CTC vocabulary lacks would silently train as [UNK]; say which."""
         from .speech.models import split_processor
         from .speech.rawdata import unknown_characters
@@ -411,7 +417,7 @@ class SpeechRecognitionRecipe(Recipe):
 
         return split_processor(self.processor)[0]
 
-    def _drop_empty_transcripts(self, dataset: Any, split: str) -> Any:
+    def _drop_empty_transcripts(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Empty transcripts cannot be learned (no labels) or scored (WER divides by reference length)."""
         from .speech.rawdata import empty_transcript_rows, shown_rows
 
@@ -497,7 +503,7 @@ class SpeechRecognitionRecipe(Recipe):
             inputs["attention_mask"] = batch["attention_mask"]
         return inputs
 
-    def predict(self, model: Any, batch: dict[str, Any], *, synced_gpus: bool = False) -> dict[str, Any]:
+    def predict(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
         from .speech.decode import mask_frames
         from .speech.models import CTC
 
@@ -508,7 +514,7 @@ class SpeechRecognitionRecipe(Recipe):
         kwargs = generation_kwargs(self.cfg.generation)
         return {"generated_tokens": model.generate(**inputs, synced_gpus=synced_gpus, **kwargs)}
 
-    def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
+    def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
         from .speech.decode import decode_ctc_ids
         from .speech.models import CTC, split_processor
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError
-from ..recipe import Seq2SeqOptions, Seq2SeqRecipe
+from ..recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe
 from . import PRESETS_DIR, SAMPLES_DIR
+
+if TYPE_CHECKING:
+    import datasets
+    import numpy as np
 
 # (text column, summary column) of well-known data sets, and of plain files.
 KNOWN_COLUMNS = {
@@ -67,7 +71,7 @@ class SummarizationRecipe(Seq2SeqRecipe):
     def target_texts(self, batch: dict[str, list]) -> list[str]:
         return [text or "" for text in batch[self.summary_column]]
 
-    def postprocess(self, outputs: Any, examples: Any, features: Any):
+    def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
         result = super().postprocess(outputs, examples, features)
         result.predictions = [split_sentences(p) for p in result.predictions]
         result.references = [split_sentences(r) for r in result.references]

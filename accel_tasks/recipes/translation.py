@@ -9,15 +9,19 @@ cannot be used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
+from ..config import RunConfig
 from ..errors import ConfigError, list_rows
-from ..recipe import EvalOutput
-from ..recipe import Seq2SeqOptions, Seq2SeqRecipe
+from ..recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe
 from . import PRESETS_DIR, SAMPLES_DIR
 from .languages import T5_MODEL_TYPES, default_prefix, language_code_id, language_codes, pick_language_code
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
 
 TOKENIZE_CHUNK = 1000
 
@@ -78,7 +82,7 @@ def metric_references(references: list[list[str]]) -> list:
     return [list(refs) + [None] * (width - len(refs)) for refs in references]
 
 
-def source_token_counts(batch: dict[str, list], tokenizer: Any, column: str, lang: Optional[str], prefix: str) -> dict[str, list]:
+def source_token_counts(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, column: str, lang: Optional[str], prefix: str) -> dict[str, list]:
     """Untruncated token count of each source (a module-level function, so datasets can cache the result)."""
     cells = batch[column] if lang is None else [row.get(lang) if isinstance(row, dict) else None for row in batch[column]]
     texts = [prefix + (_text(cell) or "") for cell in cells]
@@ -94,7 +98,7 @@ class TranslationRecipe(Seq2SeqRecipe):
     sample_dir = SAMPLES_DIR / "translation"
     preset_file = PRESETS_DIR / "translation.yaml"
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
         self.extra_generation: dict[str, Any] = {}
         self._model_inputs_ready = False
@@ -183,11 +187,11 @@ class TranslationRecipe(Seq2SeqRecipe):
     def reference_lists(self, batch: dict[str, list]) -> list[list[str]]:
         return [[r for r in (cell or []) if r.strip()] for cell in self.reference_values(batch)]
 
-    def reference_texts(self, examples: Any) -> list:
+    def reference_texts(self, examples: datasets.Dataset) -> list:
         return metric_references(self.reference_lists(examples[:]))
 
     # -- fixing up raw data ------------------------------------------------------------------------
-    def prepare_raw(self, dataset: Any, split: str) -> Any:
+    def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Resolve languages and model inputs once, drop rows that cannot be used, count sources that will be cut."""
         batch = self.text_columns(dataset)
         if self.flat_columns(dataset.column_names) is None:
@@ -204,7 +208,7 @@ class TranslationRecipe(Seq2SeqRecipe):
             )
         return dataset
 
-    def text_columns(self, dataset: Any) -> dict[str, list]:
+    def text_columns(self, dataset: datasets.Dataset) -> dict[str, list]:
         """Only the columns holding texts, as lists (other columns may be large)."""
         opts = self.options
         wanted = [opts.translation_column, opts.references_column, *(self.flat_columns(dataset.column_names) or ())]
@@ -323,7 +327,7 @@ class TranslationRecipe(Seq2SeqRecipe):
             target = f"reference in {self.options.references_column!r}"
         return source, target
 
-    def count_truncated(self, dataset: Any) -> int:
+    def count_truncated(self, dataset: datasets.Dataset) -> int:
         """Sources (with prefix and special tokens) longer than task.max_source_length tokens.
 
         Token counts go through a cached ``datasets.map``, so only a first run pays for the extra tokenisation.
@@ -348,7 +352,7 @@ class TranslationRecipe(Seq2SeqRecipe):
             kwargs.setdefault(key, value)
         return kwargs
 
-    def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
+    def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
         predictions = self.decode(outputs["generated_tokens"])
         batch = examples[:]
         references = self.reference_lists(batch)
