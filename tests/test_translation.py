@@ -443,7 +443,12 @@ def test_offline_default_run_trains_exports_and_scores(trained_run):
     assert [r["id"] for r in records] == [v["id"] for v in validation]
     assert [r["source"] for r in records] == [v["translation"]["en"] for v in validation]
     assert [r["references"] for r in records] == [[v["translation"]["de"]] for v in validation]
-    assert all(isinstance(r["prediction"], str) for r in records)
+    # The corpus scores are sacreBLEU's own over exactly what predictions.jsonl holds.
+    import sacrebleu
+
+    predictions, references = [r["prediction"] for r in records], [r["references"][0] for r in records]
+    assert metrics["sacrebleu"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [references]).score)
+    assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(predictions, [references]).score)
     assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "tokenizer.json").is_file()
 
 
