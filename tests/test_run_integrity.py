@@ -209,3 +209,18 @@ def test_marian_position_table_is_frozen_on_load(tmp_path: Path):
     reloaded, _ = recipe_cls(cfg).load_model()
     positions = [n for n, _ in reloaded.named_parameters() if "embed_positions" in n]
     assert positions and not any(p.requires_grad for n, p in reloaded.named_parameters() if n in positions)
+
+
+def test_settings_saved_with_a_model_come_back_and_the_user_still_wins(tmp_path: Path):
+    from helpers import save_untrained_default
+
+    model_dir = save_untrained_default(tmp_path / "model", "summarization")
+    cfg, recipe_cls = resolve_config(["mode=eval", f"model.name_or_path={model_dir}"], None)
+    # No recipe typed: the saved config names it; the bundled model's settings come back with the model.
+    assert recipe_cls.name == "summarization" and cfg.recipe == "summarization"
+    assert (cfg.task.max_source_length, cfg.generation.num_beams, cfg.generation.max_new_tokens) == (128, 1, 48)
+    cfg, _ = resolve_config(["recipe=summarization", "mode=eval", f"model.name_or_path={model_dir}", "generation.num_beams=3"], None)
+    assert cfg.generation.num_beams == 3 and cfg.task.max_source_length == 128
+    # Training from the same directory does not take its settings: the preset's real-model defaults apply.
+    cfg, _ = resolve_config(["recipe=summarization", f"model.name_or_path={model_dir}"], None)
+    assert cfg.task.max_source_length == 1024
