@@ -81,3 +81,18 @@ def save_untrained_default(dest: Path, recipe: str) -> Path:
     processor.save_pretrained(dest)
     (Path(dest) / RUN_CONFIG_FILE).write_text(to_yaml(cfg))
     return Path(dest)
+
+
+def one_error_line(result: subprocess.CompletedProcess, alone: bool = True) -> str:
+    """The one ``accel-tasks: error:`` line of a failed run (exit 2, no traceback).
+
+    ``alone``: nothing else on stderr, as for every error found before a model or data set is loaded; errors
+    found later may follow library progress output (datasets' "Generating ... split"), never a traceback.
+    """
+    assert result.returncode == 2, f"exit {result.returncode}\nSTDERR:\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("accel-tasks: error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    if alone:
+        assert [line for line in result.stderr.splitlines() if line.strip()] == errors, result.stderr[-3000:]
+    return errors[0]

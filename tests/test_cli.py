@@ -7,15 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import run_cli
-
-
-def one_error_line(result) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("accel-tasks: error: ")
-    return lines[0]
+from helpers import one_error_line, run_cli
 
 
 def test_list_names_each_recipe_and_where_it_comes_from(tmp_path: Path):

@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ACCELERATE_CONFIGS, REPO, check, cli_env, read_json, run_cli
+from helpers import ACCELERATE_CONFIGS, REPO, check, cli_env, one_error_line, read_json, run_cli
 
 SAMPLE = REPO / "accel_tasks" / "samples" / "summarization"
-
-
-def one_error_line(result) -> str:
-    assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr[-3000:]}"
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("accel-tasks: error:")]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
 
 
 # Settings that fail before any model or data is loaded (each run takes a second or two).
@@ -121,7 +113,7 @@ def data_dir(tmp_path: Path) -> Path:
 )
 def test_data_and_hub_errors_are_one_line_before_training(data_dir: Path, args, message):
     base = ["recipe=summarization", "data.validation_file=ok.jsonl", "train.max_steps=2", "output_dir=out"]
-    line = one_error_line(run_cli([*base, *args], data_dir, launcher="python"))
+    line = one_error_line(run_cli([*base, *args], data_dir, launcher="python"), alone=False)
     assert message in line
     if "hub" in message or "cannot be loaded" in line or "cannot load" in line:
         assert "Hugging Face hub is unreachable" in line and ("local dataset directory" in line or "--local-dir" in line)
