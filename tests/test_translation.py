@@ -227,7 +227,7 @@ def test_missing_columns_and_languages_are_clear_errors(marian_dir):
         (["task.target_column=tgt"], "task.source_column is not"),
         (["task.source_column=src"], "set task.target_column"),
         (["task.source_lang=en", "task.target_lang=en"], "two different languages"),
-        (["task.max_source_length=0"], "task.max_source_length must be at least 1"),
+        (["task.max_source_length=0"], "task.max_source_length=0 must be at least 1 token"),
     ],
 )
 def test_option_errors_before_anything_heavy(overrides, message):
