@@ -16,7 +16,7 @@ from accel_tasks.errors import ConfigError
 from accel_tasks.recipes.extractive_qa import ExtractiveQARecipe
 from accel_tasks.preflight import resolve_config
 
-from helpers import save_untrained_default, check, read_json, read_jsonl, run_cli
+from helpers import check, read_json, read_jsonl, run_cli
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
@@ -314,25 +314,3 @@ def test_v2_eval_only_writes_squad_v2_metrics(trained):
     unanswerable = [r for r in records if not r["answers"]]
     assert len(unanswerable) == no
     assert metrics["NoAns_exact"] == pytest.approx(100.0 * sum(r["prediction_text"] == "" for r in unanswerable) / no)
-
-
-# ---------------------------------------------------------------- learning (slow)
-LEARN_STEPS = 60
-# Measured through this CLI on the 2 cores: untrained (new QA head) EM 0.0 / F1 7.4; the offline default's
-# settings cut to 60 steps: EM 25.0 / F1 28.3 (167 s for the whole test). The default 200 steps reach EM 90.
-MIN_EM_AFTER = 15.0
-MIN_F1_GAIN = 15.0
-
-
-@pytest.mark.slow
-def test_packaged_minilm_learns_the_sample(tmp_path):
-    """Pretrained encoder + new QA head: EM/F1 clearly above the untrained head after a short run."""
-    save_untrained_default(tmp_path / "untrained_model", "extractive_qa")
-    check(run_cli(["recipe=extractive_qa", "mode=eval", "model.name_or_path=untrained_model", "output_dir=untrained"], tmp_path,
-                  launcher="python"))
-    before = read_json(tmp_path / "untrained" / "metrics.json")
-    check(run_cli(["recipe=extractive_qa", f"train.max_steps={LEARN_STEPS}", "output_dir=trained"], tmp_path, timeout=1500))
-    after = read_json(tmp_path / "trained" / "metrics.json")
-    print(f"EM {before['exact_match']:.1f} -> {after['exact_match']:.1f}, F1 {before['f1']:.1f} -> {after['f1']:.1f}")
-    assert after["exact_match"] >= MIN_EM_AFTER, (before, after)
-    assert after["f1"] - before["f1"] >= MIN_F1_GAIN, (before, after)

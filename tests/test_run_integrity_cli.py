@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from helpers import ACCELERATE_CONFIGS, REPO, check, cli_env, read_json, run_cli
 
