@@ -40,6 +40,7 @@ Log = Callable[[str], None]
 
 logger = logging.getLogger("accel_tasks")
 
+
 def run(plan: Plan) -> dict[str, Any]:
     """Train or evaluate as the plan says; returns the final metrics on the main process."""
     cfg = plan.cfg
