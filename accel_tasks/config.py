@@ -445,6 +445,9 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"train.epochs={cfg.train.epochs} would not train; set train.epochs >= 1 or train.max_steps > 0")
     _check_optimizer_values(cfg.train)
     _check_generation_values(cfg.generation)
+    _check_data_values(cfg.data)
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32): numpy and torch seeds are unsigned 32-bit")
     if cfg.train.save_total_limit is not None and cfg.train.save_total_limit < 1:
         raise ConfigError("train.save_total_limit must be at least 1 (or null to keep every checkpoint)")
     if cfg.eval.split not in SPLITS:
@@ -468,6 +471,15 @@ def _check_optimizer_values(train: TrainConfig) -> None:
             raise ConfigError(f"train.{key}={value} is not valid; use {fix}")
     if train.threads is not None and train.threads < 1:
         raise ConfigError(f"train.threads={train.threads} must be at least 1 (or null: cores / local processes)")
+
+
+def _check_data_values(data: DataConfig) -> None:
+    for key in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
+        value = getattr(data, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"data.{key}={value} must be at least 1 (or null: {'all examples' if 'samples' in key else 'in process'})")
+    if data.dataloader_num_workers < 0:
+        raise ConfigError(f"data.dataloader_num_workers={data.dataloader_num_workers} must be 0 (load in the main process) or more")
 
 
 def _check_generation_values(generation: GenerationOptions) -> None:

@@ -19,7 +19,7 @@ from .checkpoint import LOOP_STATE_FILE, LoopState, clear_leftovers, load_checkp
 from .config import RunConfig, run_splits, to_yaml
 from .data import check_columns
 from .distributed import build_accelerator, cast_floating_inputs, configure_threads, prepare_eval_model
-from .errors import NonFiniteLoss, Preempted
+from .errors import ConfigError, NonFiniteLoss, Preempted
 from .evaluation import run_eval, scalar_metrics
 from .export import export_model
 from .features import make_features
@@ -115,6 +115,8 @@ def _train(
         betas=(tcfg.adam_beta1, tcfg.adam_beta2),
         eps=tcfg.adam_epsilon,
     )
+    if len(train_loader) == 0:
+        raise ConfigError("the train split has no examples left after preprocessing; check the data and data.max_train_samples")
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = max(1, math.ceil(len(train_loader) / tcfg.grad_accum))
     total_steps = tcfg.max_steps if tcfg.max_steps > 0 else tcfg.epochs * steps_per_epoch

@@ -78,7 +78,10 @@ def acquire_lock(output_dir: Path) -> None:
     if not is_first_process():
         return
     created = not output_dir.exists()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output_dir {str(output_dir)!r} cannot be created ({exc.strerror}); pass a directory you can write to") from None
     lock = output_dir / LOCK_FILE
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for _ in range(2):

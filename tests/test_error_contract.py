@@ -24,6 +24,12 @@ BEFORE_LOADING = [
     (["task.max_source_length=0"], "task.max_source_length=0 must be at least 1 token"),
     (["train.adam_beta1=1.5"], "train.adam_beta1=1.5 is not valid; use a value in [0, 1)"),
     (["eval.metrics=[squad]"], "eval.metrics: squad cannot score summarization predictions"),
+    # Found by trying: each of these hung, or ended in a library traceback, before.
+    (["data.max_train_samples=0"], "data.max_train_samples=0 must be at least 1 (or null: all examples)"),
+    (["data.preprocessing_num_workers=0"], "data.preprocessing_num_workers=0 must be at least 1 (or null: in process)"),
+    (["data.dataloader_num_workers=-1"], "data.dataloader_num_workers=-1 must be 0 (load in the main process) or more"),
+    (["seed=-1"], "seed=-1 must be in [0, 2**32)"),
+    (["output_dir=/proc/no_such_place/out"], "output_dir '/proc/no_such_place/out' cannot be created"),
     # Trainer names and typos of them get our key (the whole table: test_trainer_names_get_our_key).
     (["train.learning_rat=1e-4"], "did you mean 'train.lr'? (Trainer's learning_rate is train.lr here)"),
     (["train.fp16=true"], "mixed precision is a launcher setting: accelerate launch --mixed_precision fp16"),
@@ -56,7 +62,7 @@ def test_trainer_names_get_our_key(capsys, args, message):
 
 @pytest.mark.parametrize("args, message", BEFORE_LOADING, ids=[a[0] for a, _ in BEFORE_LOADING])
 def test_settings_that_cannot_work_fail_before_anything_loads(tmp_path: Path, args, message):
-    result = run_cli(["recipe=summarization", *args, "output_dir=out"], tmp_path, launcher="python")
+    result = run_cli(["recipe=summarization", "output_dir=out", *args], tmp_path, launcher="python")
     assert message in one_error_line(result)
     assert "model:" not in result.stdout, "the model was loaded before the check"
     assert not (tmp_path / "out").exists()
