@@ -41,6 +41,10 @@ class LoopState:
     epoch: int = 0
     # Micro-batches of the current epoch already consumed.
     batches_in_epoch: int = 0
+    # The best periodic evaluation so far (see best.py) and how many evaluations since have not beaten it.
+    best_step: int = -1
+    best_value: Optional[float] = None
+    evals_without_improvement: int = 0
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
@@ -91,6 +95,7 @@ def save_checkpoint(
     processor: PreTrainedTokenizerBase | ProcessorMixin,
     keep: Optional[int],
     run_config: str,
+    protect: Optional[Path] = None,
 ) -> Path:
     """All ranks call this: DeepSpeed writes its shards from every rank.
 
@@ -122,18 +127,25 @@ def save_checkpoint(
         if final.exists():
             _remove_checkpoint(final)
         os.replace(tmp, final)
-        _apply_retention(root, keep)
+        _apply_retention(root, keep, protect)
     accelerator.wait_for_everyone()
     return final
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> LoopState:
     accelerator.load_state(str(path))
-    return LoopState(**json.loads((path / LOOP_STATE_FILE).read_text()))
+    return read_loop_state(path)
 
 
-def _apply_retention(root: Path, keep: Optional[int]) -> None:
-    """Keep the newest ``keep`` complete checkpoints; incomplete leftovers older than them go too."""
+def read_loop_state(path: Path) -> LoopState:
+    """The loop position saved in a checkpoint (fields a checkpoint predates keep their defaults)."""
+    data = json.loads((path / LOOP_STATE_FILE).read_text())
+    known = {f for f in LoopState.__dataclass_fields__}
+    return LoopState(**{k: v for k, v in data.items() if k in known})
+
+
+def _apply_retention(root: Path, keep: Optional[int], protect: Optional[Path] = None) -> None:
+    """Keep the newest ``keep`` complete checkpoints (and ``protect``, the best one); older leftovers go too."""
     if keep is None:
         return
     complete = complete_checkpoints(root)
@@ -141,7 +153,7 @@ def _apply_retention(root: Path, keep: Optional[int]) -> None:
         return
     oldest_kept = int(complete[-keep].name[len(CHECKPOINT_PREFIX):])
     for old in checkpoint_dirs(root):
-        if int(old.name[len(CHECKPOINT_PREFIX):]) < oldest_kept:
+        if int(old.name[len(CHECKPOINT_PREFIX):]) < oldest_kept and (protect is None or old.resolve() != protect.resolve()):
             _remove_checkpoint(old)
 
 

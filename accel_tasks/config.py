@@ -120,6 +120,14 @@ class TrainConfig:
     """Replace a previous run's outputs in output_dir."""
     threads: Optional[int] = None
     """Torch intra-op threads per process; None: usable cores / local processes."""
+    early_stopping_patience: int = 0
+    """Stop after this many periodic evaluations without improvement of eval.best_metric; 0: off."""
+    early_stopping_threshold: float = 0.0
+    """How much eval.best_metric must improve to count as better."""
+    export_best: bool = False
+    """Export the best evaluated checkpoint instead of the last weights (Trainer: load_best_model_at_end)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy loss for generative recipes (Trainer: label_smoothing_factor)."""
 
 
 @dataclass
@@ -136,6 +144,10 @@ class EvalConfig:
     """Which split is scored: validation, test or train (data.<split>_split / data.<split>_file)."""
     group_by_length: bool = True
     """Sort eval features by length so batches hold similar lengths; outputs are restored to input order."""
+    best_metric: Optional[str] = None
+    """The metric that picks the best evaluation; None: the recipe's primary one (rougeL, sacrebleu, f1, wer)."""
+    greater_is_better: Optional[bool] = None
+    """Direction of eval.best_metric; None: known per metric (error rates and losses lower, scores higher)."""
 
 
 @dataclass
@@ -384,6 +396,10 @@ TRAINER_NAMES: dict[str, str] = {
     "max_target_length": "task.max_target_length",
     "source_prefix": "task.source_prefix",
     "max_seq_length": "task.max_seq_length",
+    "metric_for_best_model": "eval.best_metric",
+    "greater_is_better": "eval.greater_is_better",
+    "load_best_model_at_end": "train.export_best",
+    "label_smoothing_factor": "train.label_smoothing",
     "doc_stride": "task.doc_stride",
 }
 # Trainer flags that are launcher settings here, not run-config keys.
@@ -469,6 +485,13 @@ def _check_optimizer_values(train: TrainConfig) -> None:
     for key, value, ok, fix in checks:
         if not ok:
             raise ConfigError(f"train.{key}={value} is not valid; use {fix}")
+    if train.early_stopping_patience < 0 or train.early_stopping_threshold < 0:
+        raise ConfigError("train.early_stopping_patience and train.early_stopping_threshold must be 0 or more")
+    if (train.early_stopping_patience or train.export_best) and train.eval_every < 1:
+        what = "train.early_stopping_patience" if train.early_stopping_patience else "train.export_best"
+        raise ConfigError(f"{what} needs periodic evaluations to compare: set train.eval_every=N (optimizer steps)")
+    if not 0.0 <= train.label_smoothing < 1.0:
+        raise ConfigError(f"train.label_smoothing={train.label_smoothing} must be in [0, 1), e.g. 0.1")
     if train.threads is not None and train.threads < 1:
         raise ConfigError(f"train.threads={train.threads} must be at least 1 (or null: cores / local processes)")
 

@@ -5,7 +5,6 @@ It knows nothing about tasks; everything task-specific goes through the Recipe h
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from omegaconf import OmegaConf
 
 from .adapters import wrap_model
-from .checkpoint import LOOP_STATE_FILE, LoopState, clear_leftovers, load_checkpoint, save_checkpoint
+from .best import BestTracker, tracking
+from .checkpoint import LoopState, clear_leftovers, load_checkpoint, read_loop_state, save_checkpoint
 from .config import RunConfig, run_splits, to_yaml
 from .data import check_columns
 from .distributed import build_accelerator, cast_floating_inputs, configure_threads, prepare_eval_model
@@ -171,7 +171,9 @@ def _train_steps(
     cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
     checkpoints_root = plan.output_dir / "checkpoints"
     health = StepHealth(accelerator)
+    best = BestTracker(cfg, recipe) if tracking(cfg) else None
     last_checkpoint: Optional[Path] = plan.resume_dir
+    stopped_early = False
     progress = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not accelerator.is_local_main_process)
     first_step, train_start = state.global_step, time.perf_counter()
     meter = ThroughputMeter()
@@ -203,11 +205,18 @@ def _train_steps(
                 raise NonFiniteLoss(_divergence_message(step, bad_value, tcfg.lr, accelerator.mixed_precision, last_checkpoint))
             if step % tcfg.log_every == 0 or step == total_steps:
                 _log_train(accelerator, meter, scheduler, step, total_steps, log)
-            if tcfg.eval_every and step % tcfg.eval_every == 0 and step < total_steps:
-                _periodic_eval(accelerator, plan, model, raw, features, step, log)
-            if stopping or (tcfg.save_every and (step % tcfg.save_every == 0 or step == total_steps)):
+            new_best = False
+            # The last step is the final eval's, unless the export must know whether it is the best.
+            if best is not None and step % tcfg.eval_every == 0 and (step < total_steps or tcfg.export_best):
+                metrics = _periodic_eval(accelerator, plan, model, raw, features, step, log)
+                new_best = best.update(accelerator, metrics, step, state)
+                stopped_early = best.should_stop(state)
+            # With train.export_best, every new best is kept as a checkpoint so the export can come from it.
+            keep_best = new_best and tcfg.export_best
+            if stopping or keep_best or (tcfg.save_every and (step % tcfg.save_every == 0 or step == total_steps)):
+                protect = checkpoints_root / f"step_{state.best_step}" if tcfg.export_best and state.best_step > 0 else None
                 last_checkpoint = save_checkpoint(
-                    accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit, to_yaml(cfg)
+                    accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit, to_yaml(cfg), protect
                 )
                 log(f"step {step}: checkpoint saved to {last_checkpoint}")
             if stopping:
@@ -216,6 +225,12 @@ def _train_steps(
                     f"stopped by {stop.signal_name or 'a stop signal to another process'} at step {step}/{total_steps}: "
                     f"checkpoint {last_checkpoint} written; run the same command with train.resume_from=latest to continue"
                 )
+            if stopped_early:
+                log(
+                    f"early stopping at step {step}: {best.name} has not improved for {state.evals_without_improvement} "
+                    f"evaluations (best {state.best_value:.4g} at step {state.best_step})"
+                )
+                break
             if step >= total_steps:
                 break
         else:
@@ -231,8 +246,17 @@ def _train_steps(
             f"after step {state.global_step} the weights are not finite (the last update overflowed); nothing is exported"
             f"{f', the last checkpoint {last_checkpoint} stays' if last_checkpoint else ''}. {_DIVERGENCE_FIXES.format(lr=tcfg.lr)}"
         )
+    if best is not None and tcfg.export_best and state.best_step not in (-1, state.global_step):
+        best_dir = checkpoints_root / f"step_{state.best_step}"
+        accelerator.load_state(str(best_dir))
+        log(f"exporting the best checkpoint {best_dir} ({best.name}={state.best_value:.4g}) instead of step {state.global_step}")
+        train_stats["exported_step"] = state.best_step
     export_dir = plan.output_dir / "model"
     export_model(accelerator, model, processor, export_dir, to_yaml(cfg))
+    if best is not None:
+        train_stats.update(best.summary(state))
+        if stopped_early:
+            train_stats["stopped_early_at_step"] = state.global_step
     log(f"model exported to {export_dir}")
     return _final_eval(accelerator, plan, model, raw, features, log, step=state.global_step, extra=train_stats)
 
@@ -292,7 +316,8 @@ def _periodic_eval(
     features: dict[str, datasets.Dataset],
     step: int,
     log: Log,
-) -> None:
+) -> dict[str, Any]:
+    """Score the current weights; the metrics on the main process ({} elsewhere), also logged and appended to eval_history.jsonl."""
     metrics, _ = run_eval(accelerator, plan.recipe, model, raw[plan.cfg.eval.split], features[plan.cfg.eval.split], plan.metric_modules, plan.cfg, log)
     if accelerator.is_main_process:
         accelerator.log({f"eval/{k}": v for k, v in scalar_metrics(metrics).items()}, step=step)
@@ -301,6 +326,7 @@ def _periodic_eval(
             import json
 
             handle.write(json.dumps({"step": step, **metrics}) + "\n")
+    return metrics
 
 
 class ThroughputMeter:
@@ -364,7 +390,7 @@ def _prepare_output_dir(accelerator: Accelerator, plan: Plan) -> None:
     if accelerator.is_main_process:
         resume_step = None
         if plan.resume_dir is not None:
-            resume_step = int(json.loads((plan.resume_dir / LOOP_STATE_FILE).read_text())["global_step"])
+            resume_step = read_loop_state(plan.resume_dir).global_step
         prepare_output_dir(plan.output_dir, plan.cfg.train.overwrite_output_dir, resume_step, to_yaml(plan.cfg))
     accelerator.wait_for_everyone()
 

@@ -20,7 +20,8 @@ from .data import check_data_files
 from .deepspeed_config import check_deepspeed_config
 from .distributed import threads_from_env
 from .errors import ConfigError, first_line, notice
-from .evaluation import load_metrics
+from .best import best_metric_name
+from .evaluation import load_metrics, score
 from .modeling import check_trained_weights, resolve_model_source, saved_run_config
 from .recipe import Recipe
 from .registry import available_recipes, load_recipe_class
@@ -139,6 +140,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     recipe.validate_options()
     check_peft_config_file(cfg.peft)
     check_scheduler(cfg.train.lr_scheduler)
+    check_training_options(cfg, recipe)
     check_data_files(cfg.data, run_splits(cfg))
     default_model = recipe.default_model_dir() if cfg.model.name_or_path is None else None
     if cfg.mode != "train" and cfg.model.name_or_path is None:
@@ -184,6 +186,20 @@ def check_metrics_fit(recipe: Recipe, metric_modules: dict[str, EvaluationModule
                 f"eval.metrics: {label} cannot score {recipe.name} predictions ({type(exc).__name__}: {first_line(exc)}); "
                 f"use metrics made for this task, e.g. eval.metrics=[{','.join(recipe.default_metrics) or '...'}]"
             ) from None
+    name = best_metric_name(recipe.cfg, recipe)
+    if recipe.cfg.mode == "train" and recipe.cfg.train.eval_every and name is not None:
+        keys = [k for k, v in score(recipe, metric_modules, probe).items() if isinstance(v, (int, float))]
+        if name not in keys:
+            raise ConfigError(f"eval.best_metric={name!r} is not a metric of this run; it computes: {', '.join(keys)}")
+
+
+def check_training_options(cfg: RunConfig, recipe: Recipe) -> None:
+    """Training settings that depend on the recipe."""
+    if cfg.mode == "train" and cfg.train.label_smoothing and not recipe.supports_label_smoothing:
+        raise ConfigError(
+            f"train.label_smoothing applies to generative recipes (summarization, translation, speech seq2seq); "
+            f"{recipe.name} does not use it: set it to 0"
+        )
 
 
 def check_output_dir(cfg: RunConfig, output_dir: Path, resume_dir: Optional[Path], model_source: str) -> None:

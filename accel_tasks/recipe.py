@@ -74,6 +74,7 @@ class Recipe(ABC):
     - ``Options``: a dataclass; its fields are the ``task.*`` settings, each field's docstring is its
       ``--help`` line, and ``self.options`` is the resolved instance.
     - ``default_metrics``: evaluate ids or paths to metric modules, used when ``eval.metrics`` is unset.
+    - ``primary_metric``: the metric key that picks the best evaluation when ``eval.best_metric`` is unset.
     - ``auto_model_class`` / ``processor_class``: transformers Auto class names for the default loader.
     - ``sample_dir``: the bundled offline sample: ``{train,validation}.jsonl`` and ``model/``.
     - ``preset_file``: the YAML preset (not inherited); None: ``<module>.yaml`` beside the recipe's module (plugins).
@@ -83,6 +84,8 @@ class Recipe(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     default_metrics: ClassVar[tuple[str, ...]] = ()
+    primary_metric: ClassVar[Optional[str]] = None
+    supports_label_smoothing: ClassVar[bool] = False
     auto_model_class: ClassVar[str] = "AutoModel"
     processor_class: ClassVar[str] = "AutoTokenizer"
     sample_dir: ClassVar[Optional[Path]] = None
@@ -257,6 +260,23 @@ def pad_value_for(array: Union[np.ndarray, torch.Tensor]) -> float:
 # -- generation and decoding, shared by every generative recipe --------------------------------------
 
 
+def smoothed_loss(model: PreTrainedModel, batch: Batch, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy with label smoothing (Trainer's label_smoothing_factor), padding (PAD_INT) ignored.
+
+    Why not the model's loss: transformers models compute plain cross-entropy; smoothing is the trainer's job.
+    """
+    outputs = model(**batch)
+    if not label_smoothing:
+        return outputs.loss
+    import torch.nn.functional as F
+
+    logits = outputs.logits
+    labels = batch["labels"].to(logits.device)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=PAD_INT, label_smoothing=label_smoothing
+    )
+
+
 def positions_limit(model: PreTrainedModel) -> Optional[int]:
     """Longest input the model's learned or fixed position table holds; None for relative positions (T5)."""
     config = model.config
@@ -335,8 +355,14 @@ class Seq2SeqRecipe(Recipe):
             if value < 1:
                 raise ConfigError(f"task.{key}={value} must be at least 1 token (an empty {key.split('_')[1]} cannot be learned)")
 
+    supports_label_smoothing = True
+
     def metric_probe(self) -> Optional[EvalOutput]:
         return EvalOutput(predictions=["a small test"], references=["a small test"], records=[])
+
+    def training_loss(self, model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+        """The model's loss, or label-smoothed cross-entropy over the same logits with train.label_smoothing."""
+        return smoothed_loss(model, batch, self.cfg.train.label_smoothing)
 
     def load_model(self) -> tuple[PreTrainedModel, Processor]:
         """The model, then task.max_*_length capped to what it can hold (with a notice)."""

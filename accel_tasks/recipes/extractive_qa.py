@@ -100,6 +100,7 @@ class ExtractiveQARecipe(Recipe):
     name = "extractive_qa"
     Options = ExtractiveQAOptions
     default_metrics = ("squad",)
+    primary_metric = "f1"
     auto_model_class = "AutoModelForQuestionAnswering"
     processor_class = "AutoTokenizer"
     sample_dir = SAMPLES_DIR / "extractive_qa"

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..recipe import PAD_INT, EvalOutput, Recipe, decode_generated, generation_kwargs
+from ..recipe import PAD_INT, EvalOutput, Recipe, decode_generated, generation_kwargs, smoothed_loss
 from . import PRESETS_DIR, SAMPLES_DIR
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class SpeechRecognitionRecipe(Recipe):
     name = "speech_recognition"
     Options = SpeechRecognitionOptions
     default_metrics = ("wer", "cer")
+    primary_metric = "wer"
     # Replaced per instance once the model family is known (load_model).
     auto_model_class = "AutoModelForCTC"
     processor_class = "AutoProcessor"
@@ -174,6 +175,8 @@ class SpeechRecognitionRecipe(Recipe):
         opts = self.options
         if self.model_type == CTC and (opts.language is not None or opts.task is not None):
             raise ConfigError("task.language / task.task set an encoder-decoder model's language and task tokens; this model is CTC")
+        if self.model_type == CTC and self.cfg.train.label_smoothing and self.cfg.mode == "train":
+            raise ConfigError("train.label_smoothing applies to encoder-decoder speech models (Whisper); this model is CTC: set it to 0")
         if self.model_type != CTC and opts.build_vocab:
             raise ConfigError("task.build_vocab=true builds a CTC character vocabulary; this model is encoder-decoder and keeps its tokenizer")
         if self.model_type == CTC and opts.build_vocab:
@@ -205,6 +208,12 @@ class SpeechRecognitionRecipe(Recipe):
         self.model, self.processor = model, processor
         self.log(f"speech model family: {self.model_type} ({type(model).__name__}, {type(feature_extractor).__name__} at {feature_extractor.sampling_rate} Hz)")
         return model, processor
+
+    supports_label_smoothing = True
+
+    def training_loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder-decoder models take train.label_smoothing (CTC refuses it at load time)."""
+        return smoothed_loss(model, batch, self.cfg.train.label_smoothing)
 
     def metric_probe(self) -> EvalOutput:
         """Normalised transcripts, as postprocess gives wer / cer."""

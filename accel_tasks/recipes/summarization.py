@@ -44,6 +44,7 @@ class SummarizationRecipe(Seq2SeqRecipe):
     name = "summarization"
     Options = SummarizationOptions
     default_metrics = ("rouge",)
+    primary_metric = "rougeL"
     sample_dir = SAMPLES_DIR / "summarization"
     preset_file = PRESETS_DIR / "summarization.yaml"
 

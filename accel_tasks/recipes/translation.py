@@ -95,6 +95,7 @@ class TranslationRecipe(Seq2SeqRecipe):
     name = "translation"
     Options = TranslationOptions
     default_metrics = ("sacrebleu", "chrf")
+    primary_metric = "sacrebleu"
     sample_dir = SAMPLES_DIR / "translation"
     preset_file = PRESETS_DIR / "translation.yaml"
 
