@@ -178,17 +178,21 @@ def check_metrics_fit(recipe: Recipe, metric_modules: dict[str, EvaluationModule
     probe = recipe.metric_probe()
     if probe is None:
         return
-    for label, module in metric_modules.items():
-        try:
-            module.compute(predictions=probe.predictions, references=probe.references, **recipe.metric_kwargs(label))
-        except Exception as exc:  # any failure means the same thing here: this metric cannot score this task
-            raise ConfigError(
-                f"eval.metrics: {label} cannot score {recipe.name} predictions ({type(exc).__name__}: {first_line(exc)}); "
-                f"use metrics made for this task, e.g. eval.metrics=[{','.join(recipe.default_metrics) or '...'}]"
-            ) from None
+    try:
+        scored = score(recipe, metric_modules, probe)  # as the eval itself scores, so the keys are the eval's keys
+    except Exception:  # any failure means the same thing here: a metric cannot score this task; find which one
+        for label, module in metric_modules.items():
+            try:
+                score(recipe, {label: module}, probe)
+            except Exception as exc:
+                raise ConfigError(
+                    f"eval.metrics: {label} cannot score {recipe.name} predictions ({type(exc).__name__}: {first_line(exc)}); "
+                    f"use metrics made for this task, e.g. eval.metrics=[{','.join(recipe.default_metrics) or '...'}]"
+                ) from None
+        raise
+    keys = [k for k, v in scored.items() if isinstance(v, (int, float))]
     name = best_metric_name(recipe.cfg, recipe)
     if recipe.cfg.mode == "train" and recipe.cfg.train.eval_every and name is not None:
-        keys = [k for k, v in score(recipe, metric_modules, probe).items() if isinstance(v, (int, float))]
         if name not in keys:
             raise ConfigError(f"eval.best_metric={name!r} is not a metric of this run; it computes: {', '.join(keys)}")
 
