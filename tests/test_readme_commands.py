@@ -79,3 +79,12 @@ def test_estimate_memory_prints_the_readme_table(tmp_path: Path):
     for line in pasted:
         if line.startswith("ZeRO-") or line.startswith("setting"):
             assert line in printed, line
+
+
+def test_help_of_a_plugin_file_lists_its_options_with_their_docs(tmp_path: Path):
+    """README (Plugins): `accel-tasks recipe=file.py:Class --help` documents the plugin's task.* keys."""
+    recipe = REPO / "examples" / "text_classification_plugin" / "accel_tasks_textcls" / "recipe.py"
+    result = accel_tasks(f"recipe={recipe}:TextClassificationRecipe", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"task\.labels = \['negative', 'positive'\]\s+The label names in id order", result.stdout)
+    assert re.search(r"task\.max_length = 32\s+Tokens kept per text", result.stdout)  # 32: the plugin's own preset

@@ -16,9 +16,13 @@ HERE = Path(__file__).resolve().parent
 @dataclass
 class TextClassificationOptions:
     text_column: str = "text"
+    """Column holding the text to classify."""
     label_column: str = "label"
+    """Column holding the label (a name from labels, or its index)."""
     labels: list[str] = field(default_factory=lambda: ["negative", "positive"])
+    """The label names in id order; an eval-only run takes them from the trained model instead."""
     max_length: int = 128
+    """Tokens kept per text."""
 
 
 class TextClassificationRecipe(Recipe):
