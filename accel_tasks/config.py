@@ -415,13 +415,10 @@ def _suggestion(key: str, candidates: list[str]) -> str:
     leaf = key.rsplit(".", 1)[-1]
     if leaf in LAUNCHER_NAMES:
         return f"; {LAUNCHER_NAMES[leaf]}"
-    trainer = TRAINER_NAMES.get(leaf) or next(iter(difflib.get_close_matches(leaf, list(TRAINER_NAMES), n=1, cutoff=0.85)), None)
-    if trainer is not None and trainer not in candidates and leaf in TRAINER_NAMES:
-        trainer = None
-    if trainer is not None:
-        mapped = TRAINER_NAMES.get(trainer, trainer)
-        if mapped in candidates:
-            return f"; did you mean {mapped!r}? (Trainer's {trainer if trainer in TRAINER_NAMES else leaf} is {mapped} here)"
+    trainer_name = leaf if leaf in TRAINER_NAMES else next(iter(difflib.get_close_matches(leaf, list(TRAINER_NAMES), n=1, cutoff=0.85)), None)
+    if trainer_name is not None and TRAINER_NAMES[trainer_name] in candidates:
+        ours = TRAINER_NAMES[trainer_name]
+        return f"; did you mean {ours!r}? (Trainer's {trainer_name} is {ours} here)"
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
     if not close:
         close = [c for c in candidates if c.rsplit(".", 1)[-1] == leaf][:1]

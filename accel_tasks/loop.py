@@ -139,9 +139,6 @@ def _train(
         f"training: {len(features['train'])} features, {steps_per_epoch} steps/epoch, {total_steps} steps, "
         f"batch {tcfg.batch_size} x {accelerator.num_processes} processes x {tcfg.grad_accum} accumulation"
     )
-    checkpoints_root = plan.output_dir / "checkpoints"
-    if accelerator.is_main_process:
-        clear_leftovers(checkpoints_root)
     stop = StopRequest()
     stop.install()
     try:
@@ -170,6 +167,8 @@ def _train_steps(
 
     cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
     checkpoints_root = plan.output_dir / "checkpoints"
+    if accelerator.is_main_process:
+        clear_leftovers(checkpoints_root)
     health = StepHealth(accelerator)
     best = BestTracker(cfg, recipe) if tracking(cfg) else None
     last_checkpoint: Optional[Path] = plan.resume_dir

@@ -150,6 +150,24 @@ class Recipe(ABC):
         )
         return self.model, self.processor
 
+    def cap_to_positions(self, model: PreTrainedModel, *keys: str) -> bool:
+        """Cap each length setting (``task.x`` or ``generation.x``) to the model's position table, with a notice.
+
+        Why: a length above the table ends in an IndexError deep in the embedding, after training. Returns
+        whether anything was capped; models with relative positions (no table) are left alone.
+        """
+        limit = positions_limit(model)
+        capped = False
+        for dotted in keys:
+            group, _, key = dotted.partition(".")
+            node = self.options if group == "task" else getattr(self.cfg, group)
+            value = getattr(node, key)
+            if limit is not None and value is not None and value > limit:
+                self.log(f"{dotted}={value} is more than the model's {limit} positions; capped to {limit}")
+                setattr(node, key, limit)
+                capped = True
+        return capped
+
     def peft_modules_to_save(self, model: PreTrainedModel) -> list[str]:
         """Modules trained in full and saved with a PEFT adapter: the task head a pretrained model lacks.
 
@@ -367,14 +385,7 @@ class Seq2SeqRecipe(Recipe):
     def load_model(self) -> tuple[PreTrainedModel, Processor]:
         """The model, then task.max_*_length capped to what it can hold (with a notice)."""
         model, processor = super().load_model()
-        limit = positions_limit(model)
-        if limit is not None:
-            for node, key in ((self.options, "max_source_length"), (self.options, "max_target_length"), (self.cfg.generation, "max_new_tokens")):
-                value = getattr(node, key)
-                if value is not None and value > limit:
-                    group = "task" if node is self.options else "generation"
-                    self.log(f"{group}.{key}={value} is more than the model's {limit} positions; capped to {limit}")
-                    setattr(node, key, limit)
+        self.cap_to_positions(model, "task.max_source_length", "task.max_target_length", "generation.max_new_tokens")
         return model, processor
 
     def generation_kwargs(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from ..errors import ConfigError, list_rows
-from ..recipe import EvalOutput, Recipe, positions_limit
+from ..recipe import EvalOutput, Recipe
 from .qa import (
     EVAL_ONLY_COLUMNS,
     NESTED,
@@ -153,11 +153,9 @@ class ExtractiveQARecipe(Recipe):
             check_fast_tokenizer(self.processor)
         except QADataError as exc:
             raise _as_config_error(exc) from None
-        limit = positions_limit(self.model)
         opts = self.options
-        if limit is not None and opts.max_seq_length > limit:
-            self.log(f"task.max_seq_length={opts.max_seq_length} is more than the model's {limit} positions; capped to {limit}")
-            opts.max_seq_length = limit
+        if self.cap_to_positions(self.model, "task.max_seq_length"):
+            limit = opts.max_seq_length
             if opts.doc_stride >= limit:
                 raise ConfigError(f"task.doc_stride={opts.doc_stride} does not fit the model's {limit}-token windows; "
                                   f"set task.doc_stride below {limit}, e.g. task.doc_stride={limit // 3}")
