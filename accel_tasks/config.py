@@ -200,7 +200,7 @@ class RunConfig:
     recipe: str = "summarization"
     """Built-in name, entry-point name, path/to/file.py:Class or package.module:Class."""
     mode: str = "train"
-    """train, or eval (score a model without training)."""
+    """train; eval (score a model without training); predict (predictions.jsonl for data.test_file, references optional)."""
     output_dir: Optional[str] = None
     """Where everything is written; None: outputs/<recipe> for training, outputs/<recipe>-eval for eval-only runs."""
     seed: int = 42
@@ -217,7 +217,7 @@ class RunConfig:
     """The recipe's Options dataclass."""
 
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "predict")
 # The splits a run can read (data.<split>_split / data.<split>_file).
 SPLITS = ("train", "validation", "test")
 
@@ -514,7 +514,11 @@ def _check_generation_values(generation: GenerationOptions) -> None:
 
 
 def run_splits(cfg: RunConfig) -> tuple[str, ...]:
-    """The splits a run reads, the scored one last: (train, eval.split) for training, (eval.split,) otherwise."""
+    """The splits a run reads, the scored one last: (train, eval.split) for training, (eval.split,) otherwise.
+
+    mode=predict reads the test split (data.test_file, or data.test_split of data.name): preflight sets
+    eval.split=test for it, so the saved config says which split was predicted.
+    """
     return ("train", cfg.eval.split) if cfg.mode == "train" else (cfg.eval.split,)
 
 

@@ -103,9 +103,10 @@ def run_eval(
     if not accelerator.is_main_process:
         return {}, None
     result = recipe.postprocess(arrays, examples, features)
-    metrics = score(recipe, metric_modules, result)
+    metrics = score(recipe, metric_modules, result) if result.scorable else {}
     runtime = time.perf_counter() - start
-    metrics.update({"eval_samples": len(examples), "eval_runtime_s": round(runtime, 3)})
+    prefix = "predict" if cfg.mode == "predict" else "eval"
+    metrics.update({f"{prefix}_samples": len(examples), f"{prefix}_runtime_s": round(runtime, 3)})
     return metrics, result
 
 

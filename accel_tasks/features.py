@@ -33,6 +33,7 @@ def feature_fingerprint(dataset: datasets.Dataset, recipe: Recipe, split: str) -
         "recipe": f"{type(recipe).__module__}.{type(recipe).__qualname__}",
         "task": OmegaConf.to_container(recipe.cfg.task, resolve=True) if recipe.cfg.task is not None else None,
         "split": split,
+        "with_references": recipe.with_references,
         "processor": [type(processor).__name__, getattr(processor, "name_or_path", None), len(processor) if hasattr(processor, "__len__") else None],
         "preprocess": recipe.preprocess_fingerprint(),
     }

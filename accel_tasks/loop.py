@@ -25,6 +25,7 @@ from .export import export_model
 from .features import make_features
 from .files import write_json, write_jsonl
 from .guards import StepHealth, StopRequest, die_with_launcher, weights_finite
+from .model_card import write_model_card
 from .modeling import count_parameters
 from .preflight import Plan
 from .recipe import Recipe
@@ -68,6 +69,9 @@ def run(plan: Plan) -> dict[str, Any]:
     splits = run_splits(cfg)
     raw = recipe.load_data(splits)
     features = {}
+    if cfg.mode == "predict":
+        recipe.with_references = recipe.has_references(raw[cfg.eval.split])
+        log(f"predict: {len(raw[cfg.eval.split])} inputs, " + ("with references: they are scored too" if recipe.with_references else "no references: predictions only"))
     for split in splits:
         check_columns(raw[split], recipe.required_columns(split, raw[split].column_names), split)
         raw[split] = recipe.prepare_raw(raw[split], split)
@@ -257,7 +261,9 @@ def _train_steps(
         if stopped_early:
             train_stats["stopped_early_at_step"] = state.global_step
     log(f"model exported to {export_dir}")
-    return _final_eval(accelerator, plan, model, raw, features, log, step=state.global_step, extra=train_stats)
+    metrics = _final_eval(accelerator, plan, model, raw, features, log, step=state.global_step, extra=train_stats)
+    write_model_card(accelerator, export_dir, cfg, recipe, metrics)  # the card holds the final metrics: after the final eval
+    return metrics
 
 
 _DIVERGENCE_FIXES = (

@@ -128,7 +128,7 @@ def _preset_layers(recipe_cls: type[Recipe]) -> tuple[list[tuple[str, DictConfig
 
 
 def default_output_dir(cfg: RunConfig, recipe_name: str) -> str:
-    return f"outputs/{recipe_name}" if cfg.mode == "train" else f"outputs/{recipe_name}-eval"
+    return f"outputs/{recipe_name}" if cfg.mode == "train" else f"outputs/{recipe_name}-{cfg.mode}"
 
 
 def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
@@ -136,6 +136,8 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     if cfg.output_dir is None:
         cfg.output_dir = default_output_dir(cfg, recipe_cls.name)
     output_dir = Path(cfg.output_dir)
+    if cfg.mode == "predict":
+        check_predict_inputs(cfg)
     recipe = recipe_cls(cfg)
     recipe.validate_options()
     check_peft_config_file(cfg.peft)
@@ -159,6 +161,16 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     # Last: the lock is the first thing a run writes, so every check above has passed.
     check_output_dir(cfg, output_dir, resume_dir, model_source)
     return Plan(cfg=cfg, recipe=recipe, output_dir=output_dir, resume_dir=resume_dir, metric_modules=metric_modules)
+
+
+def check_predict_inputs(cfg: RunConfig) -> None:
+    """mode=predict reads the test split: data.test_file, or data.test_split of data.name (HF's --test_file / do_predict)."""
+    if cfg.data.test_file is None and cfg.data.name is None:
+        raise ConfigError(
+            "mode=predict needs inputs: set data.test_file=FILE (jsonl/json/csv/tsv/parquet; references optional), "
+            "or data.name=<hub id or local dataset dir> with data.test_split=<split>"
+        )
+    cfg.eval.split = "test"
 
 
 def check_scheduler(name: str) -> None:

@@ -56,13 +56,20 @@ class EvalOutput:
     """What postprocessing hands back for the whole eval split.
 
     ``predictions`` and ``references`` go to every metric's ``compute`` unchanged (their element type is
-    whatever the recipe's metrics expect: strings, SQuAD dicts, label ids); ``records`` become the lines of
-    predictions.jsonl, one JSON-serialisable dict per example, in input order.
+    whatever the recipe's metrics expect: strings, SQuAD dicts, label ids); ``references`` is None when the
+    inputs have none (mode=predict). ``records`` become the lines of predictions.jsonl, one JSON-serialisable
+    dict per example, in input order: ``id``, ``input`` (the source or question, shortened by ``preview``),
+    the prediction, and the reference when there is one.
     """
 
     predictions: list
-    references: list
+    references: Optional[list]
     records: list[dict]
+
+    @property
+    def scorable(self) -> bool:
+        """False for mode=predict on inputs without references: nothing to score, predictions only."""
+        return self.references is not None
 
 
 class Recipe(ABC):
@@ -79,6 +86,10 @@ class Recipe(ABC):
     - ``sample_dir``: the bundled offline sample: ``{train,validation}.jsonl`` and ``model/``.
     - ``preset_file``: the YAML preset (not inherited); None: ``<module>.yaml`` beside the recipe's module (plugins).
     - ``length_column``: feature column whose length orders eval batches (``eval.group_by_length``).
+    - ``pipeline_tag``: the Hugging Face task of the exported model (model card ``pipeline_tag`` and
+      ``model-index`` task type), e.g. ``summarization``; None: the card names the recipe instead.
+    - ``example_score_name`` / ``example_score_higher_is_better``: what :meth:`example_scores` returns
+      (e.g. ``ROUGE-L``, higher is better); the run report ranks predictions by it.
     """
 
     name: ClassVar[str] = ""
@@ -91,6 +102,9 @@ class Recipe(ABC):
     sample_dir: ClassVar[Optional[Path]] = None
     preset_file: ClassVar[Optional[Path]] = None
     length_column: ClassVar[str] = "input_ids"
+    pipeline_tag: ClassVar[Optional[str]] = None
+    example_score_name: ClassVar[Optional[str]] = None
+    example_score_higher_is_better: ClassVar[bool] = True
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
@@ -99,6 +113,9 @@ class Recipe(ABC):
         self.processor: Optional[Processor] = None
         # The loop replaces this with its main-process console log; recipes report counts and notices through it.
         self.log: Callable[[str], None] = _logger.info
+        # False only in mode=predict on inputs without references (the loop asks has_references first):
+        # then required_columns, preprocess and postprocess leave the reference columns alone.
+        self.with_references = True
 
     @classmethod
     def preset_path(cls) -> Optional[Path]:
@@ -188,9 +205,18 @@ class Recipe(ABC):
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         """Columns a raw split must have, mapped to the option that names them (for the error hint).
 
-        ``column_names`` are the split's columns, for recipes that pick known columns by name.
+        ``column_names`` are the split's columns, for recipes that pick known columns by name. Without
+        references (``self.with_references`` False) only the input columns are required.
         """
         return {}
+
+    def has_references(self, dataset: datasets.Dataset) -> bool:
+        """Whether a raw split carries what predictions are scored against; asked by mode=predict only.
+
+        A recipe that can predict from inputs alone answers False for inputs without references; the
+        default (True) means predict runs need the same columns as eval runs.
+        """
+        return True
 
     def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Last chance to fix up a raw split (filter, rename, cast) before features are made."""
@@ -245,6 +271,16 @@ class Recipe(ABC):
         """
         return None
 
+    @classmethod
+    def example_scores(cls, records: list[dict]) -> Optional[list[Optional[float]]]:
+        """One score per predictions.jsonl record (``example_score_name``), None where a record has no reference.
+
+        Why a hook: only the recipe knows its record keys and which per-example score matches its metric; the
+        run report (``accel-tasks report``) shows the best and worst predictions by it. A class method, so the
+        report needs no model or data. The default, None, means the recipe offers no per-example score.
+        """
+        return None
+
     def metrics(self) -> list[str]:
         """The metrics this run scores with: eval.metrics, else the recipe's default."""
         return list(self.cfg.eval.metrics or self.default_metrics)
@@ -264,6 +300,16 @@ class Recipe(ABC):
             return int(batch["attention_mask"].sum())
         labels = batch.get("labels")
         return int((labels != PAD_INT).sum()) if labels is not None else 0
+
+
+# Characters of the source or question kept in each predictions.jsonl record: enough to recognise the example.
+PREVIEW_CHARS = 200
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """``text`` shortened to ``limit`` characters (with an ellipsis), so predictions.jsonl reads on its own."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def pad_value_for(array: Union[np.ndarray, torch.Tensor]) -> float:
@@ -355,8 +401,9 @@ class Seq2SeqRecipe(Recipe):
         prefix = self.options.source_prefix or ""
         sources = [prefix + text for text in self.source_texts(batch)]
         features = tokenizer(sources, max_length=self.options.max_source_length, truncation=True)
-        labels = tokenizer(text_target=self.target_texts(batch), max_length=self.options.max_target_length, truncation=True)
-        features["labels"] = labels["input_ids"]
+        if self.with_references:
+            labels = tokenizer(text_target=self.target_texts(batch), max_length=self.options.max_target_length, truncation=True)
+            features["labels"] = labels["input_ids"]
         return features
 
     def collate(self, features: list[dict[str, Any]]) -> Batch:
@@ -408,10 +455,13 @@ class Seq2SeqRecipe(Recipe):
         self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset
     ) -> EvalOutput:
         predictions = self.decode(outputs["generated_tokens"])
-        references = self.reference_texts(examples)
-        ids = examples["id"] if "id" in examples.column_names else list(range(len(examples)))
+        rows = examples[:]
+        references = self.reference_texts(examples) if self.with_references else None
+        ids = rows["id"] if "id" in rows else list(range(len(examples)))
         records = [
-            {"id": example_id, "prediction": prediction, "reference": reference}
-            for example_id, prediction, reference in zip(ids, predictions, references)
+            {"id": example_id, "input": preview(source), "prediction": prediction}
+            for example_id, source, prediction in zip(ids, self.source_texts(rows), predictions)
         ]
+        for record, reference in zip(records, references or ()):
+            record["reference"] = reference
         return EvalOutput(predictions=predictions, references=references, records=records)

@@ -441,7 +441,7 @@ def test_offline_default_run_trains_exports_and_scores(trained_run):
     records = read_jsonl(out / "predictions.jsonl")
     validation = read_jsonl(SAMPLE / "validation.jsonl")[:16]
     assert [r["id"] for r in records] == [v["id"] for v in validation]
-    assert [r["source"] for r in records] == [v["translation"]["en"] for v in validation]
+    assert [r["input"] for r in records] == [v["translation"]["en"] for v in validation]
     assert [r["references"] for r in records] == [[v["translation"]["de"]] for v in validation]
     # The corpus scores are sacreBLEU's own over exactly what predictions.jsonl holds.
     import sacrebleu

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from ..errors import ConfigError, list_rows
-from ..recipe import EvalOutput, Recipe
+from ..recipe import EvalOutput, Recipe, preview
 from .qa import (
     EVAL_ONLY_COLUMNS,
     NESTED,
@@ -105,6 +105,8 @@ class ExtractiveQARecipe(Recipe):
     processor_class = "AutoTokenizer"
     sample_dir = SAMPLES_DIR / "extractive_qa"
     preset_file = PRESETS_DIR / "extractive_qa.yaml"
+    pipeline_tag = "question-answering"
+    example_score_name = "F1"
     length_column = "input_ids"
 
     # -- checks -----------------------------------------------------------------------------------
@@ -202,10 +204,19 @@ class ExtractiveQARecipe(Recipe):
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         option = {"question": "question_column", "context": "context_column", "answers": "answer_column", "id": "id_column"}
-        return {column: f"task.{option[std]}" for std, column in self._column_options().items()}
+        columns = self._column_options()
+        if not self.with_references:
+            columns.pop("answers")
+        return {column: f"task.{option[std]}" for std, column in columns.items()}
+
+    def has_references(self, dataset: datasets.Dataset) -> bool:
+        return self.options.answer_column in dataset.column_names
 
     def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Rename the user's columns to the standard ones, then refuse bad rows with one error naming them all."""
+        if not self.with_references:
+            # Questions alone (mode=predict): no answers, which the shared row checks read as unanswerable.
+            dataset = dataset.add_column(self.options.answer_column, [{"text": [], "answer_start": []}] * len(dataset))
         renames = {column: std for std, column in self._column_options().items() if column != std}
         clashing = [std for std in renames.values() if std in dataset.column_names and std not in renames]
         if clashing:
@@ -213,7 +224,7 @@ class ExtractiveQARecipe(Recipe):
         if renames:
             dataset = dataset.rename_columns(renames)
         try:
-            problems = validate_examples(dataset, allow_unanswerable=self.options.version_2_with_negative)
+            problems = validate_examples(dataset, allow_unanswerable=self.options.version_2_with_negative or not self.with_references)
         except QADataError as exc:
             raise ConfigError(f"the {split} data: {exc}") from None
         if problems:
@@ -275,10 +286,28 @@ class ExtractiveQARecipe(Recipe):
         except QADataError as exc:
             raise _as_config_error(exc) from None
         metric_predictions = predictions.metric_predictions()
-        references = squad_references(examples)
-        records = predictions.records()
-        for record, metric_input, reference in zip(records, metric_predictions, references):
+        references = squad_references(examples) if self.with_references else None
+        records = [
+            {"id": record.pop("id"), "input": preview(f"{question} | {context}"), **record}
+            for record, question, context in zip(predictions.records(), examples["question"], examples["context"])
+        ]
+        for record, metric_input in zip(records, metric_predictions):
             if "no_answer_probability" in metric_input:
                 record["no_answer_probability"] = metric_input["no_answer_probability"]
+        for record, reference in zip(records, references or ()):
             record["answers"] = reference["answers"]["text"]
         return EvalOutput(predictions=metric_predictions, references=references, records=records)
+
+    @classmethod
+    def example_scores(cls, records: list[dict]) -> Optional[list[Optional[float]]]:
+        """SQuAD token F1 (0-100) of each answer, the best over its gold answers, by the shipped squad_v2 rules.
+
+        An unanswerable question (no gold answer) scores 100 for an empty prediction, else 0, as squad_v2 does.
+        """
+        from ..metrics.squad_v2.squad_v2 import get_raw_scores
+
+        return [
+            None if record.get("answers") is None
+            else 100.0 * get_raw_scores({0: list(record["answers"])}, {0: record["prediction_text"]})[1][0]
+            for record in records
+        ]

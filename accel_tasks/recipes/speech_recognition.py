@@ -81,6 +81,9 @@ class SpeechRecognitionRecipe(Recipe):
     processor_class = "AutoProcessor"
     sample_dir = SAMPLES_DIR / "speech_recognition"
     preset_file = PRESETS_DIR / "speech_recognition.yaml"
+    pipeline_tag = "automatic-speech-recognition"
+    example_score_name = "WER"
+    example_score_higher_is_better = False
     length_column = "input_features"
 
     def __init__(self, cfg: RunConfig) -> None:
@@ -312,15 +315,24 @@ class SpeechRecognitionRecipe(Recipe):
 
         audio = pick_column(column_names, self.options.audio_column, AUDIO_COLUMNS, self._typed_audio_columns)
         text = pick_column(column_names, self.options.text_column, TEXT_COLUMNS)
+        if text is None and not self.with_references:
+            text = ""  # audio alone (mode=predict): there is no transcript column
         if audio is None or text is None:
             missing = "an audio column (task.audio_column=<column>)" if audio is None else "a text column (task.text_column=<column>)"
             raise ConfigError(f"cannot find {missing} among the data's columns: {', '.join(column_names)}")
         self.audio_column, self.text_column = audio, text
         return audio, text
 
+    def has_references(self, dataset: datasets.Dataset) -> bool:
+        from .speech.rawdata import TEXT_COLUMNS, pick_column
+
+        return pick_column(dataset.column_names, self.options.text_column, TEXT_COLUMNS) in dataset.column_names
+
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         audio, text = self.columns(column_names)
-        required = {audio: "task.audio_column", text: "task.text_column"}
+        required = {audio: "task.audio_column"}
+        if self.with_references:
+            required[text] = "task.text_column"
         if self.options.id_column:
             required[self.options.id_column] = "task.id_column"
         return required
@@ -349,7 +361,8 @@ class SpeechRecognitionRecipe(Recipe):
         self.id_column = self.options.id_column or ("id" if "id" in dataset.column_names else ROW_COLUMN)
         if self.id_column == ROW_COLUMN and ROW_COLUMN not in dataset.column_names:
             dataset = dataset.add_column(ROW_COLUMN, list(range(len(dataset))))
-        dataset = self._drop_empty_transcripts(dataset, split)
+        if self.with_references:
+            dataset = self._drop_empty_transcripts(dataset, split)
         if split == "train" and self.model_type == "ctc":
             self._report_unknown_characters(dataset)
         base_dir = self.audio_base_dir(split)
@@ -459,13 +472,13 @@ class SpeechRecognitionRecipe(Recipe):
                 tokenizer=tokenizer,
                 normalizer=self.target_normalizer(),
                 audio_column=self.audio_column,
-                text_column=self.text_column,
+                text_column=self.text_column if self.with_references else None,
                 id_column=self.id_column,
                 base_dir=base_dir,
             )
         except (AudioLoadError, EmptyTranscriptError) as exc:
             raise ConfigError(str(exc)) from None
-        if self.model_type != CTC:
+        if self.model_type != CTC and self.with_references:
             self._check_label_lengths(features["labels"], batch[self.id_column])
         name = self.length_column
         features[name], features[SHAPE_COLUMN] = pack_arrays(features[name])
@@ -532,24 +545,41 @@ class SpeechRecognitionRecipe(Recipe):
             raw_predictions = decode_ctc_ids(outputs["frame_ids"], tokenizer)
         else:
             raw_predictions = decode_generated(outputs["generated_tokens"], tokenizer)
-        raw_references = [text or "" for text in examples[self.text_column]]
         normalize = self.normalizer()
         predictions = [normalize(text) for text in raw_predictions]
-        references = [normalize(text) for text in raw_references]
         ids = examples[self.id_column]
+        audio = examples.select_columns([self.audio_column])[self.audio_column]
         records = [
-            {
-                "id": row_id,
-                "prediction": prediction,
-                "reference": reference,
-                "prediction_normalized": norm_prediction,
-                "reference_normalized": norm_reference,
-            }
-            for row_id, prediction, reference, norm_prediction, norm_reference in zip(
-                ids, raw_predictions, raw_references, predictions, references
-            )
+            {"id": row_id, "input": _audio_name(clip), "prediction": prediction, "prediction_normalized": norm_prediction}
+            for row_id, clip, prediction, norm_prediction in zip(ids, audio, raw_predictions, predictions)
         ]
+        if not self.with_references:
+            return EvalOutput(predictions=predictions, references=None, records=records)
+        raw_references = [text or "" for text in examples[self.text_column]]
+        references = [normalize(text) for text in raw_references]
+        for record, reference, norm_reference in zip(records, raw_references, references):
+            record["reference"] = reference
+            record["reference_normalized"] = norm_reference
         return EvalOutput(predictions=predictions, references=references, records=records)
+
+    @classmethod
+    def example_scores(cls, records: list[dict]) -> Optional[list[Optional[float]]]:
+        """WER of each utterance on the normalised texts the run scored; None without a (non-empty) reference."""
+        import jiwer
+
+        return [
+            jiwer.wer(record["reference_normalized"], record["prediction_normalized"]) if record.get("reference_normalized") else None
+            for record in records
+        ]
+
+
+def _audio_name(clip: Any) -> str:
+    """What predictions.jsonl shows of a clip: its path (audio files, undecoded Audio columns), else a placeholder."""
+    if isinstance(clip, str):
+        return clip
+    if isinstance(clip, dict) and clip.get("path"):
+        return str(clip["path"])
+    return "(in-memory audio)"
 
 
 class _NoNormalization:

@@ -47,20 +47,36 @@ class SummarizationRecipe(Seq2SeqRecipe):
     primary_metric = "rougeL"
     sample_dir = SAMPLES_DIR / "summarization"
     preset_file = PRESETS_DIR / "summarization.yaml"
+    pipeline_tag = "summarization"
+    example_score_name = "ROUGE-L"
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         text, summary = self.columns(column_names)
-        return {text: "task.text_column", summary: "task.summary_column"}
+        required = {text: "task.text_column"}
+        if self.with_references:
+            required[summary] = "task.summary_column"
+        return required
+
+    def has_references(self, dataset: datasets.Dataset) -> bool:
+        try:
+            return self.columns(dataset.column_names)[1] in dataset.column_names
+        except ConfigError:  # no known text/summary pair: documents alone
+            return False
 
     def columns(self, column_names: list[str]) -> tuple[str, str]:
+        """(text column, summary column): the options, else known columns of data.name or of plain files.
+
+        Without references only the text column has to be found (a file of documents to summarise).
+        """
         known = KNOWN_COLUMNS.get(self.cfg.data.name or "")
         if known is None:
             known = next((pair for pair in FALLBACK_COLUMNS if set(pair) <= set(column_names)), None)
-        if known is None and not (self.options.text_column and self.options.summary_column):
-            raise ConfigError(
-                f"cannot tell the text and summary columns apart among {', '.join(column_names)}; "
-                "set task.text_column=<col> task.summary_column=<col>"
-            )
+        if known is None and not self.with_references:
+            known = next(((text, summary) for text, summary in FALLBACK_COLUMNS if text in column_names), None)
+        if known is None and not (self.options.text_column and (self.options.summary_column or not self.with_references)):
+            wanted = "text and summary columns apart" if self.with_references else "text column"
+            fix = "task.text_column=<col> task.summary_column=<col>" if self.with_references else "task.text_column=<col>"
+            raise ConfigError(f"cannot tell the {wanted} among {', '.join(column_names)}; set {fix}")
         known = known or (None, None)
         self.text_column = self.options.text_column or known[0]
         self.summary_column = self.options.summary_column or known[1]
@@ -75,8 +91,20 @@ class SummarizationRecipe(Seq2SeqRecipe):
     def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
         result = super().postprocess(outputs, examples, features)
         result.predictions = [split_sentences(p) for p in result.predictions]
-        result.references = [split_sentences(r) for r in result.references]
+        if result.scorable:
+            result.references = [split_sentences(r) for r in result.references]
         return result
 
     def default_metric_kwargs(self, metric: str) -> dict[str, Any]:
         return {"use_stemmer": True} if metric == "rouge" else {}
+
+    @classmethod
+    def example_scores(cls, records: list[dict]) -> Optional[list[Optional[float]]]:
+        """ROUGE-L F-measure of each summary against its reference (stemmed, as the run's rouge metric scores it)."""
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        return [
+            None if record.get("reference") is None else scorer.score(record["reference"], record["prediction"])["rougeL"].fmeasure
+            for record in records
+        ]

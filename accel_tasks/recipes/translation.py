@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError, list_rows
-from ..recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe
+from ..recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe, preview
 from . import PRESETS_DIR, SAMPLES_DIR
 from .languages import T5_MODEL_TYPES, default_prefix, language_code_id, language_codes, pick_language_code
 
@@ -98,6 +98,8 @@ class TranslationRecipe(Seq2SeqRecipe):
     primary_metric = "sacrebleu"
     sample_dir = SAMPLES_DIR / "translation"
     preset_file = PRESETS_DIR / "translation.yaml"
+    pipeline_tag = "translation"
+    example_score_name = "chrF"
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
@@ -129,7 +131,23 @@ class TranslationRecipe(Seq2SeqRecipe):
             return None
         if opts.source_lang in column_names and opts.target_lang in column_names:
             return opts.source_lang, opts.target_lang
+        if opts.source_lang in column_names and not self.with_references:
+            return opts.source_lang, None
         return None
+
+    def has_references(self, dataset: datasets.Dataset) -> bool:
+        """Targets or references in the data: a target column, the target language in the translation column."""
+        opts = self.options
+        names = dataset.column_names
+        if opts.references_column:
+            return opts.references_column in names
+        if opts.source_column:
+            return opts.target_column in names
+        if opts.translation_column not in names:
+            return opts.source_lang not in names or opts.target_lang in names
+        rows = dataset.select(range(min(len(dataset), 100)))[opts.translation_column]
+        keys = {key for row in rows if isinstance(row, dict) for key, text in row.items() if text is not None}
+        return opts.target_lang in keys if opts.target_lang else len(keys) > 1
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         opts = self.options
@@ -137,7 +155,7 @@ class TranslationRecipe(Seq2SeqRecipe):
         flat = self.flat_columns(column_names)
         if flat is not None:
             required[flat[0]] = "task.source_column"
-            if flat[1] is not None and (split == "train" or not opts.references_column):
+            if flat[1] is not None and self.with_references and (split == "train" or not opts.references_column):
                 required[flat[1]] = "task.target_column"
         elif opts.translation_column in column_names:
             required[opts.translation_column] = "task.translation_column"
@@ -146,7 +164,7 @@ class TranslationRecipe(Seq2SeqRecipe):
                 f"the {split} data has no {opts.translation_column!r} column (columns: {', '.join(column_names)}); "
                 "set task.source_column=<col> task.target_column=<col> for flat columns, or task.translation_column=<col>"
             )
-        if opts.references_column and split != "train":
+        if opts.references_column and split != "train" and self.with_references:
             required[opts.references_column] = "task.references_column"
         return required
 
@@ -228,6 +246,12 @@ class TranslationRecipe(Seq2SeqRecipe):
         keys = sorted({key for row in rows if isinstance(row, dict) for key in row})
         have = ", ".join(keys) or "none"
         source, target = opts.source_lang, opts.target_lang
+        if not self.with_references:
+            # Sources only (mode=predict): the target language cannot come from the data.
+            if target is None:
+                raise ConfigError(f"the {split} data has no targets, so the target language is unknown; set task.target_lang=<code>")
+            if source is None and len(keys) == 1:
+                source = keys[0]
         if source is None or target is None:
             given = source if source is not None else target
             others = [key for key in keys if key != given]
@@ -238,7 +262,7 @@ class TranslationRecipe(Seq2SeqRecipe):
             source, target = (given, others[0]) if target is None else (others[0], given)
             self.notice(f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)")
         for side, lang in (("source", source), ("target", target)):
-            if lang not in keys:
+            if lang not in keys and (side == "source" or self.with_references):
                 raise ConfigError(f"task.{side}_lang={lang!r} is not a language of the {split} {column!r} column (it has: {have})")
         opts.source_lang, opts.target_lang = source, target
 
@@ -300,6 +324,8 @@ class TranslationRecipe(Seq2SeqRecipe):
                 reason = f"no {source_name}"
             elif not source.strip():
                 reason = f"an empty {source_name}"
+            elif not self.with_references:
+                pass  # sources only (mode=predict)
             elif target is None:
                 reason = f"no {target_name}"
             elif not any(t.strip() for t in target):
@@ -356,11 +382,26 @@ class TranslationRecipe(Seq2SeqRecipe):
     def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
         predictions = self.decode(outputs["generated_tokens"])
         batch = examples[:]
-        references = self.reference_lists(batch)
         sources = self.source_texts(batch)
         ids = batch["id"] if "id" in batch else list(range(len(examples)))
         records = [
-            {"id": example_id, "source": source, "prediction": prediction, "references": refs}
-            for example_id, source, prediction, refs in zip(ids, sources, predictions, references)
+            {"id": example_id, "input": preview(source), "prediction": prediction}
+            for example_id, source, prediction in zip(ids, sources, predictions)
         ]
+        if not self.with_references:
+            return EvalOutput(predictions=predictions, references=None, records=records)
+        references = self.reference_lists(batch)
+        for record, refs in zip(records, references):
+            record["references"] = refs
         return EvalOutput(predictions=predictions, references=metric_references(references), records=records)
+
+    @classmethod
+    def example_scores(cls, records: list[dict]) -> Optional[list[Optional[float]]]:
+        """Sentence chrF (sacreBLEU's defaults, 0-100) of each translation against all of its references."""
+        from sacrebleu.metrics import CHRF
+
+        chrf = CHRF()
+        return [
+            chrf.sentence_score(record["prediction"], record["references"]).score if record.get("references") else None
+            for record in records
+        ]

@@ -36,8 +36,8 @@ def _row_ids(batch: dict[str, list], id_column: str | None, indices: Sequence[in
     return [f"batch position {i}" for i in range(n)]
 
 
-def _check_columns(batch: dict[str, list], audio_column: str, text_column: str) -> None:
-    missing = [c for c in (audio_column, text_column) if c not in batch]
+def _check_columns(batch: dict[str, list], audio_column: str, text_column: str | None) -> None:
+    missing = [c for c in (audio_column, text_column) if c is not None and c not in batch]
     if missing:
         raise ValueError(
             f"column(s) {missing} not found; the data has {sorted(batch)}. "
@@ -53,7 +53,7 @@ def prepare_speech_features(
     tokenizer: Any,
     normalizer: Callable[[str], str] | None = None,
     audio_column: str = "audio",
-    text_column: str = "text",
+    text_column: str | None = "text",
     id_column: str | None = "id",
     base_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, list]:
@@ -65,12 +65,12 @@ def prepare_speech_features(
     (start-of-transcript, language, task, no-timestamps) and end-of-text, so set the tokenizer's language/task
     first (``tokenizer.set_prefix_tokens``); the collator removes the leading start token; no normaliser by
     default, Whisper is trained on cased, punctuated text. Errors name rows by ``id_column``, else by
-    ``indices`` (``map(..., with_indices=True)``).
+    ``indices`` (``map(..., with_indices=True)``). ``text_column=None``: audio alone (no labels), for predictions.
     """
     _check_columns(batch, audio_column, text_column)
     n = len(batch[audio_column])
     ids = _row_ids(batch, id_column, indices, n)
-    texts = [normalizer(t) if (normalizer is not None and t is not None) else t for t in batch[text_column]]
+    texts = [] if text_column is None else [normalizer(t) if (normalizer is not None and t is not None) else t for t in batch[text_column]]
     empty = [rid for rid, t in zip(ids, texts) if t is None or not str(t).strip()]
     if empty:
         shown = ", ".join(repr(r) for r in empty[:10]) + (" ..." if len(empty) > 10 else "")
@@ -88,7 +88,8 @@ def prepare_speech_features(
         feats = feature_extractor(audio, sampling_rate=sr)
         for key, val in feats.items():
             out.setdefault(key, []).append(np.asarray(val[0]))
-    out["labels"] = tokenizer(texts).input_ids
+    if text_column is not None:
+        out["labels"] = tokenizer(texts).input_ids
     return out
 
 

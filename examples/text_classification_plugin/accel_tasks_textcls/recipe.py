@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from accel_tasks.recipe import EvalOutput, Recipe
+from accel_tasks.recipe import EvalOutput, Recipe, preview
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,7 +51,14 @@ class TextClassificationRecipe(Recipe):
         return [name for name, _ in model.named_children() if name in ("classifier", "score")]
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
-        return {self.options.text_column: "task.text_column", self.options.label_column: "task.label_column"}
+        required = {self.options.text_column: "task.text_column"}
+        if self.with_references:
+            required[self.options.label_column] = "task.label_column"
+        return required
+
+    def has_references(self, dataset: Any) -> bool:
+        """mode=predict on texts without labels is allowed: predictions only."""
+        return self.options.label_column in dataset.column_names
 
     def label_id(self, label: Any) -> int:
         labels = list(self.options.labels)
@@ -63,7 +70,8 @@ class TextClassificationRecipe(Recipe):
 
     def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
         features = self.processor(batch[self.options.text_column], max_length=self.options.max_length, truncation=True)
-        features["labels"] = [self.label_id(label) for label in batch[self.options.label_column]]
+        if self.with_references:
+            features["labels"] = [self.label_id(label) for label in batch[self.options.label_column]]
         return features
 
     def collate(self, features: list[dict]) -> dict[str, Any]:
@@ -77,10 +85,14 @@ class TextClassificationRecipe(Recipe):
 
     def postprocess(self, outputs: dict[str, np.ndarray], examples: Any, features: Any) -> EvalOutput:
         predictions = [int(p) for p in outputs["label_ids"]]
-        references = [self.label_id(label) for label in examples[self.options.label_column]]
         labels = list(self.options.labels)
         records = [
-            {"id": i, "text": text, "prediction": labels[p], "reference": labels[r]}
-            for i, (text, p, r) in enumerate(zip(examples[self.options.text_column], predictions, references))
+            {"id": i, "input": preview(text), "prediction": labels[p]}
+            for i, (text, p) in enumerate(zip(examples[self.options.text_column], predictions))
         ]
+        if not self.with_references:
+            return EvalOutput(predictions=predictions, references=None, records=records)
+        references = [self.label_id(label) for label in examples[self.options.label_column]]
+        for record, reference in zip(records, references):
+            record["reference"] = labels[reference]
         return EvalOutput(predictions=predictions, references=references, records=records)
