@@ -128,6 +128,12 @@ class TrainConfig:
     """Export the best evaluated checkpoint instead of the last weights (Trainer: load_best_model_at_end)."""
     label_smoothing: float = 0.0
     """Label smoothing of the cross-entropy loss for generative recipes (Trainer: label_smoothing_factor)."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Trackers by accelerate's names: tensorboard, wandb, mlflow, aim, comet_ml, clearml, dvclive, swanlab, trackio; [none]: no tracker."""
+    eval_at_start: bool = False
+    """Score the model before the first step (step 0 in eval_history.jsonl), so the gain is visible (Trainer: eval_on_start)."""
+    group_by_length: bool = False
+    """Batches of similar lengths: shuffled mega-batches sorted by length, as HF's LengthGroupedSampler (less padding)."""
 
 
 @dataclass
@@ -401,11 +407,17 @@ TRAINER_NAMES: dict[str, str] = {
     "load_best_model_at_end": "train.export_best",
     "label_smoothing_factor": "train.label_smoothing",
     "doc_stride": "task.doc_stride",
+    "report_to": "train.report_to",
+    "eval_on_start": "train.eval_at_start",
+    "group_by_length": "train.group_by_length",
+    "test_file": "data.test_file",
 }
 # Trainer flags that are launcher settings here, not run-config keys.
 LAUNCHER_NAMES = {
     "fp16": "mixed precision is a launcher setting: accelerate launch --mixed_precision fp16 (or bf16), or the accelerate config",
     "bf16": "mixed precision is a launcher setting: accelerate launch --mixed_precision bf16, or the accelerate config",
+    "do_predict": "predicting without training is mode=predict model.name_or_path=MODEL data.test_file=FILE",
+    "do_eval": "scoring without training is mode=eval model.name_or_path=MODEL; a training run always scores at its end",
     "local_rank": "processes are the launcher's: accelerate launch --num_processes N",
     "predict_with_generate": "generative recipes always evaluate on generated text; set generation.* to tune it",
 }

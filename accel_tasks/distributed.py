@@ -21,6 +21,7 @@ from .deepspeed_config import (
     world_size,
 )
 from .errors import ConfigError
+from .trackers import point_trackers_at, resolve_trackers
 
 if TYPE_CHECKING:
     import torch
@@ -102,9 +103,12 @@ def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
         kwargs["cpu"] = True
     if on_cpu and world_size() > 1:
         kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+    trackers = resolve_trackers(cfg.train.report_to)
+    if trackers:
+        point_trackers_at(output_dir)
     return Accelerator(
         gradient_accumulation_steps=cfg.train.grad_accum,
-        log_with="tensorboard",
+        log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         **kwargs,

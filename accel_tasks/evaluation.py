@@ -7,6 +7,7 @@ on any number of processes) and put back in input order before the recipe postpr
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +19,7 @@ from .config import RunConfig
 from .distributed import cast_floating_inputs, zero_stage
 from .errors import ConfigError
 from .recipe import EvalOutput, Recipe, pad_value_for
+from .sampling import feature_lengths
 
 if TYPE_CHECKING:
     import datasets
@@ -44,10 +46,8 @@ def _metric_label(name: str) -> str:
 
 def length_order(features: datasets.Dataset, column: str) -> Optional[np.ndarray]:
     """Longest first, so similar lengths share a batch and an out-of-memory shows up at once."""
-    if column not in features.column_names:
-        return None
-    lengths = np.fromiter((len(x) for x in features[column]), dtype=np.int64, count=len(features))
-    return np.argsort(-lengths, kind="stable")
+    lengths = feature_lengths(features, column)
+    return None if lengths is None else np.argsort(-lengths, kind="stable")
 
 
 def run_eval(
@@ -81,7 +81,8 @@ def run_eval(
     unwrapped = accelerator.unwrap_model(model)
     synced_gpus = zero_stage(accelerator) == 3 and accelerator.num_processes > 1
     collected: dict[str, list[np.ndarray]] = defaultdict(list)
-    for batch in tqdm(loader, desc="eval", disable=not accelerator.is_local_main_process, leave=False):
+    # No bar where stderr is no terminal: a bar there is carriage returns in a log file.
+    for batch in tqdm(loader, desc="eval", disable=not (accelerator.is_local_main_process and sys.stderr.isatty()), leave=False):
         batch = cast_floating_inputs(batch, accelerator, unwrapped)
         with torch.no_grad(), accelerator.autocast():
             outputs = recipe.predict(unwrapped, batch, synced_gpus=synced_gpus)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -30,6 +31,9 @@ from .modeling import count_parameters
 from .preflight import Plan
 from .recipe import Recipe
 from .rundir import prepare_output_dir
+from .sampling import LengthGroupedSampler, feature_lengths
+from .summary import print_run_summary
+from .trackers import resolve_trackers, tracker_init_kwargs
 
 if TYPE_CHECKING:
     import datasets
@@ -79,13 +83,15 @@ def run(plan: Plan) -> dict[str, Any]:
             features[split] = make_features(recipe, raw[split], split, cfg.data, log)
     # Every check has passed (model loaded, data read and preprocessed): only now is output_dir written to.
     _prepare_output_dir(accelerator, plan)
-    accelerator.init_trackers(cfg.mode, config=_flat_scalars(cfg))
+    accelerator.init_trackers(cfg.mode, config=_flat_scalars(cfg), init_kwargs=tracker_init_kwargs(resolve_trackers(cfg.train.report_to), plan.output_dir.name))
     if cfg.mode == "train":
         metrics = _train(accelerator, plan, model, processor, raw, features, log)
     else:
         model = prepare_eval_model(accelerator, model)
         metrics = _final_eval(accelerator, plan, model, raw, features, log)
     accelerator.end_training()
+    if accelerator.is_main_process:
+        print_run_summary(plan, log)
     return metrics
 
 
@@ -103,10 +109,17 @@ def _train(
     from transformers import get_scheduler
 
     cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
+    sampler = None
+    if tcfg.group_by_length:
+        lengths = feature_lengths(features["train"], recipe.length_column)
+        if lengths is None:
+            raise ConfigError(f"train.group_by_length: the train features have no {recipe.length_column!r} column to measure; set train.group_by_length=false")
+        sampler = LengthGroupedSampler(lengths, tcfg.batch_size * accelerator.num_processes, cfg.seed)
     train_loader = DataLoader(
         features["train"],
         batch_size=tcfg.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=recipe.collate,
         num_workers=cfg.data.dataloader_num_workers,
         # Its own generator: starting an epoch's iterator must not draw from the global RNG,
@@ -141,7 +154,8 @@ def _train(
         log(f"resumed from {plan.resume_dir} at step {state.global_step} (epoch {state.epoch}, batch {state.batches_in_epoch})")
     log(
         f"training: {len(features['train'])} features, {steps_per_epoch} steps/epoch, {total_steps} steps, "
-        f"batch {tcfg.batch_size} x {accelerator.num_processes} processes x {tcfg.grad_accum} accumulation"
+        f"batch {tcfg.batch_size} x {accelerator.num_processes} processes x {tcfg.grad_accum} accumulation, "
+        f"{'length-grouped' if sampler is not None else 'shuffled'} batches"
     )
     stop = StopRequest()
     stop.install()
@@ -177,9 +191,13 @@ def _train_steps(
     best = BestTracker(cfg, recipe) if tracking(cfg) else None
     last_checkpoint: Optional[Path] = plan.resume_dir
     stopped_early = False
-    progress = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not accelerator.is_local_main_process)
+    if tcfg.eval_at_start and state.global_step == 0:
+        # A baseline, not a candidate for the best checkpoint: nothing has been trained yet.
+        _periodic_eval(accelerator, plan, model, raw, features, 0, log)
+    progress = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not (accelerator.is_local_main_process and interactive()))
     first_step, train_start = state.global_step, time.perf_counter()
     meter = ThroughputMeter()
+    run_loss = ThroughputMeter()
     model.train()
     while state.global_step < total_steps:
         train_loader.set_epoch(state.epoch)
@@ -196,7 +214,9 @@ def _train_steps(
                 optimizer.zero_grad()
             state.batches_in_epoch += 1
             health.add(loss)
-            meter.add(loss.detach(), len(next(iter(batch.values()))), recipe.count_tokens(batch))
+            samples, tokens = len(next(iter(batch.values()))), recipe.count_tokens(batch)
+            meter.add(loss.detach(), samples, tokens)
+            run_loss.add(loss.detach(), samples, tokens)
             if not accelerator.sync_gradients:
                 continue
             state.global_step += 1
@@ -207,7 +227,7 @@ def _train_steps(
                 progress.close()
                 raise NonFiniteLoss(_divergence_message(step, bad_value, tcfg.lr, accelerator.mixed_precision, last_checkpoint))
             if step % tcfg.log_every == 0 or step == total_steps:
-                _log_train(accelerator, meter, scheduler, step, total_steps, log)
+                _log_train(accelerator, meter, scheduler, step, total_steps, log, (step - first_step, time.perf_counter() - train_start))
             new_best = False
             # The last step is the final eval's, unless the export must know whether it is the best.
             if best is not None and step % tcfg.eval_every == 0 and (step < total_steps or tcfg.export_best):
@@ -242,7 +262,12 @@ def _train_steps(
             continue
         break
     progress.close()
-    train_stats = {"train_steps": state.global_step - first_step, "train_runtime_s": round(time.perf_counter() - train_start, 3)}
+    train_stats = {
+        "train_steps": state.global_step - first_step,
+        "train_runtime_s": round(time.perf_counter() - train_start, 3),
+        # Trainer's train_loss: the mean over this run's steps (every process), not the last log window's.
+        "train_loss": _mean_loss(accelerator, run_loss),
+    }
     log(f"trained {train_stats['train_steps']} steps in {train_stats['train_runtime_s']:.1f} s")
     if not weights_finite(accelerator, model):
         raise NonFiniteLoss(
@@ -256,12 +281,17 @@ def _train_steps(
         train_stats["exported_step"] = state.best_step
     export_dir = plan.output_dir / "model"
     export_model(accelerator, model, processor, export_dir, to_yaml(cfg))
-    if best is not None:
+    # The final eval scores the last step's weights, which no periodic eval has seen: it counts towards the best
+    # (as Trainer's last evaluation does), unless those weights were evaluated already or replaced by the best.
+    fold_final = best is not None and not (tcfg.export_best or stopped_early)
+    if best is not None and not fold_final:
         train_stats.update(best.summary(state))
-        if stopped_early:
-            train_stats["stopped_early_at_step"] = state.global_step
+    if stopped_early:
+        train_stats["stopped_early_at_step"] = state.global_step
     log(f"model exported to {export_dir}")
-    metrics = _final_eval(accelerator, plan, model, raw, features, log, step=state.global_step, extra=train_stats)
+    metrics = _final_eval(
+        accelerator, plan, model, raw, features, log, step=state.global_step, extra=train_stats, best_of_run=(best, state) if fold_final else None
+    )
     write_model_card(accelerator, export_dir, cfg, recipe, metrics)  # the card holds the final metrics: after the final eval
     return metrics
 
@@ -298,10 +328,16 @@ def _final_eval(
     log: Log,
     step: int = 0,
     extra: Optional[dict[str, Any]] = None,
+    best_of_run: Optional[tuple[BestTracker, LoopState]] = None,
 ) -> dict[str, Any]:
+    """Score, then write predictions.jsonl and metrics.json (with ``extra``, and the best eval when tracking)."""
     metrics, result = run_eval(
         accelerator, plan.recipe, model, raw[plan.cfg.eval.split], features[plan.cfg.eval.split], plan.metric_modules, plan.cfg, log
     )
+    if best_of_run is not None:
+        tracker, state = best_of_run
+        tracker.update(accelerator, metrics, step, state)  # every process: the value is broadcast from the main one
+        extra = {**(extra or {}), **tracker.summary(state)}
     if accelerator.is_main_process:
         metrics.update(extra or {})
         write_jsonl(plan.output_dir / "predictions.jsonl", result.records)
@@ -354,13 +390,27 @@ class ThroughputMeter:
         self.tokens += tokens
 
 
-def _log_train(accelerator: Accelerator, meter: ThroughputMeter, scheduler: Any, step: int, total: int, log: Log) -> None:
+def _mean_loss(accelerator: Accelerator, meter: ThroughputMeter) -> float:
+    """The meter's mean loss averaged over processes (every process must call it)."""
+    import torch
+
+    local = torch.tensor([float(meter.loss_sum) / max(meter.batches, 1)], dtype=torch.float64, device=accelerator.device)
+    return accelerator.reduce(local, reduction="mean").item()
+
+
+def _log_train(
+    accelerator: Accelerator, meter: ThroughputMeter, scheduler: Any, step: int, total: int, log: Log, done: tuple[int, float]
+) -> None:
+    """One line per train.log_every steps (the progress report where stderr is no terminal), and the tracker values.
+
+    ``done``: (steps, seconds) of this run so far, for the time left.
+    """
     import torch
 
     elapsed = max(time.perf_counter() - meter.start, 1e-9)
-    local = torch.tensor([float(meter.loss_sum) / max(meter.batches, 1), meter.samples, meter.tokens], dtype=torch.float64, device=accelerator.device)
-    mean_loss = accelerator.reduce(local[:1].clone(), reduction="mean").item()
-    totals = accelerator.reduce(local[1:].clone(), reduction="sum")
+    local = torch.tensor([meter.samples, meter.tokens], dtype=torch.float64, device=accelerator.device)
+    mean_loss = _mean_loss(accelerator, meter)
+    totals = accelerator.reduce(local, reduction="sum")
     values = {
         "train/loss": mean_loss,
         "train/lr": scheduler.get_last_lr()[0],
@@ -368,9 +418,12 @@ def _log_train(accelerator: Accelerator, meter: ThroughputMeter, scheduler: Any,
         "train/tokens_per_s": totals[1].item() / elapsed,
     }
     accelerator.log(values, step=step)
+    steps_done, seconds = done
+    left = (total - step) * seconds / max(steps_done, 1)
     log(
         f"step {step}/{total} loss {mean_loss:.4f} lr {values['train/lr']:.3e} "
-        f"{values['train/samples_per_s']:.1f} samples/s {values['train/tokens_per_s']:.0f} tokens/s"
+        f"{values['train/samples_per_s']:.1f} samples/s {values['train/tokens_per_s']:.0f} tokens/s "
+        f"| {100 * step / total:.0f}% elapsed {_duration(seconds)} left {_duration(left)}"
     )
     meter.reset()
 
@@ -418,12 +471,28 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in scalar_metrics(metrics).items())
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def interactive() -> bool:
+    """Whether stderr is a terminal: only then do progress bars redraw a line (else they fill log files with \\r)."""
+    return sys.stderr.isatty()
+
+
 def _setup_logging(accelerator: Accelerator) -> None:
     import datasets
+    import huggingface_hub
     import transformers
 
     level = logging.INFO if accelerator.is_main_process else logging.WARNING
     logger.setLevel(level)
+    if not interactive():
+        # A log file or a cluster job: the per-step log lines are the progress report.
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
     if accelerator.is_main_process:
         datasets.utils.logging.set_verbosity_warning()
         transformers.utils.logging.set_verbosity_warning()

@@ -26,6 +26,7 @@ from .modeling import check_trained_weights, resolve_model_source, saved_run_con
 from .recipe import Recipe
 from .registry import available_recipes, load_recipe_class
 from .rundir import acquire_lock
+from .trackers import resolve_trackers
 from .rundir import check_output_dir as check_run_dir
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     check_peft_config_file(cfg.peft)
     check_scheduler(cfg.train.lr_scheduler)
     check_training_options(cfg, recipe)
+    resolve_trackers(cfg.train.report_to)
     check_data_files(cfg.data, run_splits(cfg))
     default_model = recipe.default_model_dir() if cfg.model.name_or_path is None else None
     if cfg.mode != "train" and cfg.model.name_or_path is None:

@@ -66,7 +66,8 @@ def read_json(path: Path) -> dict:
 
 
 def save_untrained_default(dest: Path, recipe: str) -> Path:
-    """The recipe's offline default model as an export of step 0: weights, processor and the run config.
+    """The recipe's offline default model as an export of step 0 (the weights a default run starts from),
+    with its processor and the run config.
 
     An eval-only run refuses to score the bundled model unnamed (random weights); a learning test that
     wants the untrained score names this copy, which carries the same settings an export would.
@@ -75,7 +76,10 @@ def save_untrained_default(dest: Path, recipe: str) -> Path:
     from accel_tasks.modeling import RUN_CONFIG_FILE
     from accel_tasks.preflight import resolve_config
 
+    from accelerate.utils import set_seed
+
     cfg, recipe_cls = resolve_config([f"recipe={recipe}"], None)
+    set_seed(cfg.seed)  # as the loop seeds before it builds the model: the same weights a default run starts from
     model, processor = recipe_cls(cfg).load_model()
     model.save_pretrained(dest)
     processor.save_pretrained(dest)

@@ -35,6 +35,13 @@ def test_the_default_run_learns(default_run: Path, tmp_path: Path):
     assert trained["train_steps"] == 1200
     assert trained["rougeL"] >= MIN_TRAINED_ROUGE_L, trained
     assert trained["rougeL"] - untrained >= MIN_GAIN, (untrained, trained)
+    # The run shows the learning itself: the untrained score first (the same as scoring the untrained export),
+    # then an eval every 400 steps, rising; the best of all is the final one.
+    history = read_jsonl(default_run / "outputs" / "summarization" / "eval_history.jsonl")
+    assert [h["step"] for h in history] == [0, 400, 800]
+    assert history[0]["rougeL"] == untrained
+    assert history[0]["rougeL"] < history[1]["rougeL"] < history[2]["rougeL"] < trained["rougeL"]
+    assert (trained["best_step"], trained["best_rougeL"]) == (1200, trained["rougeL"])
 
 
 @pytest.mark.slow
