@@ -18,6 +18,7 @@ $(VENV)/.setup-done: pyproject.toml
 
 run: setup
 	$(VENV)/bin/accelerate launch -m accel_tasks.run recipe=summarization
+	$(VENV)/bin/accel-tasks report outputs/summarization
 
 test: setup
 	$(PY) -m pytest -q -n auto --dist loadfile

@@ -29,7 +29,8 @@ DEBUG_ENV = "ACCEL_TASKS_DEBUG"
     context_settings={"ignore_unknown_options": True, "help_option_names": list(HELP_FLAGS)},
     epilog="Examples: recipe=summarization train.lr=3e-4 generation.num_beams=4 eval.metrics=[rouge]\n\n"
     "Every setting of a recipe, with its default and doc: accel-tasks recipe=NAME --help\n\n"
-    "Memory per GPU for ZeRO 0-3: accel-tasks estimate-memory recipe=NAME model.name_or_path=M --gpus-per-node 8 --nodes 1",
+    "Memory per GPU for ZeRO 0-3: accel-tasks estimate-memory recipe=NAME model.name_or_path=M --gpus-per-node 8 --nodes 1\n\n"
+    "A run as one HTML page (curves, metrics, config, best and worst predictions): accel-tasks report OUTPUT_DIR [OUTPUT_DIR ...]",
 )
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--config", "config_file", metavar="FILE.yaml", help="A run config; key=value overrides win over it.")
@@ -87,6 +88,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .memory import estimate_memory_cli
 
         command, prog, args = estimate_memory_cli, f"{PROG} estimate-memory", args[1:]
+    elif args and args[0] == "report":
+        from .report import report_cli
+
+        command, prog, args = report_cli, f"{PROG} report", args[1:]
     try:
         if command is cli and any(flag in args for flag in HELP_FLAGS) and any(a.startswith("recipe=") for a in args):
             # `recipe=NAME --help`: the generic help, then every setting of that recipe with its default and doc.
