@@ -31,6 +31,8 @@ CONFIG_FILE = "config.yaml"
 # What a run writes at the top of output_dir: the only things overwrite_output_dir deletes.
 RUN_ARTIFACTS = (
     "checkpoints", "model", "model_merged", "logs", CONFIG_FILE, "metrics.json", "predictions.jsonl", "eval_history.jsonl",
+    # The report, and the tracker stores a run puts into output_dir (trackers.point_trackers_at).
+    "report.html", "mlruns", "wandb",
 )
 # Outputs that show a run got somewhere: a directory holding none of them can be reused by a retry.
 RESULTS = ("checkpoints", "model", "model_merged", "metrics.json")

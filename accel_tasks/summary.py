@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from .recipe import preview
+from .report import report_command
 
 if TYPE_CHECKING:
     from .preflight import Plan
@@ -44,7 +45,7 @@ def artifact_lines(output_dir: Path) -> list[str]:
             if name == "checkpoints":
                 count = f" ({sum(1 for p in path.iterdir() if p.is_dir() and p.name.startswith('step_'))} kept)"
             lines.append(f"  {str(path) + suffix:<48} {what}{count}")
-    lines.append(f"  report: accel-tasks report {output_dir}")
+    lines.append(f"  report: {report_command(output_dir)}")
     return lines
 
 

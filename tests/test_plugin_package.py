@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_the_plugin_trains_and_scores_through_accelerate_launch_in_bf16(installe
     metrics = read_json(tmp_path / "run" / "metrics.json")
     assert metrics["accuracy"] >= 0.9 and metrics["f1"] >= 0.9, metrics
     records = read_jsonl(tmp_path / "run" / "predictions.jsonl")
-    assert len(records) == 100 and {"text", "prediction", "reference"} <= set(records[0])
+    assert len(records) == 100 and {"input", "prediction", "reference"} <= set(records[0])
 
 
 def test_eval_only_takes_the_label_order_from_the_trained_model(installed_plugin, tmp_path: Path):
@@ -45,3 +46,11 @@ def test_eval_only_takes_the_label_order_from_the_trained_model(installed_plugin
     assert "task.labels=['negative', 'positive'] from the model" in result.stdout
     trained, evaluated = read_json(tmp_path / "run" / "metrics.json"), read_json(tmp_path / "eval" / "metrics.json")
     assert trained["f1"] >= 0.9 and (evaluated["accuracy"], evaluated["f1"]) == (trained["accuracy"], trained["f1"])
+    # mode=predict on the same texts without their labels: the plugin's predictions, no metrics.
+    rows = read_jsonl(PLUGIN / "accel_tasks_textcls" / "sample" / "validation.jsonl")
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"text": row["text"]}) + "\n" for row in rows))
+    check(run_cli(["recipe=text_classification", "mode=predict", "model.name_or_path=run/model", "data.test_file=texts.jsonl",
+                   "output_dir=predict"], tmp_path, launcher="python"))
+    predicted = read_jsonl(tmp_path / "predict" / "predictions.jsonl")
+    assert [r["prediction"] for r in predicted] == [r["prediction"] for r in read_jsonl(tmp_path / "run" / "predictions.jsonl")]
+    assert "reference" not in predicted[0] and "accuracy" not in read_json(tmp_path / "predict" / "metrics.json")

@@ -128,3 +128,27 @@ def test_predict_without_inputs_is_one_line_before_loading(tmp_path):
     line = one_error_line(result)
     assert "mode=predict needs inputs: set data.test_file=FILE" in line
     assert not (tmp_path / "outputs").exists()
+
+
+def test_predict_from_a_checkpoint_and_an_adapter_on_a_dataset_split(tmp_path):
+    """The other trained-model kinds (checkpoints/step_N, a LoRA adapter dir) and data.name + data.test_split."""
+    short = ["recipe=summarization", "data.max_train_samples=32", "data.max_eval_samples=4", "train.batch_size=8",
+             "train.max_steps=2", "train.save_every=2", "generation.max_new_tokens=6", "train.report_to=[none]"]
+    check(run_cli([*short, "output_dir=full"], tmp_path))
+    check(run_cli([*short, "peft.method=lora", "output_dir=lora"], tmp_path, launcher="python"))
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    rows = [{"id": row["id"], "document": row["document"]} for row in sample_rows("summarization", 5)]
+    write_jsonl(documents / "test.jsonl", rows)  # a local dataset dir as datasets reads hub repos: the split from the file name
+    predicted = {}
+    for model in ("full/checkpoints/step_2", "full/model", "lora/model"):
+        out = tmp_path / "predict" / model.replace("/", "_")
+        check(run_cli(
+            ["recipe=summarization", "mode=predict", f"model.name_or_path={model}", f"data.name={documents}", "data.test_split=test",
+             f"output_dir={out}"],
+            tmp_path, launcher="python",
+        ))
+        predicted[model] = read_jsonl(out / "predictions.jsonl")
+        assert [r["id"] for r in predicted[model]] == [row["id"] for row in rows]
+    # The last checkpoint and the export hold the same weights: the same predictions.
+    assert predicted["full/checkpoints/step_2"] == predicted["full/model"]
