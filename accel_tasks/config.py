@@ -150,6 +150,8 @@ class EvalConfig:
     """Which split is scored: validation, test or train (data.<split>_split / data.<split>_file)."""
     group_by_length: bool = True
     """Sort eval features by length so batches hold similar lengths; outputs are restored to input order."""
+    max_tokens_per_batch: Optional[int] = None
+    """Eval batches by padded size instead of eval.batch_size: length-sorted, rows x longest row <= this (many short inputs per batch, few long); None: off."""
     best_metric: Optional[str] = None
     """The metric that picks the best evaluation; None: the recipe's primary one (rougeL, sacrebleu, f1, wer)."""
     greater_is_better: Optional[bool] = None
@@ -475,6 +477,10 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32): numpy and torch seeds are unsigned 32-bit")
     if cfg.train.save_total_limit is not None and cfg.train.save_total_limit < 1:
         raise ConfigError("train.save_total_limit must be at least 1 (or null to keep every checkpoint)")
+    if cfg.eval.max_tokens_per_batch is not None and cfg.eval.max_tokens_per_batch < 1:
+        raise ConfigError(
+            f"eval.max_tokens_per_batch={cfg.eval.max_tokens_per_batch} must be at least 1 token (or null: batches of eval.batch_size), e.g. 8192"
+        )
     if cfg.eval.split not in SPLITS:
         raise ConfigError(f"eval.split={cfg.eval.split!r} is not one of {', '.join(SPLITS)}")
     if cfg.mode == "train" and cfg.eval.split == "train":

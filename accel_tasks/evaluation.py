@@ -18,6 +18,7 @@ import numpy as np
 from .config import RunConfig
 from .distributed import cast_floating_inputs, zero_stage
 from .errors import ConfigError
+from .eval_batching import BatchPlan, PlannedBatches, padded_tokens, place_rows, token_budget_batches
 from .recipe import EvalOutput, Recipe, pad_value_for
 from .sampling import feature_lengths
 
@@ -50,6 +51,30 @@ def length_order(features: datasets.Dataset, column: str) -> Optional[np.ndarray
     return None if lengths is None else np.argsort(-lengths, kind="stable")
 
 
+def budget_plan(accelerator: Accelerator, recipe: Recipe, features: datasets.Dataset, cfg: RunConfig, log: Callable[[str], None]) -> Optional[BatchPlan]:
+    """The batches of ``eval.max_tokens_per_batch`` (None when unset, or when the features have no length to measure)."""
+    budget = cfg.eval.max_tokens_per_batch
+    if not budget:
+        return None
+    lengths = feature_lengths(features, recipe.length_column)
+    if lengths is None:
+        log(f"eval.max_tokens_per_batch: the eval features have no {recipe.length_column!r} column to measure; batches of eval.batch_size instead")
+        return None
+    batches = token_budget_batches(lengths, budget)
+    sizes = [len(b) for b in batches]
+    if sizes:
+        log(
+            f"eval: {len(features)} features in {len(batches)} batches of {min(sizes)}-{max(sizes)} rows under "
+            f"{budget} tokens ({padded_tokens(lengths, batches)} padded positions for {int(lengths.sum())} tokens)"
+        )
+    return BatchPlan(batches, accelerator.num_processes)
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    # bf16 has no numpy dtype
+    return (tensor.float() if tensor.is_floating_point() else tensor).cpu().numpy()
+
+
 def run_eval(
     accelerator: Accelerator,
     recipe: Recipe,
@@ -62,27 +87,42 @@ def run_eval(
 ) -> tuple[dict[str, Any], Optional[EvalOutput]]:
     """Predict, gather, postprocess and score; metrics and outputs are returned on the main process only."""
     import torch
+    from accelerate.utils import send_to_device
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    order = length_order(features, recipe.length_column) if cfg.eval.group_by_length else None
-    ordered = features.select(order) if order is not None else features
-    loader = accelerator.prepare_data_loader(
-        DataLoader(
-            ordered,
-            batch_size=cfg.eval.batch_size,
+    plan = budget_plan(accelerator, recipe, features, cfg, log)
+    order = None
+    if plan is not None:
+        # Batches of varying size: dealt to the processes by the plan, gathered rows placed by feature index.
+        loader = DataLoader(
+            features,
+            batch_sampler=PlannedBatches(plan, accelerator.process_index),
             collate_fn=recipe.collate,
             num_workers=cfg.data.dataloader_num_workers,
         )
-    )
+    else:
+        order = length_order(features, recipe.length_column) if cfg.eval.group_by_length else None
+        ordered = features.select(order) if order is not None else features
+        loader = accelerator.prepare_data_loader(
+            DataLoader(
+                ordered,
+                batch_size=cfg.eval.batch_size,
+                collate_fn=recipe.collate,
+                num_workers=cfg.data.dataloader_num_workers,
+            )
+        )
     was_training = model.training
     model.eval()
     unwrapped = accelerator.unwrap_model(model)
     synced_gpus = zero_stage(accelerator) == 3 and accelerator.num_processes > 1
     collected: dict[str, list[np.ndarray]] = defaultdict(list)
+    placed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     # No bar where stderr is no terminal: a bar there is carriage returns in a log file.
-    for batch in tqdm(loader, desc="eval", disable=not (accelerator.is_local_main_process and sys.stderr.isatty()), leave=False):
+    for step, batch in enumerate(tqdm(loader, desc="eval", disable=not (accelerator.is_local_main_process and sys.stderr.isatty()), leave=False)):
+        if plan is not None:
+            batch = send_to_device(batch, accelerator.device)
         batch = cast_floating_inputs(batch, accelerator, unwrapped)
         with torch.no_grad(), accelerator.autocast():
             outputs = recipe.predict(unwrapped, batch, synced_gpus=synced_gpus)
@@ -90,12 +130,20 @@ def run_eval(
             tensor = tensor.contiguous()
             if tensor.dim() > 1:
                 tensor = accelerator.pad_across_processes(tensor, dim=1, pad_index=pad_value_for(tensor))
+            if plan is not None:
+                tensor = accelerator.pad_across_processes(tensor, dim=0, pad_index=pad_value_for(tensor))
+                gathered = to_numpy(accelerator.gather(tensor))
+                positions, indices = plan.gathered_rows(step, len(tensor))
+                placed[key].append((indices, gathered[positions]))
+                continue
             gathered = accelerator.gather_for_metrics(tensor)
-            # bf16 has no numpy dtype
-            collected[key].append((gathered.float() if gathered.is_floating_point() else gathered).cpu().numpy())
+            collected[key].append(to_numpy(gathered))
     if was_training:
         model.train()
-    arrays = {key: concat_padded(parts) for key, parts in collected.items()}
+    if plan is not None:
+        arrays = {key: place_rows(parts, len(features), pad_value_for(parts[0][1])) for key, parts in placed.items()}
+    else:
+        arrays = {key: concat_padded(parts) for key, parts in collected.items()}
     if order is not None:
         arrays = {key: restore_order(value, order) for key, value in arrays.items()}
     for key, value in arrays.items():

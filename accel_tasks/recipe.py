@@ -440,11 +440,17 @@ class Seq2SeqRecipe(Recipe):
         return generation_kwargs(self.cfg.generation, max_new_tokens=self.options.max_target_length)
 
     def predict(self, model: PreTrainedModel, batch: Batch, *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
+        """``generate``; greedy search takes rows that have finished out of the batch (same tokens, fewer FLOPs)."""
+        from .eval_batching import compaction_applies, compacting_greedy
+
+        kwargs = self.generation_kwargs()
+        if compaction_applies(model, kwargs, synced_gpus):
+            kwargs["custom_generate"] = compacting_greedy
         generated = model.generate(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             synced_gpus=synced_gpus,
-            **self.generation_kwargs(),
+            **kwargs,
         )
         return {"generated_tokens": generated}
 
