@@ -21,8 +21,8 @@ The runs alternate A B A B ... (``--pairs``, default 3). Per pair and as the med
 train_eval_wall (whole process, command to exit, imports included), eval_gen_throughput (eval examples/s of
 the final generation pass: generate + decode + ROUGE; accel_tasks' ``eval_runtime_s``, the Trainer's
 ``predict`` timed around the call), peak RSS (the process's ru_maxrss), and ROUGE-1 / ROUGE-L of each,
-recomputed here the same way for both from their predictions (the package's rouge module, stemmed,
-one sentence per line as the recipe scores). Ratios are accel_tasks / Trainer; rougeL_delta is accel_tasks
+scored the same way on both sides (the package's rouge module on the raw reference texts, stemmed, one
+sentence per line, as the summarization recipe scores). Ratios are accel_tasks / Trainer; rougeL_delta is accel_tasks
 minus Trainer in ROUGE points (0-100). The last line reads
 ``median ratios: train_eval_wall=X eval_gen_throughput=Y rougeL_delta=Z``.
 
@@ -192,7 +192,13 @@ def trainer_main(settings: dict[str, Any]) -> None:
         out / "predictions.jsonl",
         [{"id": raw[i]["id"], "prediction": text, "reference": raw[i]["summary"]} for i, text in sorted(zip(order, texts))],
     )
-    (out / "metrics.json").write_text(json.dumps({**predicted.metrics, "train_loss": trained.training_loss}, indent=2))
+    # Scored as accel_tasks' summarization recipe scores: raw reference texts (compute_metrics above had only
+    # the tokenized labels, cut to max_target_length), one sentence per line, stemmed, the package's module.
+    records = read_jsonl(out / "predictions.jsonl")
+    final = rouge.compute(
+        predictions=[split_sentences(r["prediction"]) for r in records], references=[split_sentences(r["reference"]) for r in records], use_stemmer=True
+    )
+    (out / "metrics.json").write_text(json.dumps({**predicted.metrics, "train_loss": trained.training_loss, **{k: float(v) for k, v in final.items()}}, indent=2))
     print(MARKER + json.dumps({"train_s": train_s, "eval_s": predict_s, "eval_samples": len(validation), "in_process_s": time.perf_counter() - start}), flush=True)
 
 
@@ -276,21 +282,10 @@ def run_side(name: str, settings: dict[str, Any], out: Path, env: dict[str, str]
     else:
         result = json.loads(next(line for line in text.splitlines() if line.startswith(MARKER))[len(MARKER):])
         eval_s, samples = result["eval_s"], result["eval_samples"]
-    rouge = rouge_of(out / "predictions.jsonl")
+    # Both sides scored with the package's rouge module on the raw references (see trainer_main), in metrics.json.
+    final = json.loads((out / "metrics.json").read_text())
+    rouge = {"rouge1": 100 * float(final["rouge1"]), "rougeL": 100 * float(final["rougeL"])}
     return {"wall_s": wall, "eval_s": eval_s, "eval_samples": samples, "eval_per_s": samples / eval_s, "rss": rss, **rouge, "log": text}
-
-
-def rouge_of(predictions: Path) -> dict[str, float]:
-    """ROUGE-1 / ROUGE-L (0-100) of a predictions.jsonl, scored the same way for both systems."""
-    from accel_tasks.metrics import load_metric
-
-    records = read_jsonl(predictions)
-    scores = load_metric("rouge").compute(
-        predictions=[split_sentences(r["prediction"]) for r in records],
-        references=[split_sentences(r["reference"]) for r in records],
-        use_stemmer=True,
-    )
-    return {"rouge1": 100 * float(scores["rouge1"]), "rougeL": 100 * float(scores["rougeL"])}
 
 
 def median(values: list[float]) -> float:
