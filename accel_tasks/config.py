@@ -40,6 +40,8 @@ class ModelConfig:
     """Run modelling code shipped with a hub model; off unless you trust it."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about a third more compute."""
+    attn_implementation: Optional[str] = None
+    """Attention kernel: None picks sdpa (torch's scaled_dot_product_attention) where the model supports it, else eager; or eager, sdpa, flash_attention_2, flex_attention."""
 
 
 @dataclass
@@ -134,6 +136,10 @@ class TrainConfig:
     """Score the model before the first step (step 0 in eval_history.jsonl), so the gain is visible (Trainer: eval_on_start)."""
     group_by_length: bool = False
     """Batches of similar lengths: shuffled mega-batches sorted by length, as HF's LengthGroupedSampler (less padding)."""
+    compile: bool = False
+    """torch.compile the training forward and backward (inductor; Trainer: torch_compile): a one-time compile, then faster steps on GPUs; eval stays eager."""
+    tf32: bool = True
+    """On CUDA, fp32 matmuls use TF32 tensor cores (Ampere and newer; Trainer: tf32); false keeps full fp32. No effect on CPU."""
 
 
 @dataclass
@@ -412,6 +418,9 @@ TRAINER_NAMES: dict[str, str] = {
     "report_to": "train.report_to",
     "eval_on_start": "train.eval_at_start",
     "group_by_length": "train.group_by_length",
+    "torch_compile": "train.compile",
+    "tf32": "train.tf32",
+    "attn_implementation": "model.attn_implementation",
     "test_file": "data.test_file",
 }
 # Trainer flags that are launcher settings here, not run-config keys.

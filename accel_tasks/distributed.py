@@ -108,6 +108,9 @@ def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
         point_trackers_at(output_dir)
     return Accelerator(
         gradient_accumulation_steps=cfg.train.grad_accum,
+        # Never accelerate's own torch.compile in prepare(): its wrapper puts `_orig_mod.` into every saved key.
+        # The loop compiles the training forward instead (train.compile, or `accelerate launch --dynamo_backend`).
+        dynamo_backend="no",
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
@@ -125,6 +128,15 @@ def zero_stage(accelerator: Accelerator) -> int:
     if plugin is None or not is_deepspeed(accelerator):
         return -1
     return int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", plugin.zero_stage))
+
+
+def optimizer_offloaded(accelerator: Accelerator) -> bool:
+    """Whether DeepSpeed keeps the optimizer on the CPU or NVMe (ZeRO-Offload); False without DeepSpeed."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None or not is_deepspeed(accelerator):
+        return False
+    offload = plugin.deepspeed_config.get("zero_optimization", {}).get("offload_optimizer") or {}
+    return offload.get("device", "none") not in (None, "none")
 
 
 def prepare_eval_model(accelerator: Accelerator, model: PreTrainedModel) -> PreTrainedModel:

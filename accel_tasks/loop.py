@@ -19,7 +19,7 @@ from .best import BestTracker, tracking
 from .checkpoint import LoopState, clear_leftovers, load_checkpoint, read_loop_state, save_checkpoint
 from .config import RunConfig, run_splits, to_yaml
 from .data import check_columns
-from .distributed import build_accelerator, cast_floating_inputs, configure_threads, prepare_eval_model
+from .distributed import build_accelerator, cast_floating_inputs, configure_threads, optimizer_offloaded, prepare_eval_model
 from .errors import ConfigError, NonFiniteLoss, Preempted
 from .evaluation import run_eval, scalar_metrics
 from .export import export_model
@@ -28,6 +28,7 @@ from .files import write_json, write_jsonl
 from .guards import StepHealth, StopRequest, die_with_launcher, weights_finite
 from .model_card import write_model_card
 from .modeling import count_parameters
+from .performance import attention_in_use, build_adamw, compile_for_training, compile_settings, describe, fused_adamw, pad_multiple, set_tf32
 from .preflight import Plan
 from .recipe import Recipe
 from .rundir import prepare_output_dir
@@ -64,12 +65,17 @@ def run(plan: Plan) -> dict[str, Any]:
     set_seed(cfg.seed)
     recipe = plan.recipe
     recipe.log = log
+    device_type = accelerator.device.type
+    tf32 = set_tf32(device_type, cfg.train.tf32)
+    recipe.pad_to_multiple_of = pad_multiple(accelerator.mixed_precision)
     model, processor = recipe.load_model()
     if cfg.mode != "train":
         _adopt_model_settings(recipe, model, log)
     model = wrap_model(model, cfg.peft, cfg.mode, recipe.peft_modules_to_save, log)
     trainable, total = count_parameters(model)
     log(f"model: {type(model).__name__}, trainable / total parameters: {trainable:,} / {total:,} ({100 * trainable / max(total, 1):.2f}%)")
+    training = {"AdamW": "fused" if fused_adamw(device_type, optimizer_offloaded(accelerator)) else "plain", "compile": compile_settings(cfg.train.compile)}
+    log(describe(device=device_type, attention=attention_in_use(model), TF32=tf32, pad_to_multiple_of=recipe.pad_to_multiple_of, **(training if cfg.mode == "train" else {})))
     splits = run_splits(cfg)
     raw = recipe.load_data(splits)
     features = {}
@@ -126,15 +132,13 @@ def _train(
         # or a resumed run would see different dropout masks than an uninterrupted one.
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, tcfg.weight_decay),
-        lr=tcfg.lr,
-        betas=(tcfg.adam_beta1, tcfg.adam_beta2),
-        eps=tcfg.adam_epsilon,
-    )
+    # Fused on CUDA (one kernel for every update); under DeepSpeed this is the client optimizer it wraps.
+    optimizer = build_adamw(parameter_groups(model, tcfg.weight_decay), tcfg, accelerator.device.type, optimizer_offloaded(accelerator))
     if len(train_loader) == 0:
         raise ConfigError("the train split has no examples left after preprocessing; check the data and data.max_train_samples")
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    # train.compile: the training forward goes through torch.compile; `model` stays what is saved and evaluated.
+    forward = compile_for_training(model, compile_settings(tcfg.compile))
     steps_per_epoch = max(1, math.ceil(len(train_loader) / tcfg.grad_accum))
     total_steps = tcfg.max_steps if tcfg.max_steps > 0 else tcfg.epochs * steps_per_epoch
     warmup = tcfg.warmup_steps or math.ceil(tcfg.warmup_ratio * total_steps)
@@ -160,7 +164,7 @@ def _train(
     stop = StopRequest()
     stop.install()
     try:
-        return _train_steps(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, total_steps, stop, log)
+        return _train_steps(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, total_steps, stop, log, forward)
     finally:
         stop.restore()
 
@@ -179,8 +183,12 @@ def _train_steps(
     total_steps: int,
     stop: StopRequest,
     log: Log,
+    forward: Optional[torch.nn.Module] = None,
 ) -> dict[str, Any]:
-    """The optimizer steps from ``state`` to ``total_steps``, then the export and the final eval."""
+    """The optimizer steps from ``state`` to ``total_steps``, then the export and the final eval.
+
+    ``forward``: what the training loss is computed with (the compiled model under train.compile), else ``model``.
+    """
     from tqdm.auto import tqdm
 
     cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
@@ -205,7 +213,7 @@ def _train_steps(
         for batch in loader:
             batch = cast_floating_inputs(batch, accelerator, model)
             with accelerator.accumulate(model):
-                loss = recipe.training_loss(model, batch)
+                loss = recipe.training_loss(forward if forward is not None else model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and tcfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 from .config import ModelConfig
 from .errors import ConfigError, first_line
 from .manifest import has_manifest, manifest_problem
+from .performance import attention_kwargs
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
@@ -153,6 +154,20 @@ def unreachable_as_config_error(what: str, source: str) -> Iterator[None]:
         raise ConfigError(f"cannot load the {what} {source!r}: {first_line(exc)}; {fix}") from None
 
 
+@contextmanager
+def attention_as_config_error(requested: Optional[str]) -> Iterator[None]:
+    """transformers' ValueError for an attention implementation the model (or this machine) cannot run, as one line."""
+    try:
+        yield
+    except (ValueError, ImportError) as exc:
+        if not requested:
+            raise
+        raise ConfigError(
+            f"model.attn_implementation={requested!r} cannot be used with this model: {first_line(exc)}; "
+            "unset it (sdpa where the model supports it, else eager) or choose eager"
+        ) from None
+
+
 def lacks_tokenizer(source: str) -> bool:
     """A local model folder without tokenizer files (a pretrained speech encoder); hub ids and adapters are not checked."""
     path = Path(source)
@@ -209,19 +224,22 @@ def load_model_and_processor(
     common = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
     with unreachable_as_config_error("tokenizer/processor", model_cfg.tokenizer_name or source):
         processor = auto_processor.from_pretrained(model_cfg.tokenizer_name or source, **common)
-    if Path(source).is_dir() and not has_weights(source) and deepspeed_checkpoint_tag_dir(Path(source)) is not None:
-        # A checkpoint saved under DeepSpeed holds ZeRO shards, not model files: reassemble the full weights.
-        model = load_model_from_deepspeed_checkpoint(Path(source), auto_model, {**common, **(config_overrides or {})})
-    elif Path(source).is_dir() and not has_weights(source):
-        config = transformers.AutoConfig.from_pretrained(source, **common, **(config_overrides or {}))
-        logger.info("building %s from %s/config.json with random weights", config.model_type, source)
-        model = auto_model.from_config(config, trust_remote_code=model_cfg.trust_remote_code)
-        generation_file = Path(source) / "generation_config.json"
-        if generation_file.is_file() and getattr(model, "generation_config", None) is not None:
-            model.generation_config = transformers.GenerationConfig.from_pretrained(source)
-    else:
-        with unreachable_as_config_error("model", source):
-            model = auto_model.from_pretrained(source, **common, **(config_overrides or {}))
+    # SDPA where the model supports it (transformers' default when nothing is passed), or model.attn_implementation.
+    attention = attention_kwargs(model_cfg.attn_implementation)
+    with attention_as_config_error(model_cfg.attn_implementation):
+        if Path(source).is_dir() and not has_weights(source) and deepspeed_checkpoint_tag_dir(Path(source)) is not None:
+            # A checkpoint saved under DeepSpeed holds ZeRO shards, not model files: reassemble the full weights.
+            model = load_model_from_deepspeed_checkpoint(Path(source), auto_model, {**common, **(config_overrides or {})}, attention)
+        elif Path(source).is_dir() and not has_weights(source):
+            config = transformers.AutoConfig.from_pretrained(source, **common, **(config_overrides or {}))
+            logger.info("building %s from %s/config.json with random weights", config.model_type, source)
+            model = auto_model.from_config(config, trust_remote_code=model_cfg.trust_remote_code, **attention)
+            generation_file = Path(source) / "generation_config.json"
+            if generation_file.is_file() and getattr(model, "generation_config", None) is not None:
+                model.generation_config = transformers.GenerationConfig.from_pretrained(source)
+        else:
+            with unreachable_as_config_error("model", source):
+                model = auto_model.from_pretrained(source, **common, **(config_overrides or {}), **attention)
     freeze_unsaved_parameters(model)
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -316,7 +334,9 @@ def load_deepspeed_checkpoint_weights(path: Path) -> dict:
             torch.load = original_load
 
 
-def load_model_from_deepspeed_checkpoint(source: Path, auto_model: type, config_kwargs: dict) -> PreTrainedModel:
+def load_model_from_deepspeed_checkpoint(
+    source: Path, auto_model: type, config_kwargs: dict, load_kwargs: Optional[dict] = None
+) -> PreTrainedModel:
     """A transformers model with the full weights of a DeepSpeed checkpoint directory (config.json beside it).
 
     ``from_pretrained(None, config=..., state_dict=...)`` also loads correctly into a model that an
@@ -329,7 +349,7 @@ def load_model_from_deepspeed_checkpoint(source: Path, auto_model: type, config_
         model_class = auto_model._model_mapping[type(config)]
     except KeyError:
         raise ConfigError(f"{source}: {auto_model.__name__} has no model class for model_type {config.model_type!r}") from None
-    model = model_class.from_pretrained(None, config=config, state_dict=load_deepspeed_checkpoint_weights(source))
+    model = model_class.from_pretrained(None, config=config, state_dict=load_deepspeed_checkpoint_weights(source), **(load_kwargs or {}))
     if (Path(source) / "generation_config.json").is_file() and getattr(model, "generation_config", None) is not None:
         model.generation_config = transformers.GenerationConfig.from_pretrained(source)
     return model

@@ -17,12 +17,13 @@ from .adapters import check_peft_config_file
 from .checkpoint import resolve_resume
 from .config import RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
 from .data import check_data_files
-from .deepspeed_config import check_deepspeed_config
+from .deepspeed_config import check_deepspeed_config, deepspeed_requested
 from .distributed import threads_from_env
 from .errors import ConfigError, first_line, notice
 from .best import best_metric_name
 from .evaluation import load_metrics, score
 from .modeling import check_trained_weights, resolve_model_source, saved_run_config
+from .performance import check_compile_supported, compile_settings
 from .recipe import Recipe
 from .registry import available_recipes, load_recipe_class
 from .rundir import acquire_lock
@@ -156,6 +157,8 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     if cfg.mode != "train":
         check_trained_weights(model_source)
     check_deepspeed_config(cfg)
+    if cfg.mode == "train":
+        check_compile_supported(compile_settings(cfg.train.compile), deepspeed_requested(cfg))
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
     metric_modules = load_metrics(recipe.metrics())

@@ -116,6 +116,9 @@ class Recipe(ABC):
         # False only in mode=predict on inputs without references (the loop asks has_references first):
         # then required_columns, preprocess and postprocess leave the reference columns alone.
         self.with_references = True
+        # Set by the loop before the first batch: 8 under fp16/bf16 (tensor cores), None in fp32. collate()
+        # pads each batch's lengths up to a multiple of it.
+        self.pad_to_multiple_of: Optional[int] = None
 
     @classmethod
     def preset_path(cls) -> Optional[Path]:
@@ -236,6 +239,8 @@ class Recipe(ABC):
 
     def collate(self, features: list[dict[str, Any]]) -> Batch:
         """Features (rows of the preprocessed dataset) -> padded tensors (dynamic padding by default)."""
+        if self.pad_to_multiple_of:
+            return self.processor.pad(features, return_tensors="pt", pad_to_multiple_of=self.pad_to_multiple_of)
         return self.processor.pad(features, return_tensors="pt")
 
     # -- training and evaluation ------------------------------------------------------------------
@@ -411,7 +416,9 @@ class Seq2SeqRecipe(Recipe):
 
         collator = getattr(self, "_collator", None)
         if collator is None:
-            collator = self._collator = DataCollatorForSeq2Seq(self.processor, label_pad_token_id=PAD_INT)
+            collator = self._collator = DataCollatorForSeq2Seq(
+                self.processor, label_pad_token_id=PAD_INT, pad_to_multiple_of=self.pad_to_multiple_of
+            )
         return collator(features)
 
     def validate_options(self) -> None:

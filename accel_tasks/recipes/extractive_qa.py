@@ -258,6 +258,8 @@ class ExtractiveQARecipe(Recipe):
             values = [f[key] for f in features]
             if isinstance(values[0], (list, tuple)):
                 width = max(len(v) for v in values)
+                if self.pad_to_multiple_of:  # 8 under mixed precision: tensor-core-sized matmuls
+                    width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
                 fill = pad_values.get(key, 0)
                 values = [list(v) + [fill] * (width - len(v)) for v in values]
             batch[key] = torch.tensor(values, dtype=torch.long)

@@ -504,10 +504,10 @@ class SpeechRecognitionRecipe(Recipe):
             from .speech.models import CTC
 
             if self.model_type == CTC:
-                self._collator = CTCCollator(self.processor)
+                self._collator = CTCCollator(self.processor, pad_to_multiple_of=self.pad_to_multiple_of)
             else:
                 start = getattr(self.model.config, "decoder_start_token_id", None)
-                self._collator = SpeechSeq2SeqCollator(self.processor, decoder_start_token_id=start)
+                self._collator = SpeechSeq2SeqCollator(self.processor, decoder_start_token_id=start, pad_to_multiple_of=self.pad_to_multiple_of)
         from .speech.features import unpack_arrays
 
         return self._collator([unpack_arrays(row, self.length_column) for row in features])
