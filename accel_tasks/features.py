@@ -6,6 +6,7 @@ processor are part of the cache key); ``data.py`` below it only knows files and 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -40,12 +41,29 @@ def feature_fingerprint(dataset: datasets.Dataset, recipe: Recipe, split: str) -
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def features_cached(dataset: datasets.Dataset, fingerprint: str) -> bool:
+    """Whether ``map`` will load these features from the cache, by datasets' own rule: the one cache file, or
+    every shard file of an earlier run with N preprocessing workers (``cache-FP_00000_of_0000N.arrow``, any N)."""
+    if not dataset.cache_files:
+        return False
+    path = Path(dataset._get_cache_file_path(fingerprint))
+    if path.is_file():
+        return True
+    shard = re.compile(re.escape(path.stem) + r"_(\d+)_of_(\d+)" + re.escape(path.suffix))
+    ranks: dict[int, set[int]] = {}
+    for candidate in path.parent.glob(f"{path.stem}_*_of_*{path.suffix}"):
+        match = shard.fullmatch(candidate.name)
+        if match:
+            ranks.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
+    return any(found == set(range(count)) for count, found in ranks.items())
+
+
 def make_features(
     recipe: Recipe, dataset: datasets.Dataset, split: str, data_cfg: DataConfig, log: Callable[[str], None]
 ) -> datasets.Dataset:
     """Raw split -> features with batched ``map``; cached on disk so an identical run does not redo it."""
     fingerprint = feature_fingerprint(dataset, recipe, split)
-    cached = bool(dataset.cache_files) and not data_cfg.overwrite_cache and Path(dataset._get_cache_file_path(fingerprint)).is_file()
+    cached = not data_cfg.overwrite_cache and features_cached(dataset, fingerprint)
     features = dataset.map(
         recipe.preprocess,
         fn_kwargs={"split": split},

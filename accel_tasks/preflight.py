@@ -143,9 +143,8 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     recipe = recipe_cls(cfg)
     recipe.validate_options()
     check_peft_config_file(cfg.peft)
-    check_scheduler(cfg.train.lr_scheduler)
+    check_scheduler(cfg.train.lr_scheduler)  # reads transformers' source: no import
     check_training_options(cfg, recipe)
-    resolve_trackers(cfg.train.report_to)
     check_data_files(cfg.data, run_splits(cfg))
     default_model = recipe.default_model_dir() if cfg.model.name_or_path is None else None
     if cfg.mode != "train" and cfg.model.name_or_path is None:
@@ -161,6 +160,11 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
         check_compile_supported(compile_settings(cfg.train.compile), deepspeed_requested(cfg))
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
+    # The output_dir's contents now (read only), so that this common mistake is not found only after the
+    # metrics have imported evaluate and datasets (seconds); checked again under the lock below.
+    check_output_dir(cfg, output_dir, resume_dir, model_source, lock=False)
+    # Below, imports that take seconds: accelerate's tracker table (torch), evaluate and datasets for the metrics.
+    resolve_trackers(cfg.train.report_to)
     metric_modules = load_metrics(recipe.metrics())
     check_metrics_fit(recipe, metric_modules)
     # Last: the lock is the first thing a run writes, so every check above has passed.
@@ -180,13 +184,40 @@ def check_predict_inputs(cfg: RunConfig) -> None:
 
 def check_scheduler(name: str) -> None:
     """train.lr_scheduler must be a transformers schedule name; a typo gets the closest one."""
-    from transformers import SchedulerType
-
-    known = [item.value for item in SchedulerType]
+    known = transformers_schedule_names()
     if name not in known:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(f"train.lr_scheduler={name!r} is not a transformers schedule; {hint}known: {', '.join(known)}")
+
+
+def transformers_schedule_names() -> list[str]:
+    """The values of transformers' ``SchedulerType``, read from its source file without importing it.
+
+    Why: ``from transformers import SchedulerType`` imports ``trainer_utils``, which pulls in torch and peft
+    (5-10 s on 2 cores), and this check runs for every command, error lines included. Importing is the
+    fallback where the source cannot be read or no longer holds the class.
+    """
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")  # a top-level find_spec imports nothing
+    source = Path(spec.origin).parent / "trainer_utils.py" if spec is not None and spec.origin else None
+    try:
+        tree = ast.parse(source.read_text()) if source is not None else None
+    except (OSError, SyntaxError, ValueError):
+        tree = None
+    for node in tree.body if tree is not None else ():
+        if isinstance(node, ast.ClassDef) and node.name == "SchedulerType":
+            names = [
+                stmt.value.value for stmt in node.body
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+            ]
+            if names:
+                return names
+    from transformers import SchedulerType
+
+    return [item.value for item in SchedulerType]
 
 
 def check_metrics_fit(recipe: Recipe, metric_modules: dict[str, EvaluationModule]) -> None:
@@ -223,15 +254,19 @@ def check_training_options(cfg: RunConfig, recipe: Recipe) -> None:
         )
 
 
-def check_output_dir(cfg: RunConfig, output_dir: Path, resume_dir: Optional[Path], model_source: str) -> None:
-    """An evaluated model is never written into; then the output_dir is locked and checked (rundir)."""
+def check_output_dir(cfg: RunConfig, output_dir: Path, resume_dir: Optional[Path], model_source: str, lock: bool = True) -> None:
+    """An evaluated model is never written into; then the output_dir is locked and checked (rundir).
+
+    ``lock=False``: the same checks without taking the lock (nothing written), for an early answer.
+    """
     model_dir = Path(model_source)
     if model_dir.is_dir() and _same_or_inside(output_dir, model_dir):
         raise ConfigError(
             f"output_dir {str(output_dir)!r} is inside the model directory {model_source!r}; choose another output_dir so the model is left untouched"
         )
     # The lock before the contents check: what it sees cannot change under it (a second run starting beside it).
-    acquire_lock(output_dir)
+    if lock:
+        acquire_lock(output_dir)
     check_run_dir(output_dir, resuming=resume_dir is not None, overwrite=cfg.train.overwrite_output_dir)
 
 
