@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from omegaconf import OmegaConf
 
@@ -239,16 +240,18 @@ def _train_steps(
             new_best = False
             # The last step is the final eval's, unless the export must know whether it is the best.
             if best is not None and step % tcfg.eval_every == 0 and (step < total_steps or tcfg.export_best):
-                metrics = _periodic_eval(accelerator, plan, model, raw, features, step, log)
+                with meter.paused():
+                    metrics = _periodic_eval(accelerator, plan, model, raw, features, step, log)
                 new_best = best.update(accelerator, metrics, step, state)
                 stopped_early = best.should_stop(state)
             # With train.export_best, every new best is kept as a checkpoint so the export can come from it.
             keep_best = new_best and tcfg.export_best
             if stopping or keep_best or (tcfg.save_every and (step % tcfg.save_every == 0 or step == total_steps)):
                 protect = checkpoints_root / f"step_{state.best_step}" if tcfg.export_best and state.best_step > 0 else None
-                last_checkpoint = save_checkpoint(
-                    accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit, to_yaml(cfg), protect
-                )
+                with meter.paused():
+                    last_checkpoint = save_checkpoint(
+                        accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit, to_yaml(cfg), protect
+                    )
                 log(f"step {step}: checkpoint saved to {last_checkpoint}")
             if stopping:
                 progress.close()
@@ -390,6 +393,15 @@ class ThroughputMeter:
         self.samples = 0
         self.tokens = 0
         self.start = time.perf_counter()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside (a periodic eval, a checkpoint) is not training time: samples/s leaves it out."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - began
 
     def add(self, loss: torch.Tensor, samples: int, tokens: int) -> None:
         self.loss_sum = self.loss_sum + loss.float()

@@ -50,8 +50,8 @@ def test_malformed_override_is_an_error():
 
 
 def test_values_are_checked():
-    with pytest.raises(ConfigError, match="mode='predict'"):
-        build("mode=predict")
+    with pytest.raises(ConfigError, match="mode='serve' is not one of train, eval, predict"):
+        build("mode=serve")
     with pytest.raises(ConfigError, match="train.grad_accum must be at least 1"):
         build("train.grad_accum=0")
     with pytest.raises(ConfigError, match="warmup_ratio"):

@@ -281,8 +281,8 @@ def step_lines(stdout: str) -> list[str]:
 
 
 def scores(metrics: dict) -> dict:
-    """The metric values of a metrics.json, without timings and training counters."""
-    scored = {k: v for k, v in metrics.items() if not k.startswith("train_") and not k.endswith("runtime_s")}
+    """The metric values of a metrics.json, without timings, training counters and which eval was the best."""
+    scored = {k: v for k, v in metrics.items() if not k.startswith(("train_", "best_")) and not k.endswith("runtime_s")}
     assert any(isinstance(v, float) for v in scored.values()), metrics
     return scored
 

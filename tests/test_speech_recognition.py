@@ -27,7 +27,7 @@ transformers = pytest.importorskip("transformers")
 
 SAMPLE = Path(__file__).resolve().parent.parent / "accel_tasks" / "samples" / "speech_recognition"
 SR = 16_000
-RECORD_KEYS = {"id", "prediction", "reference", "prediction_normalized", "reference_normalized"}
+RECORD_KEYS = {"id", "input", "prediction", "reference", "prediction_normalized", "reference_normalized"}
 
 
 # ---------------------------------------------------------------- helpers
@@ -288,6 +288,7 @@ def test_ctc_records_keep_raw_and_normalised_text(data_dir: Path):
     assert result.references == ["seven nine", "one two"]
     assert result.records[0] == {
         "id": "v1",
+        "input": "clips/v1.wav",
         "prediction": "seven nine",
         "reference": "Seven, NINE!",
         "prediction_normalized": "seven nine",

@@ -47,7 +47,8 @@ def test_training_logs_evaluates_checkpoints_and_exports(trained):
     assert "step 120 eval: rouge1=" in stdout
     assert (out / "config.yaml").is_file()
     history = read_jsonl(out / "eval_history.jsonl")
-    assert [h["step"] for h in history] == [120] and all(k in history[0] for k in ROUGE_KEYS)
+    # Step 0: the bundled model's preset scores the untrained model first (train.eval_at_start).
+    assert [h["step"] for h in history] == [0, 120] and all(k in history[1] for k in ROUGE_KEYS)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_240"]  # save_total_limit=1 dropped step_120
     assert list((out / "logs").rglob("events.out.tfevents.*"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -54,3 +54,32 @@ def test_the_readme_eval_line_reproduces_the_run(default_run: Path):
     predictions = read_jsonl(default_run / "outputs" / "summarization-eval" / "predictions.jsonl")
     assert predictions == read_jsonl(default_run / "outputs" / "summarization" / "predictions.jsonl")
     assert all(p["prediction"].strip() for p in predictions), "every summary is non-empty"
+
+
+@pytest.mark.slow
+def test_the_readme_predict_line_on_documents_alone(default_run: Path):
+    """README: ``mode=predict model.name_or_path=outputs/summarization/model data.test_file=documents.jsonl``."""
+    import json
+
+    rows = read_jsonl(Path(__file__).resolve().parent.parent / "accel_tasks" / "samples" / "summarization" / "validation.jsonl")[:5]
+    (default_run / "documents.jsonl").write_text("".join(json.dumps({"id": r["id"], "document": r["document"]}) + "\n" for r in rows))
+    check(run_cli(["recipe=summarization", "mode=predict", "model.name_or_path=outputs/summarization/model",
+                   "data.test_file=documents.jsonl"], default_run))
+    predicted = read_jsonl(default_run / "outputs" / "summarization-predict" / "predictions.jsonl")
+    trained = {r["id"]: r["prediction"] for r in read_jsonl(default_run / "outputs" / "summarization" / "predictions.jsonl")}
+    assert [(r["id"], r["prediction"]) for r in predicted] == [(r["id"], trained[r["id"]]) for r in rows]
+
+
+@pytest.mark.slow
+def test_the_readme_report_line_draws_the_default_run(default_run: Path):
+    """``make run``'s second line, ``accel-tasks report outputs/summarization``, as typed."""
+    import subprocess
+    import sys
+
+    from helpers import cli_env
+
+    command = [str(Path(sys.executable).parent / "accel-tasks"), "report", "outputs/summarization"]
+    result = subprocess.run(command, cwd=default_run, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (default_run / "outputs" / "summarization" / "report.html").read_text()
+    assert html.count("<img") >= 4 and "rougeL" in html

@@ -399,8 +399,8 @@ def test_references_column_and_list_targets(marian_dir):
     assert result.predictions == ["Haus Hund", "Katze"]
     assert result.references == [["Haus Hund", "Das Haus"], ["Katze", None]]
     assert result.records == [
-        {"id": 7, "source": "house dog", "prediction": "Haus Hund", "references": ["Haus Hund", "Das Haus"]},
-        {"id": 8, "source": "cat", "prediction": "Katze", "references": ["Katze"]},
+        {"id": 7, "input": "house dog", "prediction": "Haus Hund", "references": ["Haus Hund", "Das Haus"]},
+        {"id": 8, "input": "cat", "prediction": "Katze", "references": ["Katze"]},
     ]
 
 
@@ -478,7 +478,7 @@ def test_eval_only_with_several_references_and_bad_rows(trained_run, tmp_path):
     records = read_jsonl(out / "predictions.jsonl")
     assert [r["id"] for r in records] == [r["id"] for r in rows]
     assert [r["references"] for r in records] == [r["refs"] for r in rows]
-    assert set(records[0]) == {"id", "source", "prediction", "references"}
+    assert set(records[0]) == {"id", "input", "prediction", "references"}
     predictions = [r["prediction"] for r in records]
     streams = [[r["refs"][0] for r in rows], [r["refs"][1] if len(r["refs"]) > 1 else None for r in rows]]
     metrics = read_json(out / "metrics.json")
