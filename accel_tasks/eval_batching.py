@@ -16,6 +16,7 @@ synced GPUs, logits processors and stopping criteria that look at each row on it
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
@@ -215,18 +216,48 @@ def compacting_greedy(
         type(c).__name__ in ROW_WISE_CRITERIA for c in stopping_criteria
     )
     pad_token_id = generation_config._pad_token_tensor
-    has_eos_stopping = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
-    batch_size, start_length = input_ids.shape
+    batch_size = input_ids.shape[0]
     device = input_ids.device
-    # Finished rows' outputs; rows[i] is the batch position of active row i.
-    finished: dict[int, torch.Tensor] = {}
-    rows = torch.arange(batch_size, device=device)
-    unfinished = torch.ones(batch_size, dtype=torch.long, device=device)
+    next_length = 1 if model_kwargs.get("use_cache", True) else None
     outputs = model._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=True)
+    decode_context = getattr(model, "_optimize_model_for_decode", contextlib.nullcontext)
+    with decode_context():
+        input_ids, rows, finished = _greedy_steps(
+            model, outputs, input_ids, model_kwargs, logits_processor, stopping_criteria, pad_token_id, next_length, can_compact
+        )
+    final_length = input_ids.shape[1]
+    out = torch.full((batch_size, final_length), int(pad_token_id) if pad_token_id is not None else 0, dtype=input_ids.dtype, device=device)
+    for i, row in enumerate(rows.tolist()):
+        finished[row] = input_ids[i]
+    for row, ids in finished.items():
+        out[row, : ids.shape[0]] = ids
+    return out
+
+
+def _greedy_steps(
+    model: Any,
+    outputs: Any,
+    input_ids: torch.LongTensor,
+    model_kwargs: dict[str, Any],
+    logits_processor: Any,
+    stopping_criteria: Any,
+    pad_token_id: Optional[torch.Tensor],
+    next_length: Optional[int],
+    can_compact: bool,
+) -> tuple[torch.LongTensor, torch.Tensor, dict[int, torch.Tensor]]:
+    """The decode steps after the prefill: (ids of the rows still in the batch, their batch positions, finished rows)."""
+    import torch
+
+    device = input_ids.device
+    has_eos_stopping = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
+    # Rows taken out, by batch position; rows[i] is the batch position of row i of the shrinking batch.
+    finished: dict[int, torch.Tensor] = {}
+    rows = torch.arange(input_ids.shape[0], device=device)
+    unfinished = torch.ones(input_ids.shape[0], dtype=torch.long, device=device)
     first = True
     while True:
         if not first:
-            model_inputs = model.prepare_inputs_for_generation(input_ids, next_sequence_length=1, **model_kwargs)
+            model_inputs = model.prepare_inputs_for_generation(input_ids, next_sequence_length=next_length, **model_kwargs)
             outputs = model(**model_inputs, return_dict=True)
         first = False
         model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=True)
@@ -250,13 +281,7 @@ def compacting_greedy(
             for i in torch.nonzero(unfinished == 0, as_tuple=True)[0].tolist():
                 finished[int(rows[i])] = input_ids[i]
             model_kwargs, rows, input_ids, unfinished = compacted, rows[keep], input_ids[keep], unfinished[keep]
-    for i, row in enumerate(rows.tolist()):
-        finished[row] = input_ids[i]
-    final_length = input_ids.shape[1]
-    out = torch.full((batch_size, final_length), int(pad_token_id) if pad_token_id is not None else 0, dtype=input_ids.dtype, device=device)
-    for row, ids in finished.items():
-        out[row, : ids.shape[0]] = ids
-    return out
+    return input_ids, rows, finished
 
 
 def _select_rows(model_kwargs: dict[str, Any], keep: torch.Tensor, batch_size: int) -> Optional[dict[str, Any]]:
