@@ -20,7 +20,7 @@ settings (greedy unless --num-beams, max_new_tokens), in a fresh process each:
 The runs alternate A B A B ... (``--pairs``, default 3). Per pair and as the median over pairs:
 train_eval_wall (whole process, command to exit, imports included), eval_gen_throughput (eval examples/s of
 the final generation pass: generate + decode + ROUGE; accel_tasks' ``eval_runtime_s``, the Trainer's
-``predict`` timed around the call), peak RSS (the process's ru_maxrss), and ROUGE-1 / ROUGE-L of each,
+``predict`` timed around the call, with the share of it spent in ``generate``), peak RSS (the process's ru_maxrss), and ROUGE-1 / ROUGE-L of each,
 scored the same way on both sides (the package's rouge module on the raw reference texts, stemmed, one
 sentence per line, as the summarization recipe scores). Ratios are accel_tasks / Trainer; rougeL_delta is accel_tasks
 minus Trainer in ROUGE points (0-100). The last line reads
@@ -28,6 +28,7 @@ minus Trainer in ROUGE points (0-100). The last line reads
 
     OMP_NUM_THREADS=1 ACCEL_TASKS_NUM_THREADS=1 python bench/vs_hf_trainer.py               # 300 steps, 3 pairs
     python bench/vs_hf_trainer.py --pairs 5 --steps 600 --eval-rows 300
+    python bench/vs_hf_trainer.py --eval-rows 300 --ablation 5    # then: which eval speed-up pays
     python bench/vs_hf_trainer.py --pairs 1 --steps 2 --max-train-samples 64 --eval-rows 6  # a smoke run
 
 ``--eval-rows N`` scores N validation rows; beyond the bundled 100 it adds rotations of the validation
@@ -182,9 +183,22 @@ def trainer_main(settings: dict[str, Any]) -> None:
     trained = trainer.train()
     train_s = time.perf_counter() - train_start
     trainer.save_model(str(out / "model"))
+    # How much of predict is generate (the rest: a loss forward on every batch, padding, gathering, the metric).
+    generate_s = [0.0]
+    plain_generate = model.generate
+
+    def timed_generate(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return plain_generate(*args, **kwargs)
+        finally:
+            generate_s[0] += time.perf_counter() - start
+
+    model.generate = timed_generate
     predict_start = time.perf_counter()
     predicted = trainer.predict(validation, max_new_tokens=settings["max_new_tokens"], num_beams=settings["num_beams"])
     predict_s = time.perf_counter() - predict_start
+    model.generate = plain_generate
     texts = decode(predicted.predictions)
     raw = data["validation"]
     order = input_positions(predicted.label_ids, validation["labels"], tokenizer.pad_token_id)
@@ -199,7 +213,8 @@ def trainer_main(settings: dict[str, Any]) -> None:
         predictions=[split_sentences(r["prediction"]) for r in records], references=[split_sentences(r["reference"]) for r in records], use_stemmer=True
     )
     (out / "metrics.json").write_text(json.dumps({**predicted.metrics, "train_loss": trained.training_loss, **{k: float(v) for k, v in final.items()}}, indent=2))
-    print(MARKER + json.dumps({"train_s": train_s, "eval_s": predict_s, "eval_samples": len(validation), "in_process_s": time.perf_counter() - start}), flush=True)
+    print(MARKER + json.dumps({"train_s": train_s, "eval_s": predict_s, "generate_s": generate_s[0], "eval_samples": len(validation),
+                               "in_process_s": time.perf_counter() - start}), flush=True)
 
 
 def input_positions(label_ids: Any, labels: list[list[int]], pad_id: int) -> list[int]:
@@ -276,16 +291,79 @@ def run_side(name: str, settings: dict[str, Any], out: Path, env: dict[str, str]
     text = log_path.read_text(errors="replace")
     if status != 0:
         sys.exit(f"[bench] {name} failed (exit {status}); {log_path}:\n{text[-4000:]}")
+    extra: dict[str, float] = {}
     if name == "accel_tasks":
         metrics = json.loads((out / "metrics.json").read_text())
         eval_s, samples = metrics["eval_runtime_s"], metrics["eval_samples"]
     else:
         result = json.loads(next(line for line in text.splitlines() if line.startswith(MARKER))[len(MARKER):])
         eval_s, samples = result["eval_s"], result["eval_samples"]
+        extra = {"generate_s": result["generate_s"]}
     # Both sides scored with the package's rouge module on the raw references (see trainer_main), in metrics.json.
     final = json.loads((out / "metrics.json").read_text())
     rouge = {"rouge1": 100 * float(final["rouge1"]), "rougeL": 100 * float(final["rougeL"])}
-    return {"wall_s": wall, "eval_s": eval_s, "eval_samples": samples, "eval_per_s": samples / eval_s, "rss": rss, **rouge, "log": text}
+    return {"wall_s": wall, "eval_s": eval_s, "eval_samples": samples, "eval_per_s": samples / eval_s, "rss": rss, **rouge, **extra, "log": text}
+
+
+# (label, eval.max_tokens_per_batch, eval.group_by_length, finished rows dropped)
+ABLATION = (
+    ("fixed batches, input order, plain generate", None, False, False),
+    ("fixed batches, length-sorted, plain generate", None, True, False),
+    ("fixed batches, length-sorted, rows dropped", None, True, True),
+    ("token budget, plain generate", "budget", True, False),
+    ("token budget, rows dropped (the bench's A)", "budget", True, True),
+)
+
+
+def ablation_main(settings: dict[str, Any], model_dir: str, repeats: int) -> None:
+    """Which of accel_tasks' eval speed-ups pays: its own eval pass (``run_eval``) on one exported model, in one
+    process, each variant ``repeats`` times in turn; the medians, and whether every variant predicts the same."""
+    import accel_tasks.eval_batching as eval_batching
+    from accel_tasks.data import check_columns
+    from accel_tasks.distributed import build_accelerator, configure_threads
+    from accel_tasks.evaluation import run_eval
+    from accel_tasks.features import make_features
+    from accel_tasks.preflight import resolve_config
+
+    cfg, recipe_cls = resolve_config(
+        ["recipe=summarization", "mode=eval", f"model.name_or_path={model_dir}", f"data.validation_file={settings['validation_file']}",
+         f"train.threads={settings['threads']}", f"eval.batch_size={settings['eval_batch_size']}",
+         f"generation.num_beams={settings['num_beams']}", f"generation.max_new_tokens={settings['max_new_tokens']}"],
+        None,
+    )
+    configure_threads(cfg.train.threads)
+    accelerator = build_accelerator(cfg, Path(settings["output_dir"]))
+    recipe = recipe_cls(cfg)
+    recipe.validate_options()
+    model, _ = recipe.load_model()
+    raw = recipe.load_data(("validation",))["validation"]
+    check_columns(raw, recipe.required_columns("validation", raw.column_names), "validation")
+    raw = recipe.prepare_raw(raw, "validation")
+    features = make_features(recipe, raw, "validation", cfg.data, lambda message: None)
+    model = accelerator.prepare(model)
+    applies = eval_batching.compaction_applies
+    times: dict[str, list[float]] = {label: [] for label, *_ in ABLATION}
+    predictions: dict[str, list[str]] = {}
+    run_eval(accelerator, recipe, model, raw, features, {}, cfg, lambda message: None)  # warm-up, not timed
+    for _ in range(repeats):
+        for label, budget, grouped, dropped in ABLATION:
+            cfg.eval.max_tokens_per_batch = settings["max_tokens_per_batch"] if budget else None
+            cfg.eval.group_by_length = grouped
+            eval_batching.compaction_applies = applies if dropped else (lambda *args, **kwargs: False)
+            start = time.perf_counter()
+            _, result = run_eval(accelerator, recipe, model, raw, features, {}, cfg, lambda message: None)
+            times[label].append(time.perf_counter() - start)
+            predictions[label] = result.predictions
+    base = statistics.median(times[ABLATION[0][0]])
+    print(f"[ablation] accel_tasks' eval pass on {model_dir}: {len(features)} rows, median of {repeats}, speed-up over the first line")
+    for label, *_ in ABLATION:
+        t = statistics.median(times[label])
+        same = "same predictions" if predictions[label] == predictions[ABLATION[0][0]] else "PREDICTIONS DIFFER"
+        print(f"[ablation] {label:<46} {t:6.2f} s  {len(features) / t:6.1f} ex/s  {base / t:5.2f}x  {same}", flush=True)
+
+
+def _generate_share(result: dict[str, Any]) -> str:
+    return f", generate {result['generate_s']:.2f} s of it" if "generate_s" in result else ""
 
 
 def median(values: list[float]) -> float:
@@ -314,9 +392,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each process")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", type=Path, help="keep the runs' folders and logs here")
+    parser.add_argument("--ablation", type=int, default=0, metavar="R",
+                        help="then time accel_tasks' eval variants (order, budget, rows dropped) R times each on pair 1's model")
+    parser.add_argument("--ablation-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.trainer_child:
         trainer_main(json.loads(args.trainer_child.read_text()))
+        return 0
+    if args.ablation_child:
+        ablation_main(json.loads(Path(args.ablation_child[0]).read_text()), args.ablation_child[1], args.ablation)
         return 0
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
@@ -348,7 +432,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             results[name].append(run_side(name, settings, work / f"{name}-{pair + 1}", env))
             r = results[name][-1]
             print(f"[bench] pair {pair + 1} {name:<11}: wall {r['wall_s']:6.1f} s  eval {r['eval_s']:5.2f} s "
-                  f"({r['eval_per_s']:6.1f} ex/s)  peak RSS {r['rss'] / 2**20:6.0f} MiB  ROUGE-1 {r['rouge1']:5.2f}  ROUGE-L {r['rougeL']:5.2f}", flush=True)
+                  f"({r['eval_per_s']:6.1f} ex/s{_generate_share(r)})  peak RSS {r['rss'] / 2**20:6.0f} MiB  ROUGE-1 {r['rouge1']:5.2f}  ROUGE-L {r['rougeL']:5.2f}", flush=True)
         if pair == 0:
             shown = next((line for line in results["trainer"][0]["log"].splitlines() if line.startswith("[trainer] settings:")), "")
             print(f"[bench] Trainer {shown[len('[trainer] '):]}", flush=True)
@@ -373,6 +457,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{label:<26} {a:>12} {b:>12}")
     med = {key: median([r[key] for r in pair_ratios]) for key in pair_ratios[0]}
     print(f"median peak_rss ratio {med['peak_rss']:.3f}, rouge1_delta {med['rouge1_delta']:+.2f} points")
+    if args.ablation:
+        (work / "ablation.json").write_text(json.dumps({**settings, "output_dir": str(work / "ablation")}))
+        command = [sys.executable, str(Path(__file__).resolve()), "--ablation", str(args.ablation),
+                   "--ablation-child", str(work / "ablation.json"), str(work / "accel_tasks-1" / "model")]
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"[bench] ablation failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        print("\n".join(line for line in proc.stdout.splitlines() if line.startswith("[ablation]")), flush=True)
     if args.keep:
         print(f"runs and logs kept in {work}")
     else:
