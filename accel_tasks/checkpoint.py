@@ -13,7 +13,7 @@ import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .adapters import is_peft_model
 from .errors import ConfigError, notice
@@ -96,12 +96,14 @@ def save_checkpoint(
     keep: Optional[int],
     run_config: str,
     protect: Optional[Path] = None,
+    write_extra: Optional[Callable[[Path], None]] = None,
 ) -> Path:
     """All ranks call this: DeepSpeed writes its shards from every rank.
 
     Written to ``step_N.tmp``; the manifest comes last, then the directory is renamed to ``step_N``, so a
     crash at any point leaves nothing that looks complete. ``run_config`` (the resolved config as YAML)
-    is saved inside, so the checkpoint says how it was made.
+    is saved inside, so the checkpoint says how it was made. ``write_extra(dir)`` (main process, before the
+    manifest, so the manifest lists what it writes) adds files of the run's own, e.g. a stream's position.
     """
     final = root / f"{CHECKPOINT_PREFIX}{state.global_step}"
     tmp = root / f"{final.name}.tmp"
@@ -123,6 +125,8 @@ def save_checkpoint(
         mark_peft_checkpoint(unwrapped, tmp)
         (tmp / RUN_CONFIG_FILE).write_text(run_config)
         write_json(tmp / LOOP_STATE_FILE, asdict(state))
+        if write_extra is not None:
+            write_extra(tmp)
         write_manifest(tmp, kind="checkpoint", step=state.global_step)
         if final.exists():
             _remove_checkpoint(final)

@@ -76,6 +76,10 @@ class DataConfig:
     """DataLoader worker processes."""
     overwrite_cache: bool = False
     """Redo preprocessing instead of loading cached features."""
+    streaming: bool = False
+    """Stream the train split (datasets IterableDataset) instead of loading it: rows read, shuffled in a buffer and tokenized on the fly, each process its own share; needs train.max_steps. Eval splits stay map-style (streamed only to take data.max_eval_samples rows)."""
+    shuffle_buffer: int = 1000
+    """data.streaming: rows held in the seeded shuffle buffer (datasets' buffer_size; more mixes better, holds more rows); 0: the stream's own order."""
 
 
 @dataclass
@@ -525,6 +529,8 @@ def _check_data_values(data: DataConfig) -> None:
         value = getattr(data, key)
         if value is not None and value < 1:
             raise ConfigError(f"data.{key}={value} must be at least 1 (or null: {'all examples' if 'samples' in key else 'in process'})")
+    if data.shuffle_buffer < 0:
+        raise ConfigError(f"data.shuffle_buffer={data.shuffle_buffer} must be 0 (no shuffling) or a number of rows, e.g. 1000")
     if data.dataloader_num_workers < 0:
         raise ConfigError(f"data.dataloader_num_workers={data.dataloader_num_workers} must be 0 (load in the main process) or more")
 

@@ -1,6 +1,8 @@
 """Raw datasets from a hub name, local files, or the recipe's bundled sample; column checks.
 
-Raw datasets only; features are ``features.py``'s job. The one file loader of the package: a recipe whose task has a file layout of its own (nested SQuAD json)
+Raw datasets only; features are ``features.py``'s job (and ``streaming.py``'s for a streamed train split).
+With data.streaming the train split is a ``datasets.IterableDataset`` (columns resolved from its first rows);
+an eval split is streamed only to take its first data.max_eval_samples rows, then held map-style. The one file loader of the package: a recipe whose task has a file layout of its own (nested SQuAD json)
 plugs a reader in through ``Recipe.read_data_file`` instead of loading files itself.
 """
 
@@ -51,6 +53,7 @@ def load_raw_datasets(
 
     splits = tuple(splits)
     check_data_files(data_cfg, splits)
+    streamed = streamed_splits(data_cfg, splits)
     if uses_files(data_cfg):
         loaded = {}
         for split in splits:
@@ -58,25 +61,57 @@ def load_raw_datasets(
             if path is None:
                 raise ConfigError(f"data.{split}_file is not set, but this run needs a {split} split")
             custom = read_file(Path(path)) if read_file is not None else None
-            loaded[split] = custom if custom is not None else _load_file(path, f"data.{split}_file", data_cfg.field)
-            if len(loaded[split]) == 0:
+            if custom is not None and split in streamed:
+                custom = custom.to_iterable_dataset()
+            what = f"data.{split}_file"
+            loaded[split] = custom if custom is not None else _load_file(path, what, data_cfg.field, streaming=split in streamed)
+            if split in streamed:
+                loaded[split] = resolve_stream(loaded[split], f"{what} {path!r}")
+            elif len(loaded[split]) == 0:
                 raise ConfigError(f"data.{split}_file {path!r} holds no rows; point it at a file with examples")
         raw = datasets.DatasetDict(loaded)
     elif data_cfg.name:
-        raw = _load_named(data_cfg, splits)
+        raw = _load_named(data_cfg, splits, streamed)
     elif sample_dir is not None:
         files = {split: str(sample_dir / f"{split}.jsonl") for split in splits}
         missing = [s for s, f in files.items() if not Path(f).is_file()]
         if missing:
             raise ConfigError(f"the bundled sample has no {', '.join(missing)} split; set data.name or data.<split>_file")
-        raw = datasets.load_dataset("json", data_files=files)
+        if streamed:
+            raw = datasets.DatasetDict({split: _load_file(file, f"the bundled {split} sample", streaming=split in streamed) for split, file in files.items()})
+            for split in streamed:
+                raw[split] = resolve_stream(raw[split], f"the bundled {split} sample")
+        else:
+            raw = datasets.load_dataset("json", data_files=files)
     else:
         raise ConfigError("no data given: set data.name=<hub id> or data.train_file / data.validation_file")
     return _limit(raw, data_cfg)
 
 
-def _load_file(path: str, what: str, field: Optional[str] = None) -> datasets.Dataset:
-    """One local file as a Dataset; a file ``datasets`` cannot read is one line naming the file and the row."""
+def streamed_splits(data_cfg: DataConfig, splits: Iterable[str]) -> set[str]:
+    """The splits read as streams: train under data.streaming; an eval split too when only its first
+    data.max_eval_samples rows are wanted (they are taken from the stream, the rest is never read)."""
+    if not data_cfg.streaming:
+        return set()
+    return {s for s in splits if s == "train" or data_cfg.max_eval_samples is not None}
+
+
+def resolve_stream(stream: datasets.IterableDataset, what: str) -> datasets.IterableDataset:
+    """The stream with its columns known (read from its first rows); an empty or unreadable start is one line."""
+    try:
+        stream = stream._resolve_features()
+        first = next(iter(stream.take(1)), None)
+    except Exception as exc:  # datasets raises its parse errors lazily, on the first read
+        cause = exc.__cause__ or exc.__context__ or exc
+        raise ConfigError(f"{what} cannot be streamed: {type(cause).__name__}: {first_line(cause)}") from None
+    if first is None:
+        raise ConfigError(f"{what} holds no rows; point it at data with examples")
+    return stream
+
+
+def _load_file(path: str, what: str, field: Optional[str] = None, streaming: bool = False) -> datasets.Dataset:
+    """One local file as a Dataset (an IterableDataset when ``streaming``); a file ``datasets`` cannot read is
+    one line naming the file and the row (a stream is only opened here: its rows are checked as they are read)."""
     import datasets
 
     suffix = Path(path).suffix.lower()
@@ -85,7 +120,7 @@ def _load_file(path: str, what: str, field: Optional[str] = None) -> datasets.Da
     if field is not None and builder == "json":
         kwargs["field"] = field
     try:
-        return datasets.load_dataset(builder, data_files={"data": path}, split="data", **kwargs)
+        return datasets.load_dataset(builder, data_files={"data": path}, split="data", streaming=streaming, **kwargs)
     except Exception as exc:  # datasets wraps every parse failure (DatasetGenerationError, ArrowInvalid, ...)
         raise ConfigError(f"{what} {path!r} {_file_problem(Path(path), builder, field, exc)}") from None
 
@@ -116,14 +151,14 @@ def _file_problem(path: Path, builder: str, field: Optional[str], exc: BaseExcep
     return f"cannot be read as {builder}: {type(cause).__name__}: {first_line(cause)}"
 
 
-def _load_named(data_cfg: DataConfig, splits: tuple[str, ...]) -> datasets.DatasetDict:
+def _load_named(data_cfg: DataConfig, splits: tuple[str, ...], streamed: Iterable[str] = ()) -> datasets.DatasetDict:
     import datasets
 
     names = {s: getattr(data_cfg, f"{s}_split") for s in splits}
     loaded = {}
     for split, source_split in names.items():
         try:
-            loaded[split] = datasets.load_dataset(data_cfg.name, data_cfg.config, split=source_split)
+            loaded[split] = datasets.load_dataset(data_cfg.name, data_cfg.config, split=source_split, streaming=split in streamed)
         except ValueError as exc:
             if "Unknown split" in str(exc) or "split" in str(exc).lower():
                 raise ConfigError(
@@ -136,15 +171,25 @@ def _load_named(data_cfg: DataConfig, splits: tuple[str, ...]) -> datasets.Datas
                 "is unreachable from here, pass a local dataset directory (data.name=path/to/dir) or files "
                 "(data.train_file=... data.validation_file=...)"
             ) from None
-        if len(loaded[split]) == 0:
+        if split in streamed:
+            loaded[split] = resolve_stream(loaded[split], f"the {source_split!r} split of {data_cfg.name!r}")
+        elif len(loaded[split]) == 0:
             raise ConfigError(f"the {source_split!r} split of {data_cfg.name!r} holds no rows; set data.{split}_split to another split")
     return datasets.DatasetDict(loaded)
 
 
 def _limit(raw: datasets.DatasetDict, data_cfg: DataConfig) -> datasets.DatasetDict:
+    """The first N rows of each split; an eval stream's first N become a map-style Dataset (eval needs len and order)."""
+    import datasets
+
     limits = {"train": data_cfg.max_train_samples, "validation": data_cfg.max_eval_samples, "test": data_cfg.max_eval_samples}
     for split, limit in limits.items():
-        if split in raw and limit is not None and limit < len(raw[split]):
+        if split not in raw or limit is None:
+            continue
+        if isinstance(raw[split], datasets.IterableDataset):
+            stream = raw[split].take(limit)
+            raw[split] = stream if split == "train" else datasets.Dataset.from_list(list(stream), features=stream.features)
+        elif limit < len(raw[split]):
             raw[split] = raw[split].select(range(limit))
     return raw
 

@@ -34,6 +34,7 @@ from .preflight import Plan
 from .recipe import Recipe
 from .rundir import prepare_output_dir
 from .sampling import LengthGroupedSampler, feature_lengths
+from .streaming import StreamBatches, is_stream, stream_features, stream_layout
 from .summary import print_run_summary
 from .trackers import resolve_trackers, tracker_init_kwargs
 
@@ -86,6 +87,9 @@ def run(plan: Plan) -> dict[str, Any]:
     for split in splits:
         check_columns(raw[split], recipe.required_columns(split, raw[split].column_names), split)
         raw[split] = recipe.prepare_raw(raw[split], split)
+        if is_stream(raw[split]):  # data.streaming: read, shuffled and tokenized on the fly, this process's share only
+            features[split] = stream_features(recipe, raw[split], split, cfg, accelerator.process_index, accelerator.num_processes, log)
+            continue
         with accelerator.main_process_first():
             features[split] = make_features(recipe, raw[split], split, cfg.data, log)
     # Every check has passed (model loaded, data read and preprocessed): only now is output_dir written to.
@@ -113,9 +117,10 @@ def _train(
 ) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
-    from transformers import get_scheduler
 
     cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
+    if is_stream(features["train"]):
+        return _train_streamed(accelerator, plan, model, processor, raw, features, log)
     sampler = None
     if tcfg.group_by_length:
         lengths = feature_lengths(features["train"], recipe.length_column)
@@ -142,6 +147,45 @@ def _train(
     forward = compile_for_training(model, compile_settings(tcfg.compile))
     steps_per_epoch = max(1, math.ceil(len(train_loader) / tcfg.grad_accum))
     total_steps = tcfg.max_steps if tcfg.max_steps > 0 else tcfg.epochs * steps_per_epoch
+    scheduler, state = _scheduler_and_state(accelerator, plan, optimizer, total_steps, log)
+    log(
+        f"training: {len(features['train'])} features, {steps_per_epoch} steps/epoch, {total_steps} steps, "
+        f"batch {tcfg.batch_size} x {accelerator.num_processes} processes x {tcfg.grad_accum} accumulation, "
+        f"{'length-grouped' if sampler is not None else 'shuffled'} batches"
+    )
+    return _train_until_stopped(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, total_steps, log, forward)
+
+
+def _train_streamed(
+    accelerator: Accelerator,
+    plan: Plan,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    raw: datasets.DatasetDict,
+    features: dict[str, Any],
+    log: Log,
+) -> dict[str, Any]:
+    """data.streaming: this process's share as endless batches (streaming.py), never through prepare(loader),
+    which would shard it a second time; train.max_steps is the length (preflight made sure it is set)."""
+    cfg, recipe, tcfg = plan.cfg, plan.recipe, plan.cfg.train
+    layout = stream_layout(cfg, accelerator.num_processes)
+    train_loader = StreamBatches(features["train"], tcfg.batch_size, recipe.collate, accelerator.device, layout)
+    optimizer = build_adamw(parameter_groups(model, tcfg.weight_decay), tcfg, accelerator.device.type, optimizer_offloaded(accelerator))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    forward = compile_for_training(model, compile_settings(tcfg.compile))
+    scheduler, state = _scheduler_and_state(accelerator, plan, optimizer, tcfg.max_steps, log)
+    log(
+        f"training: streamed features, {tcfg.max_steps} steps, batch {tcfg.batch_size} x {accelerator.num_processes} processes "
+        f"x {tcfg.grad_accum} accumulation, shuffle buffer {cfg.data.shuffle_buffer or 'off'} (each pass over the data reshuffled)"
+    )
+    return _train_until_stopped(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, tcfg.max_steps, log, forward)
+
+
+def _scheduler_and_state(accelerator: Accelerator, plan: Plan, optimizer: torch.optim.Optimizer, total_steps: int, log: Log) -> tuple[Any, LoopState]:
+    """The learning-rate schedule, prepared, and the loop state (from the checkpoint when resuming)."""
+    from transformers import get_scheduler
+
+    tcfg = plan.cfg.train
     warmup = tcfg.warmup_steps or math.ceil(tcfg.warmup_ratio * total_steps)
     # The prepared scheduler steps once per process for every optimizer step.
     scheduler = get_scheduler(
@@ -157,11 +201,24 @@ def _train(
     if plan.resume_dir is not None:
         state = load_checkpoint(accelerator, plan.resume_dir)
         log(f"resumed from {plan.resume_dir} at step {state.global_step} (epoch {state.epoch}, batch {state.batches_in_epoch})")
-    log(
-        f"training: {len(features['train'])} features, {steps_per_epoch} steps/epoch, {total_steps} steps, "
-        f"batch {tcfg.batch_size} x {accelerator.num_processes} processes x {tcfg.grad_accum} accumulation, "
-        f"{'length-grouped' if sampler is not None else 'shuffled'} batches"
-    )
+    return scheduler, state
+
+
+def _train_until_stopped(
+    accelerator: Accelerator,
+    plan: Plan,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    train_loader: Any,
+    state: LoopState,
+    raw: datasets.DatasetDict,
+    features: dict[str, Any],
+    total_steps: int,
+    log: Log,
+    forward: Optional[torch.nn.Module],
+) -> dict[str, Any]:
     stop = StopRequest()
     stop.install()
     try:
@@ -210,7 +267,10 @@ def _train_steps(
     model.train()
     while state.global_step < total_steps:
         train_loader.set_epoch(state.epoch)
-        loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
+        if isinstance(train_loader, StreamBatches):  # a stream resumes by replaying itself (streaming.py)
+            loader = train_loader.skip(state.batches_in_epoch)
+        else:
+            loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
         for batch in loader:
             batch = cast_floating_inputs(batch, accelerator, model)
             with accelerator.accumulate(model):
@@ -250,7 +310,8 @@ def _train_steps(
                 protect = checkpoints_root / f"step_{state.best_step}" if tcfg.export_best and state.best_step > 0 else None
                 with meter.paused():
                     last_checkpoint = save_checkpoint(
-                        accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit, to_yaml(cfg), protect
+                        accelerator, checkpoints_root, state, model, processor, tcfg.save_total_limit, to_yaml(cfg), protect,
+                        write_extra=train_loader.write_state if isinstance(train_loader, StreamBatches) else None,
                     )
                 log(f"step {step}: checkpoint saved to {last_checkpoint}")
             if stopping:

@@ -27,6 +27,7 @@ from .performance import check_compile_supported, compile_settings
 from .recipe import Recipe
 from .registry import available_recipes, load_recipe_class
 from .rundir import acquire_lock
+from .streaming import check_streaming
 from .trackers import resolve_trackers
 from .rundir import check_output_dir as check_run_dir
 
@@ -160,6 +161,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
         check_compile_supported(compile_settings(cfg.train.compile), deepspeed_requested(cfg))
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
+    check_streaming(cfg, recipe_cls, resume_dir)
     # The output_dir's contents now (read only), so that this common mistake is not found only after the
     # metrics have imported evaluate and datasets (seconds); checked again under the lock below.
     check_output_dir(cfg, output_dir, resume_dir, model_source, lock=False)
