@@ -144,6 +144,12 @@ class TrainConfig:
     """torch.compile the training forward and backward (inductor; Trainer: torch_compile): a one-time compile, then faster steps on GPUs; eval stays eager."""
     tf32: bool = True
     """On CUDA, fp32 matmuls use TF32 tensor cores (Ampere and newer; Trainer: tf32); false keeps full fp32. No effect on CPU."""
+    grad_compression: Optional[str] = None
+    """Compress the gradient all-reduce of multi-process DDP runs (accelerate's DDP communication hooks): powersgd (low-rank), fp16 or bf16 (half-precision casts); None: full fp32. Not with DeepSpeed (use its JSON)."""
+    powersgd_rank: int = 1
+    """PowerSGD: rank of the low-rank approximation of each gradient matrix (higher: closer to the uncompressed run, more bytes)."""
+    powersgd_start_iter: int = 1000
+    """PowerSGD: optimizer steps all-reduced uncompressed before compression starts (torch's start_powerSGD_iter warm-up; at least 2)."""
 
 
 @dataclass

@@ -167,9 +167,48 @@ def fill_deepspeed_config(ds_config: dict, cfg: RunConfig, path: str = "<deepspe
     return filled
 
 
+# DeepSpeed's compressed-communication optimizers (config "type", lower case) -> their names.
+_ONEBIT_OPTIMIZERS = {"onebitadam": "1-bit Adam", "zerooneadam": "0/1 Adam", "onebitlamb": "1-bit LAMB"}
+
+
+def _onebit_problem(kind: str, path: str) -> Optional[str]:
+    """Why a 1-bit optimizer cannot run here, or None where it could.
+
+    They compress the gradient exchange with DeepSpeed's own NCCL, MPI or HCCL backends (``comm_backend_name``),
+    which work on CUDA/HPU tensors only: on gloo and CPU tensors there is nothing they can use. DeepSpeed
+    0.19 removed them altogether (deepspeed/runtime/fp16/onebit is gone; DeepSpeed issue 8489). Read from the
+    file system, not by importing torch or DeepSpeed, so it answers in preflight.
+    """
+    import importlib.metadata
+    import importlib.util
+
+    name = _ONEBIT_OPTIMIZERS[kind.lower()]
+    spec = importlib.util.find_spec("deepspeed")  # a top-level find_spec imports nothing
+    shipped = spec is not None and spec.origin is not None and (Path(spec.origin).parent / "runtime" / "fp16" / "onebit").is_dir()
+    start = f"DeepSpeed config {path!r} asks for optimizer {kind!r} ({name})"
+    if not cuda_present():
+        return (f"{start}, which compresses communication through DeepSpeed's NCCL/MPI/HCCL GPU backends and cannot run on "
+                "this machine (no CUDA GPU); on CPU use train.grad_compression=powersgd|fp16|bf16 without DeepSpeed "
+                "(accelerate_configs/cpu_2proc.yaml)")
+    if not shipped:
+        version = importlib.metadata.version("deepspeed") if spec is not None else "not installed"
+        return (f"{start}, which the installed DeepSpeed ({version}) no longer ships; remove the optimizer section, "
+                "or use train.grad_compression=powersgd|fp16|bf16 without DeepSpeed (accelerate_configs/multi_gpu.yaml)")
+    return None
+
+
+def cuda_present() -> bool:
+    """An NVIDIA driver with at least one GPU, without importing torch (preflight stays light)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
 def _check_optimizer_section(section: dict, cfg: RunConfig, path: str) -> None:
     """An Adam/AdamW section whose values agree with train.* is the loop's own AdamW: it is dropped."""
     kind = str(section.get("type", ""))
+    problem = _onebit_problem(kind, path) if kind.lower() in _ONEBIT_OPTIMIZERS else None
+    if problem is not None:
+        raise ConfigError(problem)
     if kind.lower() not in ("adam", "adamw"):
         raise ConfigError(
             f"DeepSpeed config {path!r} asks for optimizer {kind!r}; accel_tasks trains with AdamW set by train.lr, "

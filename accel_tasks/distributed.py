@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
+from .compression import ddp_kwargs_handler
 from .config import RunConfig
 from .deepspeed_config import (
     check_cpu_adam_settings,
@@ -101,12 +102,18 @@ def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
     elif on_cpu:
         # Without cpu=True, `--multi_gpu` on a CPU machine starts independent single processes.
         kwargs["cpu"] = True
+    handlers: list[Any] = []
     if on_cpu and world_size() > 1:
-        kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    compression = ddp_kwargs_handler(cfg.train, gloo=on_cpu) if not deepspeed_requested(cfg) else None
+    if compression is not None:
+        handlers.append(compression)  # registered on the DDP model by prepare (gloo on CPU, NCCL on GPUs)
+    if handlers:
+        kwargs["kwargs_handlers"] = handlers
     trackers = resolve_trackers(cfg.train.report_to)
     if trackers:
         point_trackers_at(output_dir)
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=cfg.train.grad_accum,
         # Never accelerate's own torch.compile in prepare(): its wrapper puts `_orig_mod.` into every saved key.
         # The loop compiles the training forward instead (train.compile, or `accelerate launch --dynamo_backend`).
@@ -116,6 +123,7 @@ def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         **kwargs,
     )
+    return accelerator
 
 
 def is_deepspeed(accelerator: Accelerator) -> bool:

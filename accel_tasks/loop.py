@@ -20,6 +20,7 @@ from .best import BestTracker, tracking
 from .checkpoint import LoopState, clear_leftovers, load_checkpoint, read_loop_state, save_checkpoint
 from .config import RunConfig, run_splits, to_yaml
 from .data import check_columns
+from .compression import describe_compression, track_powersgd
 from .distributed import build_accelerator, cast_floating_inputs, configure_threads, optimizer_offloaded, prepare_eval_model
 from .errors import ConfigError, NonFiniteLoss, Preempted
 from .evaluation import run_eval, scalar_metrics
@@ -76,7 +77,7 @@ def run(plan: Plan) -> dict[str, Any]:
     model = wrap_model(model, cfg.peft, cfg.mode, recipe.peft_modules_to_save, log)
     trainable, total = count_parameters(model)
     log(f"model: {type(model).__name__}, trainable / total parameters: {trainable:,} / {total:,} ({100 * trainable / max(total, 1):.2f}%)")
-    training = {"AdamW": "fused" if fused_adamw(device_type, optimizer_offloaded(accelerator)) else "plain", "compile": compile_settings(cfg.train.compile)}
+    training = {"AdamW": "fused" if fused_adamw(device_type, optimizer_offloaded(accelerator)) else "plain", "compile": compile_settings(cfg.train.compile), "grad_compression": describe_compression(cfg.train)}
     log(describe(device=device_type, attention=attention_in_use(model), TF32=tf32, pad_to_multiple_of=recipe.pad_to_multiple_of, **(training if cfg.mode == "train" else {})))
     splits = run_splits(cfg)
     raw = recipe.load_data(splits)
@@ -143,6 +144,7 @@ def _train(
     if len(train_loader) == 0:
         raise ConfigError("the train split has no examples left after preprocessing; check the data and data.max_train_samples")
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    track_powersgd(accelerator, model, tcfg)  # PowerSGD's step count goes into checkpoints (compression.py)
     # train.compile: the training forward goes through torch.compile; `model` stays what is saved and evaluated.
     forward = compile_for_training(model, compile_settings(tcfg.compile))
     steps_per_epoch = max(1, math.ceil(len(train_loader) / tcfg.grad_accum))

@@ -17,7 +17,8 @@ from .adapters import check_peft_config_file
 from .checkpoint import resolve_resume
 from .config import RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
 from .data import check_data_files
-from .deepspeed_config import check_deepspeed_config, deepspeed_requested
+from .compression import check_grad_compression
+from .deepspeed_config import check_deepspeed_config, deepspeed_requested, world_size
 from .distributed import threads_from_env
 from .errors import ConfigError, first_line, notice
 from .best import best_metric_name
@@ -159,6 +160,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     check_deepspeed_config(cfg)
     if cfg.mode == "train":
         check_compile_supported(compile_settings(cfg.train.compile), deepspeed_requested(cfg))
+        check_grad_compression(cfg, deepspeed_requested(cfg), world_size())
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
     check_streaming(cfg, recipe_cls, resume_dir)
