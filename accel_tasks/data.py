@@ -9,7 +9,7 @@ plugs a reader in through ``Recipe.read_data_file`` instead of loading files its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from .config import SPLITS, DataConfig
 from .errors import ConfigError, first_line
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     import datasets
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+# How much of a local file a stream reads at a time (datasets' defaults: 10 MiB of JSON lines, a whole parquet
+# row group): small, so that memory does not grow with the file (bench/streaming_memory.py).
+STREAM_READ_SIZES: dict[str, dict[str, int]] = {"json": {"chunksize": 1 << 20}, "csv": {"chunksize": 1000}, "parquet": {"batch_size": 1000}}
 # A recipe's reader for a file layout only it knows: the dataset, or None to use the common loader.
 FileReader = Callable[[Path], Optional["datasets.Dataset"]]
 
@@ -116,7 +119,9 @@ def _load_file(path: str, what: str, field: Optional[str] = None, streaming: boo
 
     suffix = Path(path).suffix.lower()
     builder = FILE_BUILDERS[suffix]
-    kwargs: dict[str, str] = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    if streaming:
+        kwargs.update(STREAM_READ_SIZES[builder])
     if field is not None and builder == "json":
         kwargs["field"] = field
     try:
