@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO, check, one_error_line, read_json, run_cli
+from helpers import ACCELERATE_CONFIGS, REPO, check, one_error_line, read_json, run_cli
 
 SAMPLE = REPO / "accel_tasks" / "samples" / "summarization" / "train.jsonl"
 # Small and fast: the bundled tiny model, short eval, no trackers.
@@ -186,26 +186,41 @@ def test_two_processes_read_whole_shards_of_a_dataset_directory(tmp_path: Path):
 # -- exact resume mid-stream ----------------------------------------------------------------------------
 
 
+def zero3_config(tmp_path: Path) -> Path:
+    """The shipped ZeRO-3 launcher config on 2 CPU processes in fp32."""
+    import yaml
+
+    config = yaml.safe_load((ACCELERATE_CONFIGS / "deepspeed_zero3.yaml").read_text())
+    config.update(num_processes=2, mixed_precision="no")
+    path = tmp_path / "zero3.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [1, 2])
-def test_a_resumed_stream_ends_with_the_uninterrupted_weights(tmp_path: Path, processes: int):
+@pytest.mark.parametrize("processes,launcher,accumulation", [(1, None, 1), (2, None, 1), (2, "zero3", 2)])
+def test_a_resumed_stream_ends_with_the_uninterrupted_weights(tmp_path: Path, processes: int, launcher: str, accumulation: int):
     """4 steps straight vs 2 steps + resume to 4, bit for bit. 12 rows in batches of 4 with a buffer of 8: the
-    resumed half crosses into the second (reshuffled) pass, on 2 processes batches straddle passes."""
+    resumed half crosses into the next (reshuffled) pass; on 2 processes batches straddle passes. Also under
+    DeepSpeed ZeRO-3 with 2 micro-batches per step (the stream position counts micro-batches)."""
     from safetensors.torch import load_file
 
+    config_file = zero3_config(tmp_path) if launcher == "zero3" else None
     args = ["recipe=summarization", "data.streaming=true", "data.max_train_samples=12", "data.shuffle_buffer=8",
-            "train.batch_size=4", "train.max_steps=4", "train.save_every=2", *FAST]
-    whole = check(run_cli([*args, "output_dir=a"], tmp_path, num_processes=processes))
+            "train.batch_size=4", "train.max_steps=4", "train.save_every=2", f"train.grad_accum={accumulation}", *FAST]
+    whole = check(run_cli([*args, "output_dir=a"], tmp_path, num_processes=processes, config_file=config_file))
     state = read_json(tmp_path / "a" / "checkpoints" / "step_2" / "stream_state.json")
-    assert state["features_per_process"] == 8 and state["layout"]["processes"] == processes
+    assert state["features_per_process"] == 2 * accumulation * 4 and state["layout"]["processes"] == processes
     (tmp_path / "b" / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "a" / "checkpoints" / "step_2", tmp_path / "b" / "checkpoints" / "step_2")
-    resumed = check(run_cli([*args, "output_dir=b", "train.resume_from=latest"], tmp_path, num_processes=processes))
+    resumed = check(run_cli([*args, "output_dir=b", "train.resume_from=latest"], tmp_path, num_processes=processes, config_file=config_file))
     assert "resumed from b/checkpoints/step_2 at step 2" in resumed.stdout
     assert {s: v for s, v in losses(whole.stdout, 4).items() if s > 2} == losses(resumed.stdout, 4)
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+    if launcher is not None:
+        return
 
     # The same checkpoint with another stream layout, or as map-style data: one line, before anything loads.
     other = run_cli([*args, "data.shuffle_buffer=4", "output_dir=b", "train.resume_from=latest"], tmp_path, launcher="python")
