@@ -109,6 +109,14 @@ def test_settings_a_stream_cannot_take_are_one_line_before_loading(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+def test_the_stream_checks_import_no_heavy_library(tmp_path: Path):
+    """They are preflight's: no torch, transformers or datasets is imported before the line."""
+    from test_startup_and_cache import heavy_imports
+
+    heavy, code, stderr = heavy_imports(["recipe=summarization", "data.streaming=true", "train.max_steps=-1"], tmp_path)
+    assert heavy == [] and code == 2 and "data.streaming=true needs train.max_steps=N" in stderr, (heavy, stderr)
+
+
 def test_a_recipe_that_fixes_up_whole_splits_cannot_stream(tmp_path: Path):
     result = run_cli(["recipe=translation", "data.streaming=true", "output_dir=out"], tmp_path, launcher="python")
     assert "recipe=translation cannot stream its train data: its prepare_raw" in one_error_line(result)
