@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from .config import RunConfig
 from .deepspeed_config import world_size
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 from .recipe import Recipe
 
 if TYPE_CHECKING:
@@ -84,6 +84,14 @@ def check_streaming(cfg: RunConfig, recipe_cls: type[Recipe], resume_dir: Option
             "data.dataloader_num_workers>0 is not supported with data.streaming=true (each process reads its own "
             "share in the training process, which exact resume replays): set data.dataloader_num_workers=0"
         )
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What datasets' file readers raise on a bad row (JSON and parquet through pyarrow, csv through pandas)."""
+    import pyarrow
+    from pandas.errors import ParserError
+
+    return (pyarrow.ArrowException, ParserError, UnicodeDecodeError, json.JSONDecodeError)
 
 
 @dataclass
@@ -172,13 +180,28 @@ class StreamBatches:
         """The loop's epoch never advances on a stream (it is endless); passes are counted inside."""
 
     def rows(self) -> Iterator[dict]:
-        """Feature rows of pass 0, 1, 2, ...; a pass that yields nothing is an error, not an endless wait."""
+        """Feature rows of pass 0, 1, 2, ...; a pass that yields nothing is an error, not an endless wait.
+
+        A stream reads its file as training goes, so a bad row far into it fails here, mid-run: as one line
+        naming the reader's complaint (the loader's errors; a recipe's own errors keep their traceback).
+        """
+        unreadable = _read_errors()
         pass_number = 0
         while True:
             self.features.set_epoch(pass_number)
             self.passes = pass_number + 1
             empty = True
-            for row in self.features:
+            rows = iter(self.features)
+            while True:
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    break
+                except unreadable as exc:
+                    raise ConfigError(
+                        f"the train stream cannot be read on (pass {pass_number + 1}, after {self.batches} batches): "
+                        f"{type(exc).__name__}: {first_line(exc)}; fix or remove that row of the data"
+                    ) from None
                 empty = False
                 yield row
             if empty:

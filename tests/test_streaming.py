@@ -123,6 +123,21 @@ def test_a_recipe_that_fixes_up_whole_splits_cannot_stream(tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
+def test_a_bad_row_far_into_a_stream_is_one_line(tmp_path: Path):
+    """The bad line sits past the first 1 MiB read: preflight and the first rows pass, training meets it."""
+    rows = [{**row, "padding": "x" * 6000} for row in sample_rows(200)]
+    train = write_rows(tmp_path / "train.jsonl", rows)
+    with train.open("a") as handle:
+        handle.write('{"id": "broken", "document": \n')
+    valid = write_rows(tmp_path / "valid.jsonl", sample_rows(4))
+    result = run_cli(["recipe=summarization", "data.streaming=true", f"data.train_file={train}", f"data.validation_file={valid}", "data.shuffle_buffer=0",
+                      "train.max_steps=5", "output_dir=out", *FAST], tmp_path, launcher="python")
+    line = one_error_line(result, alone=False)
+    assert "the train stream cannot be read on (pass 1, after 0 batches): ArrowInvalid: JSON parse error" in line, line
+    assert "fix or remove that row of the data" in line
+
+
 # -- training from a stream -----------------------------------------------------------------------------
 
 
