@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import signal
 from typing import TYPE_CHECKING
@@ -24,11 +25,21 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _PR_SET_PDEATHSIG = 1
 
 
+def launched() -> bool:
+    """Whether this process was started by ``accelerate launch`` or torchrun (a worker of a launcher)."""
+    return "LOCAL_RANK" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ
+
+
 def die_with_launcher() -> None:
-    """Ask Linux to send this process SIGTERM when its parent (the launcher) dies; launched processes only."""
-    launched = "LOCAL_RANK" in os.environ or "ACCELERATE_MIXED_PRECISION" in os.environ
-    if not launched or not hasattr(os, "getppid"):
+    """Ask Linux to send this process SIGTERM when its parent (the launcher) dies; launched processes only.
+
+    Also: a launched worker that dies of a fatal signal (SIGABRT, SIGSEGV) prints the Python stack of
+    every thread first, so an abort says where it happened instead of only ``exitcode: -6``.
+    """
+    if not launched() or not hasattr(os, "getppid"):
         return
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

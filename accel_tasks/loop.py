@@ -37,6 +37,7 @@ from .rundir import prepare_output_dir
 from .sampling import LengthGroupedSampler, feature_lengths
 from .streaming import StreamBatches, is_stream, stream_features, stream_layout
 from .summary import print_run_summary
+from .teardown import finish_processes, track
 from .trackers import resolve_trackers, tracker_init_kwargs
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def run(plan: Plan) -> dict[str, Any]:
     die_with_launcher()
     threads = configure_threads(cfg.train.threads)
     accelerator = build_accelerator(cfg, plan.output_dir)
+    track(accelerator)
     _setup_logging(accelerator)
     log = _main_process_log(accelerator)
     log(
@@ -101,8 +103,11 @@ def run(plan: Plan) -> dict[str, Any]:
     else:
         model = prepare_eval_model(accelerator, model)
         metrics = _final_eval(accelerator, plan, model, raw, features, log)
-    accelerator.end_training()
-    if accelerator.is_main_process:
+    main_process = accelerator.is_main_process
+    # Trackers, the DeepSpeed engine, a barrier, the process group: nothing distributed is left to the
+    # interpreter's exit, where a finished process was seen to abort (see teardown.py).
+    finish_processes(accelerator)
+    if main_process:
         print_run_summary(plan, log)
     return metrics
 

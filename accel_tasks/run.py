@@ -116,6 +116,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except click.Abort:
         return 1
+    finally:
+        # Whatever ended the run (an error on this process alone included), the process group and the
+        # DeepSpeed engine go now, while the interpreter is whole, never at its exit (see teardown.py).
+        from .teardown import release_after_error
+
+        release_after_error()
     return 0
 
 

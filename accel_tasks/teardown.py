@@ -1,0 +1,78 @@
+"""Ending a multi-process run in order, so that every process exits with the run's own status.
+
+Why this exists: a rank that had finished training and export was seen to die with SIGABRT at exit
+(``terminate called without an active exception``), so its launcher exited 1 and, with one launcher per
+machine, the other machine's launcher waited out torch elastic's 300 s exit barrier. That message is
+std::terminate without an exception: a C++ thread ended inside a ``noexcept`` frame. The known way for a
+gloo process group to do it (pytorch/pytorch#190489, #179291) is to be left to the interpreter's
+finalization: its worker threads still hold finished work and tensors, and releasing them needs the GIL
+while the interpreter goes away. Before this module the loop left the DeepSpeed engine (and the process
+group, on every error path) to finalization. So nothing distributed is left to it now:
+
+- success (every process arrives together): trackers; ZeRO-3's in-flight parameter gathers waited for;
+  the DeepSpeed engine destroyed and every prepared object released and collected; a barrier (no rank
+  tears down while another still talks to it); the process group destroyed;
+- an error or a stop (a process may be alone there, so nothing that waits on the others): the engine
+  and prepared objects released, the process group destroyed locally.
+
+scripts/check_clean_exits.py makes back-to-back 2-process ZeRO-3 runs and prints every rank's exit
+status. Neither path imports torch: a CLI error before the Accelerator has nothing to tear down.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+# The Accelerator of the run in progress, so the error path (run.py, after an exception left the loop)
+# can release its engine too; set by the loop right after the Accelerator is built.
+_current: list[Accelerator] = []
+
+
+def track(accelerator: Accelerator) -> None:
+    """Remember the run's Accelerator for :func:`release_after_error`."""
+    _current[:] = [accelerator]
+
+
+def finish_processes(accelerator: Accelerator) -> None:
+    """The end of a run that every process reached: trackers, engine, barrier, process group, in that order."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers = []
+    _release(accelerator, everyone_here=True)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    _current.clear()
+
+
+def release_after_error() -> None:
+    """After an exception left the loop (maybe on this process only): release the engine, destroy the group locally."""
+    accelerator = _current[0] if _current else None
+    _current.clear()
+    if "torch.distributed" not in sys.modules:
+        return  # nothing distributed was ever started (a CLI error, --help, --print-config)
+    if accelerator is not None:
+        _release(accelerator, everyone_here=False)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _release(accelerator: Accelerator, everyone_here: bool) -> None:
+    """Finish ZeRO-3's in-flight gathers (only when every process is here: waiting on one is a collective),
+    destroy the DeepSpeed engine, drop every prepared object; collect now."""
+    wrapped = getattr(accelerator, "deepspeed_engine_wrapped", None)
+    if wrapped is not None and everyone_here:
+        # ZeRO-3 prefetches parameters with asynchronous all-gathers, and engine.destroy() only removes
+        # hooks: wait for any still in flight and re-partition (none were left in the runs measured).
+        wrapped.engine.empty_partition_cache()
+    accelerator.free_memory()  # DeepSpeed: engine.destroy() first, then the models, optimizers, loaders
+    gc.collect()
