@@ -13,13 +13,14 @@ import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .adapters import is_peft_model
 from .errors import ConfigError, notice
 from .files import write_json
 from .manifest import has_manifest, manifest_problem, write_manifest
 from .modeling import PEFT_CHECKPOINT_MARKER, RUN_CONFIG_FILE
+from .reshard import UNIVERSAL_SUFFIX, announce, checkpoint_layout, load_resharded, rescale_position, rescale_scheduler
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +31,8 @@ LOOP_STATE_FILE = "loop_state.json"
 CHECKPOINT_PREFIX = "step_"
 CHECKPOINT_NAME = re.compile(r"step_\d+")
 DELETING_SUFFIX = ".deleting"
-LEFTOVER_NAME = re.compile(r"step_\d+\.(tmp|deleting)")
+# What an interrupted save, retention or universal conversion (reshard.py) of ours leaves behind.
+LEFTOVER_NAME = re.compile(r"step_\d+(\.tmp|\.deleting|" + re.escape(UNIVERSAL_SUFFIX) + ")")
 
 
 @dataclass
@@ -39,7 +41,7 @@ class LoopState:
 
     global_step: int = 0
     epoch: int = 0
-    # Micro-batches of the current epoch already consumed.
+    # Micro-batches of the current epoch already consumed, per process (reshard.py rescales it for another process count).
     batches_in_epoch: int = 0
     # The best periodic evaluation so far (see best.py) and how many evaluations since have not beaten it.
     best_step: int = -1
@@ -136,9 +138,27 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path) -> LoopState:
-    accelerator.load_state(str(path))
-    return read_loop_state(path)
+def load_checkpoint(accelerator: Accelerator, path: Path, scheduler: Any = None, work_root: Optional[Path] = None, batch_size: int = 1) -> LoopState:
+    """Weights, optimizer, scheduler, RNG and loop position of ``path``, on this run's number of processes.
+
+    A checkpoint written by another number of processes goes through reshard.py (universal conversion
+    under DeepSpeed, in ``work_root``); the schedule and the data position are then rescaled to this
+    world size (``scheduler``: the prepared one; ``batch_size``: per process).
+    """
+    state = read_loop_state(path)
+    layout = checkpoint_layout(path)
+    now = accelerator.num_processes
+    if layout.processes == now:
+        accelerator.load_state(str(path))
+        return state
+    load_resharded(accelerator, path, layout, work_root if work_root is not None else path.parent)
+    if scheduler is not None:
+        rescale_scheduler(scheduler, layout.processes, now)
+    state.batches_in_epoch, repeated = rescale_position(state.batches_in_epoch, layout.processes, now, batch_size)
+    accelerator.step = state.batches_in_epoch  # gradient accumulation counts micro-batches of the epoch
+    if accelerator.is_main_process:
+        print(f"[accel_tasks] {announce(layout, now, state.global_step, repeated)}", flush=True)
+    return state
 
 
 def read_loop_state(path: Path) -> LoopState:

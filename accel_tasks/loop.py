@@ -206,7 +206,8 @@ def _scheduler_and_state(accelerator: Accelerator, plan: Plan, optimizer: torch.
     scheduler = accelerator.prepare_scheduler(scheduler)
     state = LoopState()
     if plan.resume_dir is not None:
-        state = load_checkpoint(accelerator, plan.resume_dir)
+        # Another number of processes than the checkpoint's: resharded, schedule and data position rescaled (reshard.py).
+        state = load_checkpoint(accelerator, plan.resume_dir, scheduler, plan.output_dir / "checkpoints", tcfg.batch_size)
         log(f"resumed from {plan.resume_dir} at step {state.global_step} (epoch {state.epoch}, batch {state.batches_in_epoch})")
     return scheduler, state
 

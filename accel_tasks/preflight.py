@@ -27,6 +27,7 @@ from .modeling import check_trained_weights, resolve_model_source, saved_run_con
 from .performance import check_compile_supported, compile_settings
 from .recipe import Recipe
 from .registry import available_recipes, load_recipe_class
+from .reshard import check_resume_layout
 from .rundir import acquire_lock
 from .streaming import check_streaming
 from .trackers import resolve_trackers
@@ -163,6 +164,8 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
         check_grad_compression(cfg, deepspeed_requested(cfg), world_size())
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
+    if resume_dir is not None:
+        check_resume_layout(cfg, resume_dir)  # DeepSpeed or not, ZeRO stage, number of processes (reshard.py)
     check_streaming(cfg, recipe_cls, resume_dir)
     # The output_dir's contents now (read only), so that this common mistake is not found only after the
     # metrics have imported evaluate and datasets (seconds); checked again under the lock below.
