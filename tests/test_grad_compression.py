@@ -207,3 +207,21 @@ def test_grad_compression_runs_import_no_torch_before_the_error(tmp_path: Path):
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout.strip() == "[]", (done.stdout, done.stderr[-2000:])
+
+
+def test_the_bench_counts_bytes_by_the_powersgd_hook_rules():
+    """bench/grad_compression.py: a matrix as P + Q when that is 2x smaller, 1-D tensors and small matrices whole."""
+    import sys
+
+    from helpers import REPO
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from grad_compression import payload_bytes
+    finally:
+        sys.path.pop(0)
+    # (500, 128): P 500 + Q 128 = 628 elements; (128,) as 128 x 1 would be 129: whole; (4, 4): 8 x 2 = 16 is not < 16: whole;
+    # (64, 8, 3, 3) is 64 x 72: 136.
+    shapes = [(500, 128), (128,), (4, 4), (64, 8, 3, 3)]
+    assert payload_bytes(shapes, rank=1) == {"none": 4 * 68752, "fp16": 2 * 68752, "powersgd": 4 * (628 + 128 + 16 + 136)}
+    assert payload_bytes(shapes, rank=4)["powersgd"] == 4 * (4 * 628 + 128 + 16 + 4 * 136)
