@@ -145,7 +145,7 @@ class TrainConfig:
     tf32: bool = True
     """On CUDA, fp32 matmuls use TF32 tensor cores (Ampere and newer; Trainer: tf32); false keeps full fp32. No effect on CPU."""
     grad_compression: Optional[str] = None
-    """Compress the gradient all-reduce of multi-process DDP runs (accelerate's DDP communication hooks): powersgd (low-rank), fp16 or bf16 (half-precision casts); None: full fp32. Not with DeepSpeed (use its JSON)."""
+    """Compress the gradient all-reduce of multi-process DDP runs (accelerate's DDP communication hooks): powersgd (low-rank), fp16 or bf16 (half precision; bf16 needs CUDA + NCCL); None: full fp32. Not with DeepSpeed (it does its own communication)."""
     powersgd_rank: int = 1
     """PowerSGD: rank of the low-rank approximation of each gradient matrix (higher: closer to the uncompressed run, more bytes)."""
     powersgd_start_iter: int = 1000
