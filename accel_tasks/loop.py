@@ -89,10 +89,11 @@ def run(plan: Plan) -> dict[str, Any]:
         log(f"predict: {len(raw[cfg.eval.split])} inputs, " + ("with references: they are scored too" if recipe.with_references else "no references: predictions only"))
     for split in splits:
         check_columns(raw[split], recipe.required_columns(split, raw[split].column_names), split)
-        raw[split] = recipe.prepare_raw(raw[split], split)
         if is_stream(raw[split]):  # data.streaming: read, shuffled and tokenized on the fly, this process's share only
+            raw[split] = recipe.prepare_stream(raw[split], split)
             features[split] = stream_features(recipe, raw[split], split, cfg, accelerator.process_index, accelerator.num_processes, log)
             continue
+        raw[split] = recipe.prepare_raw(raw[split], split)
         with accelerator.main_process_first():
             features[split] = make_features(recipe, raw[split], split, cfg.data, log)
     # Every check has passed (model loaded, data read and preprocessed): only now is output_dir written to.

@@ -14,6 +14,7 @@ The loop calls the hooks in this order, and each hook may rely on what ran befor
     load_data(splits)                -> DatasetDict with the splits the run needs (train / validation / test)
     required_columns(split, cols)    checked against each raw split
     prepare_raw(dataset, split)      last fix-ups of a raw split (filter, rename, cast)
+    prepare_stream(stream, split)    instead of prepare_raw for a streamed split: lazy (first rows, filter, rename)
     preprocess(batch, split)         raw rows -> features, through datasets.map(batched=True), cached
     collate(features)                features -> tensors, per batch
     training_loss(model, batch)      train only
@@ -224,6 +225,27 @@ class Recipe(ABC):
     def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Last chance to fix up a raw split (filter, rename, cast) before features are made."""
         return dataset
+
+    def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
+        """prepare_raw for a streamed split (data.streaming=true): called instead of it, and must stay lazy.
+
+        Why a hook of its own: a stream is read as training goes and may be larger than memory, so this must
+        never read the whole of it. It may look at the first rows (``stream.take(N)``) to resolve settings
+        (languages, columns), and drop, rename or fix up rows lazily (``stream.filter``, ``rename_columns``,
+        ``map``); a bad row met mid-stream may raise ConfigError, which ends the run in one line.
+
+        Default: a recipe that does not override prepare_raw has nothing to fix up, so the stream is returned
+        unchanged. A recipe with a prepare_raw and no prepare_stream cannot stream (preflight says so in one
+        line, see ``can_stream``).
+        """
+        if type(self).prepare_raw is not Recipe.prepare_raw:
+            raise ConfigError(f"recipe={self.name} has a prepare_raw but no prepare_stream; set data.streaming=false")
+        return stream
+
+    @classmethod
+    def can_stream(cls) -> bool:
+        """Whether a streamed split can be prepared: prepare_raw untouched, or a prepare_stream of the recipe's own."""
+        return cls.prepare_raw is Recipe.prepare_raw or cls.prepare_stream is not Recipe.prepare_stream
 
     def preprocess_fingerprint(self) -> str:
         """Part of the feature cache key: changes when the recipe's code changes."""

@@ -59,10 +59,10 @@ def check_streaming(cfg: RunConfig, recipe_cls: type[Recipe], resume_dir: Option
     _check_resume_matches(cfg, resume_dir)
     if not data.streaming or cfg.mode != "train":
         return  # eval and predict runs read their split map-style (streamed only to take data.max_eval_samples rows)
-    if recipe_cls.prepare_raw is not Recipe.prepare_raw:
+    if not recipe_cls.can_stream():
         raise ConfigError(
             f"recipe={cfg.recipe} cannot stream its train data: its prepare_raw checks or fixes up the whole split "
-            "before training; set data.streaming=false"
+            "and it has no prepare_stream; set data.streaming=false (or give the recipe a prepare_stream)"
         )
     if cfg.train.max_steps <= 0:
         raise ConfigError(

@@ -117,9 +117,29 @@ def test_the_stream_checks_import_no_heavy_library(tmp_path: Path):
     assert heavy == [] and code == 2 and "data.streaming=true needs train.max_steps=N" in stderr, (heavy, stderr)
 
 
+WHOLE_SPLIT_PLUGIN = '''
+from accel_tasks.recipes import PRESETS_DIR
+from accel_tasks.recipes.summarization import SummarizationRecipe
+
+
+class WholeSplit(SummarizationRecipe):
+    """A plugin whose prepare_raw needs the whole split (len) and that has no prepare_stream."""
+
+    name = "whole_split"
+    preset_file = PRESETS_DIR / "summarization.yaml"
+
+    def prepare_raw(self, dataset, split):
+        return dataset.select(range(len(dataset) // 2))
+'''
+
+
 def test_a_recipe_that_fixes_up_whole_splits_cannot_stream(tmp_path: Path):
-    result = run_cli(["recipe=translation", "data.streaming=true", "output_dir=out"], tmp_path, launcher="python")
-    assert "recipe=translation cannot stream its train data: its prepare_raw" in one_error_line(result)
+    """A plugin with a prepare_raw and no prepare_stream is refused in one line (the built-in recipes all stream)."""
+    (tmp_path / "plugin.py").write_text(WHOLE_SPLIT_PLUGIN)
+    spec = f"recipe={tmp_path / 'plugin.py'}:WholeSplit"
+    result = run_cli([spec, "data.streaming=true", "output_dir=out"], tmp_path, launcher="python")
+    line = one_error_line(result)
+    assert "cannot stream its train data: its prepare_raw checks or fixes up the whole split and it has no prepare_stream" in line, line
     assert not (tmp_path / "out").exists()
 
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 TOKENIZE_CHUNK = 1000
+# Rows a streamed split is looked at before training: languages resolved, drops and truncation counted.
+STREAM_HEAD_ROWS = 1000
 
 
 @dataclass
@@ -311,25 +313,9 @@ class TranslationRecipe(Seq2SeqRecipe):
 
     def usable_rows(self, batch: dict[str, list], split: str, column_names: Sequence[str]) -> list[int]:
         """Indices of rows with a source and a target; the others are named in a warning, and none left is an error."""
-        sources = self.source_values(batch)
-        targets = self.target_values(batch)
-        if split != "train" or all(t is None for t in targets):
-            targets = self.reference_values(batch)
-        source_name, target_name = self.side_names(column_names, split)
         problems: dict[str, list[int]] = {}
         keep: list[int] = []
-        for index, (source, target) in enumerate(zip(sources, targets)):
-            reason = None
-            if source is None:
-                reason = f"no {source_name}"
-            elif not source.strip():
-                reason = f"an empty {source_name}"
-            elif not self.with_references:
-                pass  # sources only (mode=predict)
-            elif target is None:
-                reason = f"no {target_name}"
-            elif not any(t.strip() for t in target):
-                reason = f"an empty {target_name}"
+        for index, reason in enumerate(self.row_problems(batch, split, column_names)):
             if reason is None:
                 keep.append(index)
             else:
@@ -342,8 +328,71 @@ class TranslationRecipe(Seq2SeqRecipe):
                 f"the {split} data has no usable rows: {details}; check task.source_lang/task.target_lang "
                 "or task.source_column/task.target_column"
             )
-        self.notice(f"{split}: dropped {len(sources) - len(keep)} of {len(sources)} rows that cannot be used: {details}")
+        total = len(keep) + sum(len(rows) for rows in problems.values())
+        self.notice(f"{split}: dropped {total - len(keep)} of {total} rows that cannot be used: {details}")
         return keep
+
+    def row_problems(self, batch: dict[str, list], split: str, column_names: Sequence[str]) -> list[Optional[str]]:
+        """Why each row of a raw batch cannot be used (no or an empty source or target), None for a usable row.
+
+        The one rule for both paths: usable_rows applies it to a whole map-style split, prepare_stream to each
+        batch of a stream as it is read. (Whether targets come from task.references_column when a train batch
+        has no target cells at all is decided per batch: the whole split on the map-style path.)
+        """
+        sources = self.source_values(batch)
+        targets = self.target_values(batch)
+        if split != "train" or all(t is None for t in targets):
+            targets = self.reference_values(batch)
+        source_name, target_name = self.side_names(column_names, split)
+        reasons: list[Optional[str]] = []
+        for source, target in zip(sources, targets):
+            reason = None
+            if source is None:
+                reason = f"no {source_name}"
+            elif not source.strip():
+                reason = f"an empty {source_name}"
+            elif not self.with_references:
+                pass  # sources only (mode=predict)
+            elif target is None:
+                reason = f"no {target_name}"
+            elif not any(t.strip() for t in target):
+                reason = f"an empty {target_name}"
+            reasons.append(reason)
+        return reasons
+
+    def usable_mask(self, batch: dict[str, list], split: str, column_names: Sequence[str]) -> list[bool]:
+        """row_problems as a keep-mask, for ``IterableDataset.filter(batched=True)``."""
+        return [reason is None for reason in self.row_problems(batch, split, column_names)]
+
+    # -- streamed train data -------------------------------------------------------------------------
+    def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
+        """prepare_raw for a stream: languages and model inputs from the first STREAM_HEAD_ROWS rows, unusable
+        rows dropped lazily by the same rule (row_problems), truncated sources counted over those first rows only."""
+        columns = list(stream.column_names)
+        head_rows = list(stream.take(STREAM_HEAD_ROWS))
+        head = {column: [row.get(column) for row in head_rows] for column in columns}
+        if self.flat_columns(columns) is None:
+            self.resolve_languages(head[self.options.translation_column], split)
+        self.configure_model_inputs()
+        reasons = self.row_problems(head, split, columns)
+        kept = [index for index, reason in enumerate(reasons) if reason is None]
+        dropped = len(reasons) - len(kept)
+        if not kept:
+            raise ConfigError(
+                f"the {split} stream has no usable rows among its first {len(reasons)}: {sorted({r for r in reasons if r})}; "
+                "check task.source_lang/task.target_lang or task.source_column/task.target_column"
+            )
+        flat = self.flat_columns(columns)
+        column, lang = (flat[0], None) if flat else (self.options.translation_column, self.options.source_lang)
+        kept_head = {key: [values[i] for i in kept] for key, values in head.items()}
+        counts = source_token_counts(kept_head, self.processor, column, lang, self.options.source_prefix or "")["source_tokens"]
+        truncated = sum(n > self.options.max_source_length for n in counts)
+        self.notice(
+            f"{split}: streamed; rows without a source or target are dropped as they are read "
+            f"({dropped} of the first {len(reasons)}); {truncated} of the first {len(kept)} usable sources are longer than "
+            f"task.max_source_length={self.options.max_source_length} tokens and are truncated"
+        )
+        return stream.filter(self.usable_mask, batched=True, fn_kwargs={"split": split, "column_names": columns})
 
     def side_names(self, column_names: Sequence[str], split: str) -> tuple[str, str]:
         """How messages name the source and target cells."""
