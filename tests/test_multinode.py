@@ -13,7 +13,8 @@ must exit 0 with no abort text on stderr; A and B export full weights and score 
 B's steps 3-4 repeat A's losses and end at A's weights (an exact resume on the same 2 processes).
 
 test_clean_exit_script_* runs scripts/check_clean_exits.py once (one 2-process ZeRO-3 run): both
-ranks exit 0 and no abort text; its per-rank report is also checked on a torchrun failure text.
+ranks exit 0 and no abort text; its per-rank report is also checked on a torchrun failure text. The
+error path: a non-finite loss on 2 ZeRO-3 processes ends with exit 3 and no abort on any rank.
 """
 
 from __future__ import annotations
@@ -210,3 +211,23 @@ def test_clean_exit_script_one_two_process_zero3_run_every_rank_exits_0(tmp_path
     assert read_json(tmp_path / "run1" / "metrics.json")["eval_samples"] == 11
     stderr = (tmp_path / "run1.stderr").read_text()
     assert "terminate called" not in stderr and "Fatal Python error" not in stderr
+
+
+@pytest.mark.slow
+def test_a_run_stopped_on_every_rank_ends_with_its_own_status_and_no_abort(world, tmp_path):
+    """The error path of teardown.py: a non-finite loss on 2 ZeRO-3 processes ends with exit 3, never an abort."""
+    from helpers import run_cli
+
+    import yaml
+
+    args = [a for a in run_args(world, tmp_path / "diverged", "train.lr=1e20", "train.max_grad_norm=0") if a != "train.lr=3e-3"]
+    config = yaml.safe_load((ACCELERATE_CONFIGS / "deepspeed_zero3.yaml").read_text())
+    config.update(num_processes=2, mixed_precision="no")
+    (tmp_path / "zero3_2.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli(args, tmp_path, config_file=tmp_path / "zero3_2.yaml", timeout=900)
+    assert "the training loss is nan (not finite)" in result.stderr, result.stderr[-3000:]
+    codes = load_script().torchrun_rank_codes(result.stderr)
+    # Each rank's status, from torchrun's report: 3 (NonFiniteLoss), or -15 where torchrun, failing fast after
+    # the first rank's exit, sent SIGTERM to a rank still on its way out; never -6 (SIGABRT).
+    assert set(codes) == {0, 1} and set(codes.values()) <= {3, -15} and 3 in codes.values(), result.stderr[-3000:]
+    assert not [line for line in result.stderr.splitlines() if re.search(r"terminate called|Fatal Python error|SIGABRT", line)]
