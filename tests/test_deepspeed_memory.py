@@ -20,7 +20,7 @@ from ds_fixtures import build_model_dir, make_examples
 
 def test_formulas_reproduce_the_zero_paper_example():
     # ZeRO paper, Figure 1: 7.5B parameters on 64 GPUs -> 120 GB, 31.4 GB, 16.6 GB, 1.9 GB.
-    psi, gpus = 7.5e9, 64
+    psi = 7.5e9  # 64 GPUs: 8 nodes x 8
     expected_gb = {0: 120.0, 1: 31.40625, 2: 16.640625, 3: 1.875}
     for stage, gigabytes in expected_gb.items():
         gpu, cpu = zero_formula(int(psi), stage, "none", gpus_per_node=8, nodes=8)
