@@ -91,6 +91,7 @@ class Recipe(ABC):
       ``model-index`` task type), e.g. ``summarization``; None: the card names the recipe instead.
     - ``example_score_name`` / ``example_score_higher_is_better``: what :meth:`example_scores` returns
       (e.g. ``ROUGE-L``, higher is better); the run report ranks predictions by it.
+    - ``stream_head_rows``: the first rows of a streamed split that ``prepare_stream`` looks at before training.
     """
 
     name: ClassVar[str] = ""
@@ -106,6 +107,8 @@ class Recipe(ABC):
     pipeline_tag: ClassVar[Optional[str]] = None
     example_score_name: ClassVar[Optional[str]] = None
     example_score_higher_is_better: ClassVar[bool] = True
+    # How many first rows of a streamed split prepare_stream may read before training (settings, checks).
+    stream_head_rows: ClassVar[int] = 1000
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg

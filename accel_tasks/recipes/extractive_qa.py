@@ -217,23 +217,50 @@ class ExtractiveQARecipe(Recipe):
         if not self.with_references:
             # Questions alone (mode=predict): no answers, which the shared row checks read as unanswerable.
             dataset = dataset.add_column(self.options.answer_column, [{"text": [], "answer_start": []}] * len(dataset))
+        dataset = self._standard_columns(dataset)
+        self._check_rows(dataset, f"the {split} data")
+        return dataset
+
+    def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
+        """prepare_raw for a stream: the same renames, lazily; the same row checks on the first ``stream_head_rows``
+        rows before training, then on every batch as it is read (a bad row met mid-run is one line, exit 2).
+
+        Duplicate ids are found within the first rows and within each batch read, not across the whole stream
+        (that would mean holding every id); a training stream is never keyed by id, so this loses no check
+        that training needs.
+        """
+        stream = self._standard_columns(stream)
+        head = list(stream.take(self.stream_head_rows))
+        self._check_rows(head, f"the first {len(head)} rows of the {split} stream")
+        return stream.filter(self._rows_checked, batched=True, fn_kwargs={"split": split})
+
+    def _standard_columns(self, dataset: Any) -> Any:
+        """The user's columns renamed to STANDARD_COLUMNS (a standard name already taken by another column is dropped)."""
         renames = {column: std for std, column in self._column_options().items() if column != std}
         clashing = [std for std in renames.values() if std in dataset.column_names and std not in renames]
         if clashing:
             dataset = dataset.remove_columns(clashing)
         if renames:
             dataset = dataset.rename_columns(renames)
+        return dataset
+
+    def _check_rows(self, examples: Any, what: str) -> None:
+        """validate_examples as one ConfigError naming every bad row: bad rows are refused, never dropped silently."""
         try:
-            problems = validate_examples(dataset, allow_unanswerable=self.options.version_2_with_negative or not self.with_references)
+            problems = validate_examples(examples, allow_unanswerable=self.options.version_2_with_negative or not self.with_references)
         except QADataError as exc:
-            raise ConfigError(f"the {split} data: {exc}") from None
+            raise ConfigError(f"{what}: {exc}") from None
         if problems:
             raise ConfigError(
-                f"the {split} data has {len(problems)} unusable row(s), not dropped silently: "
+                f"{what} has {len(problems)} unusable row(s), not dropped silently: "
                 f"{list_rows(problems, _SHOWN_PROBLEMS, quote=False)}; "
                 "fix or remove these rows"
             )
-        return dataset
+
+    def _rows_checked(self, batch: dict[str, list], split: str) -> list[bool]:
+        """The keep-mask of a streamed batch: every row, once _check_rows has passed it (a bad one ends the run)."""
+        self._check_rows(batch, f"the {split} stream")
+        return [True] * len(batch["id"])
 
     def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
         """Training windows with start/end labels for "train"; windows + offsets for postprocessing otherwise."""

@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 TOKENIZE_CHUNK = 1000
-# Rows a streamed split is looked at before training: languages resolved, drops and truncation counted.
-STREAM_HEAD_ROWS = 1000
 
 
 @dataclass
@@ -366,10 +364,10 @@ class TranslationRecipe(Seq2SeqRecipe):
 
     # -- streamed train data -------------------------------------------------------------------------
     def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
-        """prepare_raw for a stream: languages and model inputs from the first STREAM_HEAD_ROWS rows, unusable
+        """prepare_raw for a stream: languages and model inputs from the first ``stream_head_rows`` rows, unusable
         rows dropped lazily by the same rule (row_problems), truncated sources counted over those first rows only."""
         columns = list(stream.column_names)
-        head_rows = list(stream.take(STREAM_HEAD_ROWS))
+        head_rows = list(stream.take(self.stream_head_rows))
         head = {column: [row.get(column) for row in head_rows] for column in columns}
         if self.flat_columns(columns) is None:
             self.resolve_languages(head[self.options.translation_column], split)
