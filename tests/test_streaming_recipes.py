@@ -208,3 +208,69 @@ def test_extractive_qa_bad_row_in_a_stream_is_one_line(tmp_path: Path, where: st
     assert "fix or remove these rows" in line
     if where == "first rows":
         assert not (tmp_path / "out").exists()
+
+
+# -- speech recognition ----------------------------------------------------------------------------------
+
+SPEECH = ["recipe=speech_recognition", "data.streaming=true", "data.max_eval_samples=4", "train.report_to=[none]", "train.log_every=1"]
+SPEECH_SAMPLE = SAMPLES / "speech_recognition"
+
+
+@pytest.mark.slow
+def test_speech_streams_trains_and_scores(tmp_path: Path):
+    """The bundled speech sample streamed on one process: clips probed as they are read, 4 steps, WER scored."""
+    result = check(run_cli([*SPEECH, "train.max_steps=4", "train.batch_size=8", "output_dir=out"], tmp_path, launcher="python"))
+    assert "train (the first 528 streamed rows): duration filter" in result.stdout
+    assert "train: streamed (1 shard, whole shards to 1 process" in result.stdout
+    assert len(losses(result.stdout, 4)) == 4
+    metrics = read_json(tmp_path / "out" / "metrics.json")
+    assert metrics["train_steps"] == 4 and metrics["eval_samples"] == 4 and {"wer", "cer"} <= set(metrics)
+
+
+def speech_rows_to_drop(tmp_path: Path) -> tuple[Path, Path, float, list[str]]:
+    """12 sample rows, row 2's transcript emptied; a duration limit (the rows' median) that drops about half of
+    the rest. Returns the files, the limit and the ids both rules keep, in file order."""
+    import soundfile
+
+    rows = sample_rows("speech_recognition", "train", 12)
+    rows[2]["text"] = "  "
+    durations = [soundfile.info(str(SPEECH_SAMPLE / row["audio"])).duration for row in rows]
+    limit = sorted(durations)[len(durations) // 2]
+    keep = [row["id"] for index, (row, seconds) in enumerate(zip(rows, durations)) if index != 2 and seconds <= limit]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    valid = write_jsonl(tmp_path / "valid.jsonl", sample_rows("speech_recognition", "validation", 4))
+    return train, valid, limit, keep
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("streaming", [True, False])
+def test_speech_drops_the_same_rows_streamed_and_map_style(tmp_path: Path, streaming: bool):
+    """An empty transcript (task.drop_empty_transcripts=true) and clips over task.max_duration_s are dropped by
+    both paths: one batch of every kept row is exactly those rows (the stream, unshuffled, in file order)."""
+    train, valid, limit, keep = speech_rows_to_drop(tmp_path)
+    assert 2 <= len(keep) < 11
+    spec, env = probe(tmp_path, "speech_recognition", "SpeechRecognitionRecipe")
+    result = check(run_cli([spec, *SPEECH[1:], f"data.streaming={str(streaming).lower()}", f"data.train_file={train}",
+                            f"data.validation_file={valid}", f"task.audio_dir={SPEECH_SAMPLE}", "task.drop_empty_transcripts=true",
+                            f"task.max_duration_s={limit}", "data.shuffle_buffer=0", f"train.batch_size={len(keep)}", "train.max_steps=1",
+                            "output_dir=out"], tmp_path, launcher="python", env=env))
+    seen = recorded(tmp_path)
+    if streaming:
+        assert "train (the first 12 streamed rows): dropped 1 of 12 rows with an empty transcript (rows 'train-0002')" in result.stdout
+        assert f"train (the first 12 streamed rows): duration filter [0, {limit:g}] s removed {11 - len(keep)} of 11 clips" in result.stdout
+        assert seen == keep
+    else:
+        assert "train: dropped 1 of 12 rows with an empty transcript" in result.stdout
+        assert f"train: duration filter [0, {limit:g}] s removed {11 - len(keep)} of 11 clips" in result.stdout
+        assert sorted(seen) == sorted(keep)
+
+
+@pytest.mark.slow
+def test_speech_empty_transcript_in_a_stream_is_one_line(tmp_path: Path):
+    """Without task.drop_empty_transcripts an empty transcript is refused, as map-style: one line naming the row."""
+    train, valid, _, _ = speech_rows_to_drop(tmp_path)
+    result = run_cli([*SPEECH, f"data.train_file={train}", f"data.validation_file={valid}", f"task.audio_dir={SPEECH_SAMPLE}",
+                      "train.max_steps=1", "output_dir=out"], tmp_path, launcher="python")
+    line = one_error_line(result, alone=False)
+    assert "the train stream has 1 row(s) with an empty transcript (after normalisation): rows 'train-0002'" in line, line
+    assert "set task.drop_empty_transcripts=true" in line and not (tmp_path / "out").exists()

@@ -14,7 +14,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -238,7 +238,11 @@ class SpeechRecognitionRecipe(Recipe):
         _, text_column = self.columns(train.column_names)
         if text_column not in train.column_names:
             raise ConfigError(f"the train data has no column {text_column!r} (columns: {', '.join(train.column_names)}); set task.text_column=<column>")
-        texts = [t for t in train[text_column] if t is not None]
+        import datasets
+
+        streamed = isinstance(train, datasets.IterableDataset)  # data.streaming: the first rows stand for the split
+        cells = (row[text_column] for row in train.take(self.stream_head_rows)) if streamed else train[text_column]
+        texts = [t for t in cells if t is not None]
         try:
             vocab = build_ctc_vocab(texts, self.target_normalizer())
         except ValueError as exc:
@@ -262,7 +266,8 @@ class SpeechRecognitionRecipe(Recipe):
             self.cfg.model, self.auto_model_class, "AutoFeatureExtractor", default_dir=default_dir, config_overrides=overrides
         )
         symbols = "".join(ch for ch in vocab if len(ch) == 1)
-        self.log(f"built a CTC vocabulary of {len(vocab)} symbols from {len(texts)} training transcripts: {symbols!r} + [UNK] [PAD]")
+        which = f"the first {len(texts)} streamed" if streamed else f"{len(texts)}"
+        self.log(f"built a CTC vocabulary of {len(vocab)} symbols from {which} training transcripts: {symbols!r} + [UNK] [PAD]")
         return model, ctc_processor(model_type, feature_extractor, tokenizer)
 
     def _check_ctc_head(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -364,7 +369,7 @@ class SpeechRecognitionRecipe(Recipe):
         if self.with_references:
             dataset = self._drop_empty_transcripts(dataset, split)
         if split == "train" and self.model_type == "ctc":
-            self._report_unknown_characters(dataset)
+            self._report_unknown_characters(dataset[self.text_column])
         base_dir = self.audio_base_dir(split)
         try:
             # Only the two probe columns are written (a few bytes per clip), never a copy of the audio.
@@ -398,22 +403,90 @@ class SpeechRecognitionRecipe(Recipe):
             raise ConfigError(f"no {split} clips left after the duration filter; widen task.min_duration_s / task.max_duration_s")
         return dataset.select(np.flatnonzero(keep))
 
-    def _report_unknown_characters(self, dataset: datasets.Dataset) -> None:
+    def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
+        """prepare_raw for a stream, row by row as it is read: the same drops (empty transcripts, durations out of
+        range) and the same errors (an unreadable or empty clip, an empty transcript without
+        task.drop_empty_transcripts) through ``_keep_streamed``; unknown characters, resampling and the drop
+        counts reported over the first ``stream_head_rows`` rows only."""
+        from .speech.rawdata import ROW_COLUMN
+
+        self.columns(list(stream.column_names))
+        self.id_column = self.options.id_column or ("id" if "id" in stream.column_names else ROW_COLUMN)
+        if self.id_column == ROW_COLUMN and ROW_COLUMN not in stream.column_names:
+            import datasets
+
+            features = datasets.Features({**stream.features, ROW_COLUMN: datasets.Value("int64")})
+            stream = stream.map(lambda row, index: {ROW_COLUMN: index}, with_indices=True, features=features)
+        head_rows = list(stream.take(self.stream_head_rows))
+        head = {column: [row[column] for row in head_rows] for column in stream.column_names}
+        what = f"{split} (the first {len(head_rows)} streamed rows)"
+        if split == "train" and self.model_type == "ctc":
+            self._report_unknown_characters(head[self.text_column], f"the first {len(head_rows)} streamed transcripts")
+        keep = self._keep_streamed(head, split, report=what)
+        if not any(keep):
+            raise ConfigError(f"none of the first {len(keep)} {split} rows is left after the transcript and duration filters; "
+                              "check the data or widen task.min_duration_s / task.max_duration_s")
+        return stream.filter(self._keep_streamed, batched=True, fn_kwargs={"split": split})
+
+    def _keep_streamed(self, batch: dict[str, list], split: str, report: Optional[str] = None) -> list[bool]:
+        """Keep-mask of a streamed batch by prepare_raw's rules; ``report``: say what was dropped, under that name."""
+        from .speech.audio import AudioLoadError
+        from .speech.rawdata import PROBE_DURATION, PROBE_RATE, empty_transcript_rows, probe_audio, shown_rows
+
+        ids = batch[self.id_column]
+        keep = np.ones(len(ids), dtype=bool)
+        if self.with_references:
+            normalizers = [self.target_normalizer()] if split == "train" else [self.target_normalizer(), self.normalizer()]
+            empty = empty_transcript_rows(ids, batch[self.text_column], normalizers)
+            if empty and not self.options.drop_empty_transcripts:
+                raise ConfigError(
+                    f"the {split} stream has {len(empty)} row(s) with an empty transcript (after normalisation): rows "
+                    f"{shown_rows([ids[i] for i in empty])}; remove them or set task.drop_empty_transcripts=true"
+                )
+            keep[empty] = False
+            if empty and report:
+                self.log(f"{report}: dropped {len(empty)} of {len(ids)} rows with an empty transcript (rows {shown_rows([ids[i] for i in empty])})")
+        # As prepare_raw: only the clips of rows still kept are probed and filtered.
+        kept = np.flatnonzero(keep)
+        clips = {self.audio_column: [batch[self.audio_column][i] for i in kept], self.id_column: [ids[i] for i in kept]}
+        base_dir = self.audio_base_dir(split)
+        try:
+            probe = probe_audio(clips, audio_column=self.audio_column, id_column=self.id_column, base_dir=str(base_dir) if base_dir else None)
+        except AudioLoadError as exc:
+            hint = " (relative paths: task.audio_dir=<folder>)" if "not found" in str(exc) else ""
+            raise ConfigError(f"{exc}{hint}") from None
+        durations = np.asarray(probe[PROBE_DURATION], dtype=np.float64)
+        silent = [clips[self.id_column][i] for i in np.flatnonzero(durations <= 0)]
+        if silent:
+            raise ConfigError(f"the {split} stream has {len(silent)} empty audio clip(s) (0 samples): rows {shown_rows(silent)}; remove those rows")
+        if report:
+            rates = np.asarray(probe[PROBE_RATE], dtype=np.int64)
+            sampling_rate = int(self._feature_extractor().sampling_rate)
+            other = rates != sampling_rate
+            if other.any():
+                found = ", ".join(f"{int(r)} Hz" for r in np.unique(rates[other]))
+                self.log(f"{report}: {int(other.sum())} of {len(rates)} clips at {found} are resampled to {sampling_rate} Hz")
+        keep[kept] = self._duration_mask(durations, report or split, report=bool(report))
+        return keep.tolist()
+
+    def _report_unknown_characters(self, transcripts: Sequence[Any], which: str = "the transcripts") -> None:
         """Characters the CTC vocabulary lacks would silently train as [UNK]; say which."""
         from .speech.models import split_processor
         from .speech.rawdata import unknown_characters
 
         normalize = self.target_normalizer() or _NoNormalization()
-        texts = (normalize(str(text)) for text in dataset[self.text_column])
+        texts = (normalize(str(text)) for text in transcripts)
         unknown = unknown_characters(texts, split_processor(self.processor)[1])
         if unknown:
             self.log(
-                f"train: {len(unknown)} character(s) of the transcripts are not in the model's vocabulary and become "
+                f"train: {len(unknown)} character(s) of {which} are not in the model's vocabulary and become "
                 f"[UNK]: {''.join(sorted(unknown))!r}; set task.build_vocab=true to build a vocabulary from the transcripts"
             )
 
-    def _duration_mask(self, durations: np.ndarray, split: str) -> np.ndarray:
-        """task.min/max_duration_s, plus a fixed-window model's window (Whisper would cut longer clips)."""
+    def _duration_mask(self, durations: np.ndarray, split: str, report: bool = True) -> np.ndarray:
+        """task.min/max_duration_s, plus a fixed-window model's window (Whisper would cut longer clips).
+
+        ``report``: log the counts (a stream reports only its first rows, not every batch)."""
         from .speech.rawdata import input_window_s
 
         opts = self.options
@@ -422,16 +495,18 @@ class SpeechRecognitionRecipe(Recipe):
             low = opts.min_duration_s if opts.min_duration_s is not None else 0.0
             high = opts.max_duration_s if opts.max_duration_s is not None else np.inf
             keep = (durations >= low) & (durations <= high)
-            self.log(
-                f"{split}: duration filter [{low:g}, {high:g}] s removed {int((~keep).sum())} of {len(keep)} clips "
-                f"({int((durations < low).sum())} shorter, {int((durations > high).sum())} longer), kept {int(keep.sum())}"
-            )
+            if report:
+                self.log(
+                    f"{split}: duration filter [{low:g}, {high:g}] s removed {int((~keep).sum())} of {len(keep)} clips "
+                    f"({int((durations < low).sum())} shorter, {int((durations > high).sum())} longer), kept {int(keep.sum())}"
+                )
         window = input_window_s(self._feature_extractor())
         if window is not None:
             too_long = keep & (durations > window)
             if too_long.any():
                 keep &= ~too_long
-                self.log(f"{split}: removed {int(too_long.sum())} clips longer than the model's {window:g} s input window")
+                if report:
+                    self.log(f"{split}: removed {int(too_long.sum())} clips longer than the model's {window:g} s input window")
         return keep
 
     def _feature_extractor(self) -> Any:
