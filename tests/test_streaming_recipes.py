@@ -274,3 +274,11 @@ def test_speech_empty_transcript_in_a_stream_is_one_line(tmp_path: Path):
     line = one_error_line(result, alone=False)
     assert "the train stream has 1 row(s) with an empty transcript (after normalisation): rows 'train-0002'" in line, line
     assert "set task.drop_empty_transcripts=true" in line and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_speech_stream_builds_its_vocabulary_from_the_first_rows(tmp_path: Path):
+    """task.build_vocab=true on a stream: the CTC vocabulary comes from the first stream_head_rows transcripts."""
+    result = check(run_cli([*SPEECH, "task.build_vocab=true", "train.max_steps=1", "train.batch_size=4", "output_dir=out"], tmp_path, launcher="python"))
+    assert "from the first 528 streamed training transcripts" in result.stdout
+    assert read_json(tmp_path / "out" / "metrics.json")["train_steps"] == 1
