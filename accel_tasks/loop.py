@@ -180,6 +180,7 @@ def _train_streamed(
     train_loader = StreamBatches(features["train"], tcfg.batch_size, recipe.collate, accelerator.device, layout)
     optimizer = build_adamw(parameter_groups(model, tcfg.weight_decay), tcfg, accelerator.device.type, optimizer_offloaded(accelerator))
     model, optimizer = accelerator.prepare(model, optimizer)
+    track_powersgd(accelerator, model, tcfg)
     forward = compile_for_training(model, compile_settings(tcfg.compile))
     scheduler, state = _scheduler_and_state(accelerator, plan, optimizer, tcfg.max_steps, log)
     log(
