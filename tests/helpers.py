@@ -100,3 +100,67 @@ def one_error_line(result: subprocess.CompletedProcess, alone: bool = True) -> s
     if alone:
         assert [line for line in result.stderr.splitlines() if line.strip()] == errors, result.stderr[-3000:]
     return errors[0]
+
+
+def scalars(output_dir: Path, tag: str) -> dict[int, float]:
+    """step -> value of a TensorBoard scalar, from every event file of a run."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    values: dict[int, float] = {}
+    for path in sorted((Path(output_dir) / "logs").rglob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = value.simple_value if value.HasField("simple_value") else float(value.tensor.float_val[0])
+    return values
+
+
+def logged_losses(text: str, total: int) -> dict[int, str]:
+    """step -> the loss as printed by the run's ``step N/M loss X`` lines (compared as text: bit-equal runs)."""
+    import re
+
+    return {int(m.group(1)): m.group(2) for m in re.finditer(rf"step (\d+)/{total} loss (\S+)", text)}
+
+
+# A real recipe plugin: a built-in recipe whose ``collate`` appends the ids of each train batch it builds to
+# ``$RECORD_DIR/rank<R>.jsonl`` before padding, so a test sees which rows each process trained on.
+RECORDING_RECIPE = '''
+import json
+import os
+from pathlib import Path
+
+from accel_tasks.recipes import PRESETS_DIR
+from accel_tasks.recipes.{module} import {base}
+
+
+class Recording({base}):
+    """The built-in recipe, recording the ids of the train rows in each batch it collates."""
+
+    name = "recording"
+    preset_file = PRESETS_DIR / "{module}.yaml"
+
+    def preprocess(self, batch, split):
+        features = super().preprocess(batch, split)
+        if split == "train":
+            features["row"] = list(batch["id"])
+        return features
+
+    def collate(self, features):
+        rows = [feature.pop("row") for feature in features if "row" in feature]
+        if rows:
+            path = Path(os.environ["RECORD_DIR"]) / f"rank{{os.environ.get('RANK', '0')}}.jsonl"
+            with path.open("a") as handle:
+                handle.write(json.dumps(rows) + "\\n")
+        return super().collate(features)
+'''
+
+
+def recording_recipe(tmp_path: Path, module: str = "summarization", base: str = "SummarizationRecipe") -> tuple[str, dict]:
+    """The recording plugin's ``recipe=`` argument and the env pointing it at a fresh, empty record folder."""
+    import shutil
+
+    (tmp_path / "probe.py").write_text(RECORDING_RECIPE.format(module=module, base=base))
+    record = tmp_path / "record"
+    shutil.rmtree(record, ignore_errors=True)
+    record.mkdir()
+    return f"recipe={tmp_path / 'probe.py'}:Recording", {"RECORD_DIR": str(record)}

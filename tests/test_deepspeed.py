@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from ds_fixtures import LONG_FORCED_TOKENS, LONG_SOURCE_TOKENS, SHORT_FORCED_TOKENS, build_world
-from helpers import ACCELERATE_CONFIGS, check, read_json, read_jsonl, run_cli
+from helpers import ACCELERATE_CONFIGS, check, read_json, read_jsonl, run_cli, scalars
 
 pytestmark = pytest.mark.slow
 
@@ -125,19 +125,6 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Runs:
     return Runs(tmp_path_factory.mktemp("deepspeed"))
-
-
-def scalars(output_dir: Path, tag: str) -> dict[int, float]:
-    """step -> value of a TensorBoard scalar, from every event file of a run."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    values: dict[int, float] = {}
-    for path in sorted((output_dir / "logs").rglob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = value.simple_value if value.HasField("simple_value") else float(value.tensor.float_val[0])
-    return values
 
 
 def predictions(output_dir: Path) -> list[dict]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from ds_fixtures import build_world
-from helpers import ACCELERATE_CONFIGS, REPO, cli_env, read_json, read_jsonl
+from helpers import ACCELERATE_CONFIGS, REPO, cli_env, read_json, read_jsonl, scalars
 
 STEPS = 4
 COMMON = [
@@ -87,18 +87,6 @@ def check_every_rank(results: dict[int, subprocess.CompletedProcess]) -> str:
         aborts = [line for line in result.stderr.splitlines() if ABORT_TEXT.search(line)]
         assert not aborts, f"machine rank {rank}: {aborts}"
     return results[0].stdout
-
-
-def scalars(output_dir: Path, tag: str) -> dict[int, float]:
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    values: dict[int, float] = {}
-    for path in sorted((output_dir / "logs").rglob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = value.simple_value if value.HasField("simple_value") else float(value.tensor.float_val[0])
-    return values
 
 
 @pytest.fixture(scope="module")

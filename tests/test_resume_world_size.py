@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from ds_fixtures import build_world
-from helpers import ACCELERATE_CONFIGS, check, one_error_line, read_json, run_cli
+from helpers import ACCELERATE_CONFIGS, check, one_error_line, read_json, run_cli, scalars
 
 STEPS = 4
 COMMON = [
@@ -47,19 +47,6 @@ def launcher_config(source: str, target: Path, **changes) -> Path:
     config.update(changes)
     target.write_text(yaml.safe_dump(config))
     return target
-
-
-def scalars(output_dir: Path, tag: str) -> dict[int, float]:
-    """step -> value of a TensorBoard scalar, from every event file of a run."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    values: dict[int, float] = {}
-    for path in sorted((output_dir / "logs").rglob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = value.simple_value if value.HasField("simple_value") else float(value.tensor.float_val[0])
-    return values
 
 
 class Runs:

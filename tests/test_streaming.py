@@ -9,47 +9,15 @@ Nothing of the loop, accelerate or datasets is replaced: the ids are those of th
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import ACCELERATE_CONFIGS, REPO, check, one_error_line, read_json, run_cli
+from helpers import ACCELERATE_CONFIGS, REPO, check, logged_losses, one_error_line, read_json, recording_recipe, run_cli
 
 SAMPLE = REPO / "accel_tasks" / "samples" / "summarization" / "train.jsonl"
 # Small and fast: the bundled tiny model, short eval, no trackers.
 FAST = ["data.max_eval_samples=4", "generation.max_new_tokens=4", "train.report_to=[none]", "train.log_every=1"]
-
-PROBE = '''
-import json
-import os
-from pathlib import Path
-
-from accel_tasks.recipes import PRESETS_DIR
-from accel_tasks.recipes.summarization import SummarizationRecipe
-
-
-class RecordingSummarization(SummarizationRecipe):
-    """Summarization that records the ids of the train rows in each batch it collates."""
-
-    name = "recording_summarization"
-    preset_file = PRESETS_DIR / "summarization.yaml"
-
-    def preprocess(self, batch, split):
-        features = super().preprocess(batch, split)
-        if split == "train":
-            features["row"] = list(batch["id"])
-        return features
-
-    def collate(self, features):
-        rows = [feature.pop("row") for feature in features if "row" in feature]
-        if rows:
-            path = Path(os.environ["RECORD_DIR"]) / f"rank{os.environ.get('RANK', '0')}.jsonl"
-            with path.open("a") as handle:
-                handle.write(json.dumps(rows) + "\\n")
-        return super().collate(features)
-'''
-
 
 def sample_rows(count: int) -> list[dict]:
     lines = SAMPLE.read_text().splitlines()[:count]
@@ -72,22 +40,9 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def probe(tmp_path: Path) -> tuple[str, dict]:
-    """The recording recipe's spec and the env that points it at a fresh record folder."""
-    (tmp_path / "probe.py").write_text(PROBE)
-    record = tmp_path / "record"
-    shutil.rmtree(record, ignore_errors=True)
-    record.mkdir()
-    return f"recipe={tmp_path / 'probe.py'}:RecordingSummarization", {"RECORD_DIR": str(record)}
-
-
 def batches_of(tmp_path: Path, rank: int) -> list[list[str]]:
     path = tmp_path / "record" / f"rank{rank}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
-def losses(text: str, total: int) -> dict[int, str]:
-    return {int(m.group(1)): m.group(2) for m in re.finditer(rf"step (\d+)/{total} loss (\S+)", text)}
 
 
 # -- one line, exit 2, before anything loads -----------------------------------------------------------
@@ -168,7 +123,7 @@ def test_a_stream_trains_and_evaluates(tmp_path: Path):
                             "output_dir=out", *FAST], tmp_path))
     assert "train: streamed (1 shard, whole shards to 1 process, shuffle buffer 1000), preprocessed on the fly" in result.stdout
     assert "training: streamed features, 30 steps" in result.stdout
-    loss = {step: float(value) for step, value in losses(result.stdout, 30).items()}
+    loss = {step: float(value) for step, value in logged_losses(result.stdout, 30).items()}
     assert len(loss) == 30 and loss[30] < loss[1] - 1.0, loss
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["train_steps"] == 30 and metrics["eval_samples"] == 4 and "rougeL" in metrics
@@ -181,7 +136,7 @@ def test_every_file_format_streams_each_row_once_per_pass(tmp_path: Path, suffix
     rows = sample_rows(24)
     train = write_rows(tmp_path / f"train{suffix}", rows)
     valid = write_rows(tmp_path / f"valid{suffix}", sample_rows(4))
-    spec, env = probe(tmp_path)
+    spec, env = recording_recipe(tmp_path)
     check(run_cli([spec, "data.streaming=true", f"data.train_file={train}", f"data.validation_file={valid}", "data.shuffle_buffer=8",
                    "train.max_steps=9", "train.batch_size=4", "output_dir=out", *FAST], tmp_path, env=env))
     seen = [row for batch in batches_of(tmp_path, 0) for row in batch]
@@ -197,7 +152,7 @@ def test_two_processes_read_disjoint_rows_of_one_file(tmp_path: Path):
     """One jsonl file is one shard: each process keeps every other row of the one shuffled stream."""
     rows = sample_rows(40)
     train = write_rows(tmp_path / "train.jsonl", rows)
-    spec, env = probe(tmp_path)
+    spec, env = recording_recipe(tmp_path)
     result = check(run_cli([spec, "data.streaming=true", f"data.train_file={train}", "data.validation_file=" + str(write_rows(tmp_path / "v.jsonl", sample_rows(4))),
                             "data.shuffle_buffer=16", "train.max_steps=5", "train.batch_size=4", "output_dir=out", *FAST],
                            tmp_path, num_processes=2, env=env))
@@ -216,7 +171,7 @@ def test_two_processes_read_whole_shards_of_a_dataset_directory(tmp_path: Path):
     for index, shard in enumerate(shards):
         write_rows(tmp_path / "dataset" / "data" / f"train-0000{index}-of-00002.parquet", shard)
     write_rows(tmp_path / "dataset" / "data" / "validation-00000-of-00001.parquet", sample_rows(4))
-    spec, env = probe(tmp_path)
+    spec, env = recording_recipe(tmp_path)
     result = check(run_cli([spec, "data.streaming=true", f"data.name={tmp_path / 'dataset'}", "train.max_steps=4",
                             "train.batch_size=4", "output_dir=out", *FAST], tmp_path, num_processes=2, env=env))
     assert "2 shards, whole shards to 2 processes" in result.stdout
@@ -258,7 +213,7 @@ def test_a_resumed_stream_ends_with_the_uninterrupted_weights(tmp_path: Path, pr
     shutil.copytree(tmp_path / "a" / "checkpoints" / "step_2", tmp_path / "b" / "checkpoints" / "step_2")
     resumed = check(run_cli([*args, "output_dir=b", "train.resume_from=latest"], tmp_path, num_processes=processes, config_file=config_file))
     assert "resumed from b/checkpoints/step_2 at step 2" in resumed.stdout
-    assert {s: v for s, v in losses(whole.stdout, 4).items() if s > 2} == losses(resumed.stdout, 4)
+    assert {s: v for s, v in logged_losses(whole.stdout, 4).items() if s > 2} == logged_losses(resumed.stdout, 4)
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)

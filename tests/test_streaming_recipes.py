@@ -9,55 +9,14 @@ whose ``collate`` appends each train batch's ids to ``$RECORD_DIR/rank<R>.jsonl`
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO, check, one_error_line, read_json, run_cli
+from helpers import REPO, check, logged_losses, one_error_line, read_json, recording_recipe, run_cli
 
 SAMPLES = REPO / "accel_tasks" / "samples"
 FAST = ["data.max_eval_samples=4", "generation.max_new_tokens=4", "train.report_to=[none]", "train.log_every=1"]
-
-PROBE = '''
-import json
-import os
-from pathlib import Path
-
-from accel_tasks.recipes import PRESETS_DIR
-from accel_tasks.recipes.{module} import {base}
-
-
-class Recording({base}):
-    """The built-in recipe, recording the ids of the train rows in each batch it collates."""
-
-    name = "recording"
-    preset_file = PRESETS_DIR / "{module}.yaml"
-
-    def preprocess(self, batch, split):
-        features = super().preprocess(batch, split)
-        if split == "train":
-            features["row"] = list(batch["id"])
-        return features
-
-    def collate(self, features):
-        rows = [feature.pop("row") for feature in features if "row" in feature]
-        if rows:
-            path = Path(os.environ["RECORD_DIR"]) / f"rank{{os.environ.get('RANK', '0')}}.jsonl"
-            with path.open("a") as handle:
-                handle.write(json.dumps(rows) + "\\n")
-        return super().collate(features)
-'''
-
-
-def probe(tmp_path: Path, module: str, base: str) -> tuple[str, dict]:
-    """The recording recipe's spec and the env that points it at a fresh record folder."""
-    (tmp_path / "probe.py").write_text(PROBE.format(module=module, base=base))
-    record = tmp_path / "record"
-    shutil.rmtree(record, ignore_errors=True)
-    record.mkdir()
-    return f"recipe={tmp_path / 'probe.py'}:Recording", {"RECORD_DIR": str(record)}
-
 
 def recorded(tmp_path: Path, rank: int = 0) -> list[str]:
     path = tmp_path / "record" / f"rank{rank}.jsonl"
@@ -74,10 +33,6 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def losses(text: str, total: int) -> dict[int, str]:
-    return {int(m.group(1)): m.group(2) for m in re.finditer(rf"step (\d+)/{total} loss (\S+)", text)}
-
-
 # -- translation -----------------------------------------------------------------------------------------
 
 TRANSLATION = ["recipe=translation", "data.streaming=true", *FAST]
@@ -92,7 +47,7 @@ def test_translation_streams_trains_and_scores(tmp_path: Path, processes: int):
                             "train.warmup_ratio=0", "output_dir=out"], tmp_path, num_processes=processes))
     assert "translation: train: streamed; rows without a source or target are dropped as they are read (0 of the first 1000)" in result.stdout
     assert f"to {processes} process" in result.stdout and f"training: streamed features, {steps} steps" in result.stdout
-    loss = {step: float(value) for step, value in losses(result.stdout, steps).items()}
+    loss = {step: float(value) for step, value in logged_losses(result.stdout, steps).items()}
     assert len(loss) == steps and loss[steps] < loss[1], loss
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["train_steps"] == steps and metrics["eval_samples"] == 4 and {"sacrebleu", "chrf"} <= set(metrics)
@@ -116,7 +71,7 @@ def unusable_translation_rows(tmp_path: Path) -> tuple[Path, Path, list[str]]:
 def test_translation_drops_unusable_rows_the_same_way_streamed_and_map_style(tmp_path: Path, streaming: bool):
     """The same 9 of 12 rows are trained on by both paths; the stream (no shuffle) in file order."""
     train, valid, usable = unusable_translation_rows(tmp_path)
-    spec, env = probe(tmp_path, "translation", "TranslationRecipe")
+    spec, env = recording_recipe(tmp_path, "translation", "TranslationRecipe")
     result = check(run_cli([spec, f"data.streaming={str(streaming).lower()}", f"data.train_file={train}", f"data.validation_file={valid}",
                             "data.shuffle_buffer=0", "train.batch_size=3", "train.max_steps=3", "output_dir=out", *FAST],
                            tmp_path, launcher="python", env=env))
@@ -141,7 +96,7 @@ def test_translation_stream_resumes_exactly(tmp_path: Path):
     shutil.copytree(tmp_path / "a" / "checkpoints" / "step_2", tmp_path / "b" / "checkpoints" / "step_2")
     resumed = check(run_cli([*args, "output_dir=b", "train.resume_from=latest"], tmp_path, launcher="python"))
     assert "resumed from b/checkpoints/step_2 at step 2" in resumed.stdout
-    assert {s: v for s, v in losses(whole.stdout, 4).items() if s > 2} == losses(resumed.stdout, 4)
+    assert {s: v for s, v in logged_losses(whole.stdout, 4).items() if s > 2} == logged_losses(resumed.stdout, 4)
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
     b = load_file(tmp_path / "b" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
@@ -157,7 +112,7 @@ def test_extractive_qa_streams_trains_and_scores(tmp_path: Path):
     """The bundled SQuAD-style sample streamed on one process: the first rows checked, 4 steps, EM/F1 scored."""
     result = check(run_cli([*QA, "train.max_steps=4", "output_dir=out"], tmp_path, launcher="python"))
     assert "train: streamed (1 shard, whole shards to 1 process" in result.stdout
-    assert len(losses(result.stdout, 4)) == 4
+    assert len(logged_losses(result.stdout, 4)) == 4
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["train_steps"] == 4 and metrics["eval_samples"] == 8 and {"exact_match", "f1"} <= set(metrics)
 
@@ -222,7 +177,7 @@ def test_speech_streams_trains_and_scores(tmp_path: Path):
     result = check(run_cli([*SPEECH, "train.max_steps=4", "train.batch_size=8", "output_dir=out"], tmp_path, launcher="python"))
     assert "train (the first 528 streamed rows): duration filter" in result.stdout
     assert "train: streamed (1 shard, whole shards to 1 process" in result.stdout
-    assert len(losses(result.stdout, 4)) == 4
+    assert len(logged_losses(result.stdout, 4)) == 4
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["train_steps"] == 4 and metrics["eval_samples"] == 4 and {"wer", "cer"} <= set(metrics)
 
@@ -249,7 +204,7 @@ def test_speech_drops_the_same_rows_streamed_and_map_style(tmp_path: Path, strea
     both paths: one batch of every kept row is exactly those rows (the stream, unshuffled, in file order)."""
     train, valid, limit, keep = speech_rows_to_drop(tmp_path)
     assert 2 <= len(keep) < 11
-    spec, env = probe(tmp_path, "speech_recognition", "SpeechRecognitionRecipe")
+    spec, env = recording_recipe(tmp_path, "speech_recognition", "SpeechRecognitionRecipe")
     result = check(run_cli([spec, *SPEECH[1:], f"data.streaming={str(streaming).lower()}", f"data.train_file={train}",
                             f"data.validation_file={valid}", f"task.audio_dir={SPEECH_SAMPLE}", "task.drop_empty_transcripts=true",
                             f"task.max_duration_s={limit}", "data.shuffle_buffer=0", f"train.batch_size={len(keep)}", "train.max_steps=1",
