@@ -385,12 +385,7 @@ class SpeechRecognitionRecipe(Recipe):
             hint = " (relative paths: task.audio_dir=<folder>)" if "not found" in str(exc) else ""
             raise ConfigError(f"{exc}{hint}") from None
         durations = np.asarray(probe[PROBE_DURATION], dtype=np.float64)
-        rates = np.asarray(probe[PROBE_RATE], dtype=np.int64)
-        sampling_rate = int(self._feature_extractor().sampling_rate)
-        other = rates != sampling_rate
-        if other.any():
-            found = ", ".join(f"{int(r)} Hz" for r in np.unique(rates[other]))
-            self.log(f"{split}: {int(other.sum())} of {len(rates)} clips at {found} are resampled to {sampling_rate} Hz")
+        self._report_resampling(probe[PROBE_RATE], split)
         silent = np.flatnonzero(durations <= 0)
         if len(silent):
             all_ids = dataset[self.id_column]
@@ -460,12 +455,7 @@ class SpeechRecognitionRecipe(Recipe):
         if silent:
             raise ConfigError(f"the {split} stream has {len(silent)} empty audio clip(s) (0 samples): rows {shown_rows(silent)}; remove those rows")
         if report:
-            rates = np.asarray(probe[PROBE_RATE], dtype=np.int64)
-            sampling_rate = int(self._feature_extractor().sampling_rate)
-            other = rates != sampling_rate
-            if other.any():
-                found = ", ".join(f"{int(r)} Hz" for r in np.unique(rates[other]))
-                self.log(f"{report}: {int(other.sum())} of {len(rates)} clips at {found} are resampled to {sampling_rate} Hz")
+            self._report_resampling(probe[PROBE_RATE], report)
         keep[kept] = self._duration_mask(durations, report or split, report=bool(report))
         return keep.tolist()
 
@@ -482,6 +472,17 @@ class SpeechRecognitionRecipe(Recipe):
                 f"train: {len(unknown)} character(s) of {which} are not in the model's vocabulary and become "
                 f"[UNK]: {''.join(sorted(unknown))!r}; set task.build_vocab=true to build a vocabulary from the transcripts"
             )
+
+    def _report_resampling(self, probed_rates: list[int], where: str) -> None:
+        """One notice for the clips whose sampling rate is not the feature extractor's (they are resampled)."""
+        import numpy as np
+
+        rates = np.asarray(probed_rates, dtype=np.int64)
+        sampling_rate = int(self._feature_extractor().sampling_rate)
+        other = rates != sampling_rate
+        if other.any():
+            found = ", ".join(f"{int(r)} Hz" for r in np.unique(rates[other]))
+            self.log(f"{where}: {int(other.sum())} of {len(rates)} clips at {found} are resampled to {sampling_rate} Hz")
 
     def _duration_mask(self, durations: np.ndarray, split: str, report: bool = True) -> np.ndarray:
         """task.min/max_duration_s, plus a fixed-window model's window (Whisper would cut longer clips).
