@@ -55,6 +55,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_data(work: Path, count: int) -> tuple[list[dict], Path, Path]:
+    """The benchmark's files in ``work``: ``count`` distinct train rows and every 10th of the first min(1000, count) rows as validation."""
+    rows = make_rows(count)
+    train = write_jsonl(work / "train.jsonl", rows)
+    validation = write_jsonl(work / "validation.jsonl", make_rows(min(1000, count))[::10])
+    return rows, train, validation
+
+
 def worker(train: str, validation: str, num_proc: int) -> dict:
     """One 'run' up to its features, timed; what the loop does before training, minus the model weights' use."""
     from accel_tasks.config import run_splits
@@ -115,9 +123,7 @@ def main() -> int:
     ratios = []
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
         work = Path(tmp)
-        rows = make_rows(args.rows)
-        train = write_jsonl(work / "train.jsonl", rows)
-        validation = write_jsonl(work / "validation.jsonl", make_rows(min(1000, args.rows))[::10])
+        rows, train, validation = write_data(work, args.rows)
         print(f"data: {len(rows)} train rows ({len({r['document'] for r in rows})} distinct documents, "
               f"{train.stat().st_size / 1e6:.1f} MB), {sum(1 for _ in validation.open())} validation rows; "
               f"preprocessing_num_workers={args.num_proc if args.num_proc > 1 else None}")

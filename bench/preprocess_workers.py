@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preprocess_cache import make_rows, run_worker, write_jsonl  # noqa: E402  (the same data and worker as the cache bench)
+from preprocess_cache import run_worker, write_data  # noqa: E402  (the same data and worker as the cache bench)
 
 
 def main() -> int:
@@ -35,9 +35,7 @@ def main() -> int:
     ratios = []
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         work = Path(tmp)
-        rows = make_rows(args.rows)
-        train = write_jsonl(work / "train.jsonl", rows)
-        validation = write_jsonl(work / "validation.jsonl", make_rows(min(1000, args.rows))[::10])
+        rows, train, validation = write_data(work, args.rows)
         print(f"data: {len(rows)} train rows ({train.stat().st_size / 1e6:.1f} MB), {sum(1 for _ in validation.open())} validation rows; "
               f"1 worker against data.preprocessing_num_workers={args.workers}")
         for repeat in range(args.repeats):
