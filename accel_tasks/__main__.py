@@ -1,5 +1,3 @@
-import sys
+from .run import entry
 
-from .run import main
-
-sys.exit(main())
+entry()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .adapters import is_peft_model
+from .distributed import unwrap_model
 from .errors import ConfigError, notice
 from .files import write_json
 from .manifest import has_manifest, manifest_problem, write_manifest
@@ -118,7 +119,7 @@ def save_checkpoint(
     # renaming the directory before the last rank is done loses its files (seen with 2 processes).
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = unwrap_model(accelerator, model)
         unwrapped.config.save_pretrained(tmp)
         generation_config = getattr(unwrapped, "generation_config", None)
         if generation_config is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import numpy as np
 
 from .config import RunConfig
-from .distributed import cast_floating_inputs, zero_stage
+from .distributed import cast_floating_inputs, unwrap_model, zero_stage
 from .errors import ConfigError
 from .eval_batching import BatchPlan, PlannedBatches, padded_tokens, place_rows, token_budget_batches
 from .recipe import EvalOutput, Recipe, pad_value_for
@@ -115,7 +115,7 @@ def run_eval(
         )
     was_training = model.training
     model.eval()
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = unwrap_model(accelerator, model)
     synced_gpus = zero_stage(accelerator) == 3 and accelerator.num_processes > 1
     collected: dict[str, list[np.ndarray]] = defaultdict(list)
     placed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
 from .adapters import EXPORT_ATTR, ExportPlan, is_peft_model, reloadable_base
-from .distributed import zero3_init_disabled, zero_stage
+from .distributed import unwrap_model, zero3_init_disabled, zero_stage
 from .manifest import write_manifest
 from .modeling import BASE_SUBDIR, PEFT_PREFIX, RUN_CONFIG_FILE
 
@@ -48,11 +48,11 @@ def export_model(
     as its adapter (layout in the module docstring). Every exported directory also holds ``run_config``
     (the resolved config that made it, so eval-only needs nothing but the path) and, last, its manifest.
     """
-    if is_peft_model(accelerator.unwrap_model(model)):
+    if is_peft_model(unwrap_model(accelerator, model)):
         export_adapter(accelerator, model, processor, out_dir, run_config)
         return
     state_dict = full_state_dict(accelerator, model)
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = unwrap_model(accelerator, model)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         unwrapped.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
@@ -76,7 +76,9 @@ def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> StateDi
     """
     if zero_stage(accelerator) == 3:
         return model._zero3_consolidated_16bit_state_dict()
-    return accelerator.get_state_dict(model)
+    if zero_stage(accelerator) >= 0:
+        return accelerator.get_state_dict(model)  # DeepSpeed ZeRO 0-2: accelerate clones the engine's tensors
+    return unwrap_model(accelerator, model).state_dict()
 
 
 def _adapter_param_names(peft_model: PeftModel) -> set[str]:
@@ -131,7 +133,7 @@ def export_adapter(
     run_config: str,
 ) -> None:
     """Write the adapter (and base weights / merged model when needed); every rank must call this."""
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = unwrap_model(accelerator, model)
     plan = getattr(unwrapped, EXPORT_ATTR, None) or ExportPlan(base_ref=reloadable_base(unwrapped.get_base_model()), merge=False)
     need_full = plan.base_ref is None or plan.merge
     state = gather_state_dict(accelerator, unwrapped, None if need_full else _adapter_param_names(unwrapped))

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
     from .config import TrainConfig
 
-# Device types whose AdamW runs as one fused kernel over every parameter. CPU has a fused kernel too, but the
-# plain (foreach) one is kept there: it is what every CPU run here was measured and tested with.
-FUSED_ADAMW_DEVICES = ("cuda",)
+# Device types whose AdamW runs as one fused kernel over every parameter (the Trainer's default optim,
+# adamw_torch_fused, on both). On CPU, for the bundled 1.06M-parameter Marian, one step took 1.8-2.5 ms fused
+# against 6.9-9.1 ms for the foreach kernel (1 thread): about 4% of a training step.
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 # Tensor cores multiply half-precision tiles in multiples of 8 elements: padded lengths that are multiples of 8
 # keep every matmul on them (transformers' examples use the same 8 under fp16/bf16).
 PAD_MULTIPLE = 8
@@ -32,7 +33,7 @@ DEFAULT_COMPILE_BACKEND = "inductor"
 
 
 def fused_adamw(device_type: str, optimizer_offloaded: bool = False) -> bool:
-    """Whether AdamW should be the fused kernel: on CUDA, unless DeepSpeed keeps the optimizer on the CPU (offload)."""
+    """Whether AdamW should be the fused kernel: on CUDA and CPU, unless DeepSpeed's offload owns the optimizer step."""
     return device_type in FUSED_ADAMW_DEVICES and not optimizer_offloaded
 
 

@@ -125,5 +125,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``accel-tasks`` command and ``python -m accel_tasks.run``: :func:`main`, then a fast exit.
+
+    ``main`` stays an ordinary function (tests and embedding code call it and go on); a process that exists
+    only to run it ends through :func:`teardown.exit_now`, without the seconds of interpreter finalization.
+    """
+    status = main()
+    from .teardown import exit_now
+
+    exit_now(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -113,7 +113,8 @@ def bare_loop(steps: int, log_every: int, workdir: Path, round_index: int, seen:
         num_workers=cfg.data.dataloader_num_workers,
     )
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_epsilon
+        parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_epsilon,
+        fused=True,  # the fast kernel on CPU, as the loop builds it: the bench compares loops, not AdamW kernels
     )
     warmup = tcfg.warmup_steps or math.ceil(tcfg.warmup_ratio * steps)
     scheduler = get_scheduler(tcfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=steps)

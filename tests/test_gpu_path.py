@@ -35,9 +35,9 @@ from accel_tasks.performance import (
 # -- fused AdamW -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "device_type,offloaded,fused",
-    [("cuda", False, True), ("cpu", False, False), ("mps", False, False), ("cuda", True, False), ("cpu", True, False)],
+    [("cuda", False, True), ("cpu", False, True), ("mps", False, False), ("cuda", True, False), ("cpu", True, False)],
 )
-def test_adamw_is_fused_on_cuda_unless_deepspeed_offloads_it(device_type, offloaded, fused):
+def test_adamw_is_fused_on_cuda_and_cpu_unless_deepspeed_offloads_it(device_type, offloaded, fused):
     assert fused_adamw(device_type, offloaded) is fused
 
 
@@ -46,30 +46,33 @@ def _groups() -> list[dict]:
     return [{"params": [model[0].weight], "weight_decay": 0.1}, {"params": [model[0].bias, *model[1].parameters()], "weight_decay": 0.0}]
 
 
-@pytest.mark.parametrize("device_type", ["cuda", "cpu"])
+@pytest.mark.parametrize("device_type", ["cuda", "cpu", "mps"])
 def test_build_adamw_keeps_the_run_settings(device_type):
     tcfg = TrainConfig(lr=3e-4, adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6)
     optimizer = build_adamw(_groups(), tcfg, device_type)
     assert isinstance(optimizer, torch.optim.AdamW)
-    assert bool(optimizer.defaults.get("fused")) is (device_type == "cuda")
+    assert bool(optimizer.defaults.get("fused")) is (device_type in ("cuda", "cpu"))
     assert optimizer.defaults["lr"] == 3e-4 and optimizer.defaults["betas"] == (0.8, 0.95) and optimizer.defaults["eps"] == 1e-6
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
 
 
-def test_the_fused_optimizer_built_for_cuda_steps_like_the_plain_one():
-    """The object the loop builds for CUDA is a working AdamW (run here with torch's CPU fused kernel):
-    one step moves the weights as the plain (foreach) AdamW does."""
+def test_the_fused_optimizer_steps_like_the_plain_one():
+    """The fused AdamW the loop builds (run here with torch's CPU fused kernel) moves the weights as the plain
+    (foreach) AdamW does: the kernel changes, the math does not."""
     torch.manual_seed(0)
     weights = torch.randn(64, 32)
     grads = torch.randn(64, 32)
     moved = []
-    for device_type in ("cuda", "cpu"):
+    built = lambda param: build_adamw([{"params": [param], "weight_decay": 0.01}], TrainConfig(lr=1e-2), "cpu")
+    plain = lambda param: torch.optim.AdamW([{"params": [param], "weight_decay": 0.01}], lr=1e-2, foreach=True)
+    for make in (built, plain):
         param = torch.nn.Parameter(weights.clone())
-        optimizer = build_adamw([{"params": [param], "weight_decay": 0.01}], TrainConfig(lr=1e-2), device_type)
+        optimizer = make(param)
         for _ in range(3):
             param.grad = grads.clone()
             optimizer.step()
         moved.append(param.detach())
+    assert bool(built(torch.nn.Parameter(weights.clone())).defaults.get("fused")) is True
     torch.testing.assert_close(moved[0], moved[1], rtol=1e-5, atol=1e-6)
 
 
@@ -239,7 +242,7 @@ def _losses(stdout: str) -> dict[int, float]:
 def test_bf16_runs_pad_to_multiples_of_8_and_fp32_runs_do_not(tmp_path: Path):
     """The loop hands the multiple to the recipe from the launcher's mixed precision (bf16 autocast works on CPU)."""
     bf16 = check(run_cli([*SHORT_RUN, "train.max_steps=2", "output_dir=bf16"], tmp_path, mixed_precision="bf16"))
-    assert "[accel_tasks] speed: device=cpu attention=sdpa TF32=off pad_to_multiple_of=8 AdamW=plain compile=off" in bf16.stdout
+    assert "[accel_tasks] speed: device=cpu attention=sdpa TF32=off pad_to_multiple_of=8 AdamW=fused compile=off" in bf16.stdout
     assert all(loss == loss for loss in _losses(bf16.stdout).values()) and len(_losses(bf16.stdout)) == 2
 
 
