@@ -65,6 +65,14 @@ class StopRequest:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def __enter__(self) -> StopRequest:
+        """``with StopRequest() as stop:`` the handlers are in place for the block, the previous ones after it."""
+        self.install()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.restore()
+
     def _record(self, signum: int, frame: object) -> None:
         self.signal_name = signal.Signals(signum).name
 

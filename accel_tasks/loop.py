@@ -161,7 +161,8 @@ def _train(
         f"batch {tcfg.batch_size} x {accelerator.num_processes} processes x {tcfg.grad_accum} accumulation, "
         f"{'length-grouped' if sampler is not None else 'shuffled'} batches"
     )
-    return _train_until_stopped(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, total_steps, log, forward)
+    with StopRequest() as stop:
+        return _train_steps(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, total_steps, stop, log, forward)
 
 
 def _train_streamed(
@@ -187,7 +188,8 @@ def _train_streamed(
         f"training: streamed features, {tcfg.max_steps} steps, batch {tcfg.batch_size} x {accelerator.num_processes} processes "
         f"x {tcfg.grad_accum} accumulation, shuffle buffer {cfg.data.shuffle_buffer or 'off'} (each pass over the data reshuffled)"
     )
-    return _train_until_stopped(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, tcfg.max_steps, log, forward)
+    with StopRequest() as stop:
+        return _train_steps(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, tcfg.max_steps, stop, log, forward)
 
 
 def _scheduler_and_state(accelerator: Accelerator, plan: Plan, optimizer: torch.optim.Optimizer, total_steps: int, log: Log) -> tuple[Any, LoopState]:
@@ -212,29 +214,6 @@ def _scheduler_and_state(accelerator: Accelerator, plan: Plan, optimizer: torch.
         state = load_checkpoint(accelerator, plan.resume_dir, scheduler, plan.output_dir / "checkpoints", tcfg.batch_size)
         log(f"resumed from {plan.resume_dir} at step {state.global_step} (epoch {state.epoch}, batch {state.batches_in_epoch})")
     return scheduler, state
-
-
-def _train_until_stopped(
-    accelerator: Accelerator,
-    plan: Plan,
-    model: torch.nn.Module,
-    processor: PreTrainedTokenizerBase | ProcessorMixin,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    train_loader: Any,
-    state: LoopState,
-    raw: datasets.DatasetDict,
-    features: dict[str, Any],
-    total_steps: int,
-    log: Log,
-    forward: Optional[torch.nn.Module],
-) -> dict[str, Any]:
-    stop = StopRequest()
-    stop.install()
-    try:
-        return _train_steps(accelerator, plan, model, processor, optimizer, scheduler, train_loader, state, raw, features, total_steps, stop, log, forward)
-    finally:
-        stop.restore()
 
 
 def _train_steps(

