@@ -8,6 +8,7 @@ set here too, since the right count depends on how many processes share the mach
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
@@ -135,11 +136,11 @@ def unwrap_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.M
 
     Why: accelerate imports ``deepspeed`` whenever it is installed, only to test ``isinstance(model,
     DeepSpeedEngine)``, and deepspeed imports MLflow when that is installed: 1.6-1.9 s measured here at the
-    first export or eval of a plain run. Where ``deepspeed`` was never imported, no object can be its
-    engine, and a prepared model is at most DDP/DataParallel-wrapped (the loop never lets accelerate compile).
+    first eval of a plain run. An eval-only run now never imports it (a training run still does, at the
+    export: transformers' ``save_pretrained`` unwraps through accelerate itself). Where ``deepspeed`` was never
+    imported, no object can be its engine, and a prepared model is at most DDP/DataParallel-wrapped (the
+    loop never lets accelerate compile).
     """
-    import sys
-
     if "deepspeed" in sys.modules or accelerator.distributed_type.value in ("FSDP", "XLA"):
         return accelerator.unwrap_model(model)
     from torch.nn import DataParallel

@@ -76,9 +76,7 @@ def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> StateDi
     """
     if zero_stage(accelerator) == 3:
         return model._zero3_consolidated_16bit_state_dict()
-    if zero_stage(accelerator) >= 0:
-        return accelerator.get_state_dict(model)  # DeepSpeed ZeRO 0-2: accelerate clones the engine's tensors
-    return unwrap_model(accelerator, model).state_dict()
+    return accelerator.get_state_dict(model)
 
 
 def _adapter_param_names(peft_model: PeftModel) -> set[str]:
