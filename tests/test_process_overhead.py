@@ -116,3 +116,13 @@ def test_an_eval_only_run_of_a_plain_export_never_imports_deepspeed(tmp_path: Pa
                          env={"PYTHONPATH": str(probe)}))
     assert "WORKER_DEEPSPEED_IMPORTED=False" in done.stdout, done.stdout[-3000:]
     assert (tmp_path / "scored" / "metrics.json").is_file()
+
+
+def test_both_module_entry_points_end_through_the_fast_exit_with_the_status():
+    """``python -m accel_tasks`` and ``python -m accel_tasks.run`` run the same entry: 0 for a listing, 2 for a bad key."""
+    for module in ("accel_tasks", "accel_tasks.run"):
+        listed = subprocess.run([sys.executable, "-m", module, "--list"], capture_output=True, text=True, env=cli_env(), timeout=120)
+        assert listed.returncode == 0 and "summarization" in listed.stdout, listed.stderr
+        bad = subprocess.run([sys.executable, "-m", module, "recipe=summarization", "train.lrr=1"], capture_output=True,
+                             text=True, env=cli_env(), timeout=120)
+        assert bad.returncode == 2 and "accel-tasks: error: unknown config key 'train.lrr'" in bad.stderr, bad.stderr
