@@ -24,6 +24,7 @@ cost 0.9 s here), and the command-line entry points leave through :func:`exit_no
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import sys
@@ -104,8 +105,6 @@ def exit_now(status: int) -> NoReturn:
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
-    import atexit
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
