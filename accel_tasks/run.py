@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import click
 
 from .config import to_yaml
-from .errors import ConfigError, RunStopped
+from .errors import ConfigError, Preempted, RunStopped
 from .help import settings_help
 from .preflight import make_plan, resolve_config
 from .registry import available_recipes
@@ -132,8 +132,12 @@ def entry() -> None:
     only to run it ends through :func:`teardown.exit_now`, without the seconds of interpreter finalization.
     """
     status = main()
-    from .teardown import exit_now
+    from .teardown import exit_now, let_the_first_process_explain
 
+    if status not in (0, Preempted.exit_code):
+        # A preemption is the one failure not left to the first process: every process got the signal and
+        # each must exit before the scheduler's grace period ends.
+        let_the_first_process_explain()
     exit_now(status)
 
 

@@ -29,6 +29,7 @@ import gc
 import os
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
@@ -86,6 +87,26 @@ def _release(accelerator: Accelerator, everyone_here: bool) -> None:
 
 
 FULL_EXIT_ENV = "ACCEL_TASKS_FULL_EXIT"
+# How long a process other than the first waits, at most, for the first one to explain a failure they share.
+FIRST_PROCESS_GRACE_S = 10.0
+
+
+def let_the_first_process_explain(grace_s: float = FIRST_PROCESS_GRACE_S) -> None:
+    """On a process other than the first, after a failure every process shares: wait for the launcher to end it.
+
+    Why: the one-line error (and a NaN stop's line) is printed by the first process only, so a command says it
+    once, not once a process. torchrun stops every worker within 0.1 s of the first one exiting with an error;
+    so when another process reached the same error first and exited at once (the fast exit takes no time),
+    the first process was stopped before it printed, and the command failed without a word (seen in CI).
+    Waiting here leaves the first process the time to say it and exit; the launcher then stops this one
+    (SIGTERM, nothing is left to write: the error path has already released everything). ``grace_s``
+    bounds the wait where nothing stops this process (ranks started without an agent, or on another
+    machine, whose launcher hears of the failure only through its own workers).
+    """
+    if os.environ.get("RANK", "0") != "0":
+        time.sleep(grace_s)
+
+
 
 
 def exit_now(status: int) -> NoReturn:

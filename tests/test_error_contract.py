@@ -166,6 +166,25 @@ def test_two_processes_print_the_line_once_and_both_exit(tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_line_is_printed_when_the_first_process_is_the_last_to_fail(tmp_path: Path):
+    """The race CI hit: process 1 fails first and exits at once, and torchrun stops process 0 within 0.1 s,
+    before it prints. Process 0 is held back 3 s here (a sitecustomize in both workers), so without
+    teardown.let_the_first_process_explain the command fails without its line, every time."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(
+        "import os, time\n"
+        "if os.environ.get('RANK') == '0':  # set by torchrun for its workers only\n"
+        "    time.sleep(3)\n"
+    )
+    result = run_cli(["recipe=summarization", "train.lr=-1", "output_dir=out"], tmp_path,
+                     config_file=ACCELERATE_CONFIGS / "cpu_2proc.yaml", env={"PYTHONPATH": str(probe)})
+    lines = [line for line in result.stderr.splitlines() if line.startswith("accel-tasks: error:")]
+    assert lines == ["accel-tasks: error: train.lr=-1.0 is not valid; use a learning rate >= 0, e.g. train.lr=5e-5"], result.stderr[-3000:]
+    assert result.returncode != 0 and "exitcode: 2" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path: Path):
     result = run_cli(["recipe=summarization", "train.lr=-1", "output_dir=out"], tmp_path, launcher="python",
                      env={**cli_env(), "ACCEL_TASKS_DEBUG": "1"})
