@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup run test bench
+.PHONY: setup run test test-quick bench
 
 setup: $(VENV)/.setup-done
 
@@ -22,3 +22,7 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q -n auto --dist loadfile
+
+# The everyday loop: everything but the long learning runs marked slow (CI runs those too, through `make test`).
+test-quick: setup
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
