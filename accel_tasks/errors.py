@@ -6,6 +6,8 @@ This is the ground floor of the package: it imports nothing else of accel_tasks,
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 
 # How many offending rows an error or warning quotes before it only counts the rest.
@@ -37,11 +39,16 @@ def notice(message: str) -> None:
 
     Why the environment and not the Accelerator: preflight runs before it is built, on every rank.
     """
-    import os
-    import sys
-
-    if os.environ.get("RANK", "0") == "0":
+    if is_first_process():
         print(f"accel-tasks: warning: {message}", file=sys.stderr, flush=True)
+
+
+def is_first_process() -> bool:
+    """Global rank 0 (set by the launcher), or a lone process: the one that speaks for all and owns the run's files.
+
+    Why the environment: the checks that use it run before the Accelerator exists (and after it is gone).
+    """
+    return os.environ.get("RANK", "0") == "0"
 
 
 class RunStopped(Exception):

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import click
 
 from .config import to_yaml
-from .errors import ConfigError, Preempted, RunStopped
+from .errors import ConfigError, Preempted, RunStopped, is_first_process
 from .help import settings_help
 from .preflight import make_plan, resolve_config
 from .registry import available_recipes
@@ -104,11 +104,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        if os.environ.get("RANK", "0") == "0":  # every process fails alike; the first one says so
+        if is_first_process():  # every process fails alike; the first one says so
             click.echo(f"{PROG}: error: {exc}", err=True)
         return 2
     except RunStopped as exc:
-        if os.environ.get("RANK", "0") == "0":
+        if is_first_process():
             click.echo(f"{PROG}: {type(exc).__name__}: {exc}", err=True)
         return exc.exit_code
     except click.UsageError as exc:

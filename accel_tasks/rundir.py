@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError, notice
+from .errors import ConfigError, is_first_process, notice
 
 LOCK_FILE = ".accel_tasks.lock"
 MARKER_FILE = ".accel_tasks_run"
@@ -64,11 +64,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def is_first_process() -> bool:
-    """The process that owns the lock and the marker: global rank 0 (set by the launcher), or a lone process."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def acquire_lock(output_dir: Path) -> None:

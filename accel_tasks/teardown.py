@@ -32,6 +32,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
 
+from .errors import is_first_process
+
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
@@ -103,7 +105,7 @@ def let_the_first_process_explain(grace_s: float = FIRST_PROCESS_GRACE_S) -> Non
     bounds the wait where nothing stops this process (ranks started without an agent, or on another
     machine, whose launcher hears of the failure only through its own workers).
     """
-    if os.environ.get("RANK", "0") != "0":
+    if not is_first_process():
         time.sleep(grace_s)
 
 
