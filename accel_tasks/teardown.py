@@ -109,8 +109,6 @@ def let_the_first_process_explain(grace_s: float = FIRST_PROCESS_GRACE_S) -> Non
         time.sleep(grace_s)
 
 
-
-
 def exit_now(status: int) -> NoReturn:
     """End the process with ``status``, skipping CPython's finalization of every loaded module.
 
