@@ -1,3 +1,3 @@
-from .run import entry
+from accel_tasks.run import entry
 
 entry()

@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import RunConfig, field_docs
+from accel_tasks.config import RunConfig, field_docs
 
 if TYPE_CHECKING:
-    from .recipe import Recipe
+    from accel_tasks.recipe import Recipe
 
 
 def settings_help(cfg: RunConfig, recipe_cls: type[Recipe]) -> str:
     """One line per setting: ``key = value  doc``, grouped; values are what this recipe's preset resolves to."""
-    lines = [f"Settings of recipe={cfg.recipe} (key=value; shown: the value after the preset and bundled-model settings)"]
+    lines = [
+        f"Settings of recipe={cfg.recipe} (key=value; shown: the value after the preset and bundled-model settings)"
+    ]
     groups: list[tuple[str, type, DictConfig]] = []
     top_docs = field_docs(RunConfig)
     top = [(f.name, cfg[f.name]) for f in fields(RunConfig) if not isinstance(cfg[f.name], DictConfig)]

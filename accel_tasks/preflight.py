@@ -13,25 +13,25 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from .adapters import check_peft_config_file
-from .checkpoint import resolve_resume
-from .config import RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
-from .data import check_data_files
-from .compression import check_grad_compression
-from .deepspeed_config import check_deepspeed_config, deepspeed_requested, world_size
-from .distributed import threads_from_env
-from .errors import ConfigError, first_line, notice
-from .best import best_metric_name
-from .evaluation import load_metrics, score
-from .modeling import check_trained_weights, resolve_model_source, saved_run_config
-from .performance import check_compile_supported, compile_settings
-from .recipe import Recipe
-from .registry import available_recipes, load_recipe_class
-from .reshard import check_resume_layout
-from .rundir import acquire_lock
-from .streaming import check_streaming
-from .trackers import resolve_trackers
-from .rundir import check_output_dir as check_run_dir
+from accel_tasks.config import RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
+from accel_tasks.data.raw import check_data_files
+from accel_tasks.data.streaming import check_streaming
+from accel_tasks.engines.accelerator import threads_from_env
+from accel_tasks.engines.compression import check_grad_compression
+from accel_tasks.engines.deepspeed_config import check_deepspeed_config, deepspeed_requested, world_size
+from accel_tasks.engines.performance import check_compile_supported, compile_settings
+from accel_tasks.engines.reshard import check_resume_layout
+from accel_tasks.engines.trackers import resolve_trackers
+from accel_tasks.errors import ConfigError, first_line, notice
+from accel_tasks.evaluation.best import best_metric_name
+from accel_tasks.evaluation.eval_pass import load_metrics, score
+from accel_tasks.models.adapters import check_peft_config_file
+from accel_tasks.models.loading import check_trained_weights, resolve_model_source, saved_run_config
+from accel_tasks.recipe import Recipe
+from accel_tasks.registry import available_recipes, load_recipe_class
+from accel_tasks.runs.checkpoint import resolve_resume
+from accel_tasks.runs.output_dir import acquire_lock
+from accel_tasks.runs.output_dir import check_output_dir as check_run_dir
 
 if TYPE_CHECKING:
     from evaluate import EvaluationModule
@@ -55,7 +55,9 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
     """Merge schema -> recipe preset -> bundled-model settings -> --config -> key=value; (config, recipe class)."""
     for arg in overrides:
         if arg.startswith("-"):
-            raise ConfigError(f"unknown option {arg!r}; options are --config, --print-config, --list (settings are key=value)")
+            raise ConfigError(
+                f"unknown option {arg!r}; options are --config, --print-config, --list (settings are key=value)"
+            )
     recipe_args = [arg.partition("=")[2] for arg in overrides if arg.partition("=")[0].strip() == "recipe"]
     file_layer = load_yaml_layer(config_file, "--config file") if config_file else None
     recipe_spec = recipe_args[-1] if recipe_args else (file_layer.get("recipe") if file_layer is not None else None)
@@ -82,9 +84,13 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
         path, saved_cfg = saved
         layer = settings_saved_with_model(saved_cfg, user_layers)
         if saved_cfg.get("recipe") == str(recipe_spec):
-            cfg = build_config(recipe_cls.Options, preset_layers + [(f"settings saved with the model ({path})", layer)] + user_layers)
+            cfg = build_config(
+                recipe_cls.Options, preset_layers + [(f"settings saved with the model ({path})", layer)] + user_layers
+            )
         else:
-            notice(f"{path} was made by recipe={saved_cfg.get('recipe')}, not {recipe_spec}; its saved settings are not used")
+            notice(
+                f"{path} was made by recipe={saved_cfg.get('recipe')}, not {recipe_spec}; its saved settings are not used"
+            )
     cfg.recipe = str(recipe_spec)
     return cfg, recipe_cls
 
@@ -195,7 +201,9 @@ def check_scheduler(name: str) -> None:
     if name not in known:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"train.lr_scheduler={name!r} is not a transformers schedule; {hint}known: {', '.join(known)}")
+        raise ConfigError(
+            f"train.lr_scheduler={name!r} is not a transformers schedule; {hint}known: {', '.join(known)}"
+        )
 
 
 def transformers_schedule_names() -> list[str]:
@@ -217,8 +225,11 @@ def transformers_schedule_names() -> list[str]:
     for node in tree.body if tree is not None else ():
         if isinstance(node, ast.ClassDef) and node.name == "SchedulerType":
             names = [
-                stmt.value.value for stmt in node.body
-                if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+                stmt.value.value
+                for stmt in node.body
+                if isinstance(stmt, ast.Assign)
+                and isinstance(stmt.value, ast.Constant)
+                and isinstance(stmt.value.value, str)
             ]
             if names:
                 return names
@@ -261,7 +272,9 @@ def check_training_options(cfg: RunConfig, recipe: Recipe) -> None:
         )
 
 
-def check_output_dir(cfg: RunConfig, output_dir: Path, resume_dir: Optional[Path], model_source: str, lock: bool = True) -> None:
+def check_output_dir(
+    cfg: RunConfig, output_dir: Path, resume_dir: Optional[Path], model_source: str, lock: bool = True
+) -> None:
     """An evaluated model is never written into; then the output_dir is locked and checked (rundir).
 
     ``lock=False``: the same checks without taking the lock (nothing written), for an early answer.

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
 
 import numpy as np
 
-from .config import GenerationOptions, NoOptions, RunConfig
-from .errors import ConfigError
+from accel_tasks.config import GenerationOptions, NoOptions, RunConfig
+from accel_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     import datasets
@@ -162,7 +162,7 @@ class Recipe(ABC):
 
     def load_model(self) -> tuple[PreTrainedModel, Processor]:
         """Load (or build) the model and its processor; sets ``self.model`` and ``self.processor``."""
-        from .modeling import load_model_and_processor
+        from accel_tasks.models.loading import load_model_and_processor
 
         default_dir = self.default_model_dir() if self.cfg.model.name_or_path is None else None
         self.model, self.processor = load_model_and_processor(
@@ -205,7 +205,7 @@ class Recipe(ABC):
 
     def load_data(self, splits: tuple[str, ...]) -> datasets.DatasetDict:
         """Raw examples as a DatasetDict holding ``splits`` (names: train / validation / test)."""
-        from .data import load_raw_datasets
+        from accel_tasks.data.raw import load_raw_datasets
 
         return load_raw_datasets(self.cfg.data, splits, sample_dir=self.sample_dir, read_file=self.read_data_file)
 
@@ -367,7 +367,10 @@ def smoothed_loss(model: PreTrainedModel, batch: Batch, label_smoothing: float) 
     logits = outputs.logits
     labels = batch["labels"].to(logits.device)
     return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=PAD_INT, label_smoothing=label_smoothing
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.reshape(-1),
+        ignore_index=PAD_INT,
+        label_smoothing=label_smoothing,
     )
 
 
@@ -432,7 +435,9 @@ class Seq2SeqRecipe(Recipe):
         sources = [prefix + text for text in self.source_texts(batch)]
         features = tokenizer(sources, max_length=self.options.max_source_length, truncation=True)
         if self.with_references:
-            labels = tokenizer(text_target=self.target_texts(batch), max_length=self.options.max_target_length, truncation=True)
+            labels = tokenizer(
+                text_target=self.target_texts(batch), max_length=self.options.max_target_length, truncation=True
+            )
             features["labels"] = labels["input_ids"]
         return features
 
@@ -450,7 +455,9 @@ class Seq2SeqRecipe(Recipe):
         for key in ("max_source_length", "max_target_length"):
             value = getattr(self.options, key)
             if value < 1:
-                raise ConfigError(f"task.{key}={value} must be at least 1 token (an empty {key.split('_')[1]} cannot be learned)")
+                raise ConfigError(
+                    f"task.{key}={value} must be at least 1 token (an empty {key.split('_')[1]} cannot be learned)"
+                )
 
     supports_label_smoothing = True
 
@@ -473,7 +480,7 @@ class Seq2SeqRecipe(Recipe):
 
     def predict(self, model: PreTrainedModel, batch: Batch, *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
         """``generate``; greedy search takes rows that have finished out of the batch (same tokens, fewer FLOPs)."""
-        from .eval_batching import compaction_applies, compacting_greedy
+        from accel_tasks.evaluation.batching import compacting_greedy, compaction_applies
 
         kwargs = self.generation_kwargs()
         if compaction_applies(model, kwargs, synced_gpus):

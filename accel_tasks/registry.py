@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
-from .errors import ConfigError, first_line
+from accel_tasks.errors import ConfigError, first_line
 
 ENTRY_POINT_GROUP = "accel_tasks.recipes"
 
@@ -67,7 +67,7 @@ def resolve(spec: str) -> RecipeSource:
 
 def load_recipe_class(spec: str) -> type:
     """Import and check the recipe class named by ``spec``."""
-    from .recipe import Recipe
+    from accel_tasks.recipe import Recipe
 
     source = resolve(spec)
     module_part, _, class_name = source.target.rpartition(":")
@@ -91,8 +91,12 @@ def _import_module(module_name: str, spec: str) -> ModuleType:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ConfigError(f"recipe {spec!r}: cannot import module {module_name!r} ({exc}); is its package installed?") from None
-        raise ConfigError(f"recipe {spec!r}: {_where_it_failed(exc)}; install what it imports or fix the import") from None
+            raise ConfigError(
+                f"recipe {spec!r}: cannot import module {module_name!r} ({exc}); is its package installed?"
+            ) from None
+        raise ConfigError(
+            f"recipe {spec!r}: {_where_it_failed(exc)}; install what it imports or fix the import"
+        ) from None
     except Exception as exc:  # the plugin's own code failed while importing: say where, not a traceback
         raise ConfigError(f"recipe {spec!r} fails to import: {_where_it_failed(exc)}") from None
 
@@ -109,7 +113,9 @@ def _import_file(path_text: str) -> ModuleType:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"recipe file {exc.filename or path_text}:{exc.lineno}: SyntaxError: {exc.msg}; fix the file") from None
+        raise ConfigError(
+            f"recipe file {exc.filename or path_text}:{exc.lineno}: SyntaxError: {exc.msg}; fix the file"
+        ) from None
     except Exception as exc:  # the plugin's own code failed while importing
         sys.modules.pop(module_name, None)
         raise ConfigError(f"recipe file {path_text!r} fails to import: {_where_it_failed(exc)}") from None

@@ -12,11 +12,11 @@ from typing import Optional, Sequence
 
 import click
 
-from .config import to_yaml
-from .errors import ConfigError, Preempted, RunStopped, is_first_process
-from .help import settings_help
-from .preflight import make_plan, resolve_config
-from .registry import available_recipes
+from accel_tasks.config import to_yaml
+from accel_tasks.errors import ConfigError, Preempted, RunStopped, is_first_process
+from accel_tasks.help import settings_help
+from accel_tasks.preflight import make_plan, resolve_config
+from accel_tasks.registry import available_recipes
 
 PROG = "accel-tasks"
 HELP_FLAGS = ("-h", "--help")
@@ -35,7 +35,9 @@ DEBUG_ENV = "ACCEL_TASKS_DEBUG"
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--config", "config_file", metavar="FILE.yaml", help="A run config; key=value overrides win over it.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
-@click.option("--list", "list_recipes", is_flag=True, help="List the recipes, where each comes from and its preset, and exit.")
+@click.option(
+    "--list", "list_recipes", is_flag=True, help="List the recipes, where each comes from and its preset, and exit."
+)
 def cli(overrides: tuple[str, ...], config_file: Optional[str], print_config: bool, list_recipes: bool) -> None:
     """Fine-tune or evaluate a model for a task: key=value overrides on top of the recipe's preset."""
     if list_recipes:
@@ -46,13 +48,13 @@ def cli(overrides: tuple[str, ...], config_file: Optional[str], print_config: bo
         click.echo(to_yaml(cfg), nl=False)
         return
     plan = make_plan(cfg, recipe_cls)
-    from .loop import run
+    from accel_tasks.training.loop import run
 
     run(plan)
 
 
 def _print_recipes() -> None:
-    from .registry import load_recipe_class
+    from accel_tasks.registry import load_recipe_class
 
     recipes = available_recipes()
     width = max(len(name) for name in recipes)
@@ -85,11 +87,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command, prog = cli, PROG
     if args and args[0] == "estimate-memory":
         # A subcommand without turning the CLI into a group: `accel-tasks recipe=...` keeps working as is.
-        from .memory import estimate_memory_cli
+        from accel_tasks.engines.memory import estimate_memory_cli
 
         command, prog, args = estimate_memory_cli, f"{PROG} estimate-memory", args[1:]
     elif args and args[0] == "report":
-        from .report import report_cli
+        from accel_tasks.reporting.report import report_cli
 
         command, prog, args = report_cli, f"{PROG} report", args[1:]
     try:
@@ -119,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         # Whatever ended the run (an error on this process alone included), the process group and the
         # DeepSpeed engine go now, while the interpreter is whole, never at its exit (see teardown.py).
-        from .teardown import release_after_error
+        from accel_tasks.engines.teardown import release_after_error
 
         release_after_error()
     return 0
@@ -132,7 +134,7 @@ def entry() -> None:
     only to run it ends through :func:`teardown.exit_now`, without the seconds of interpreter finalization.
     """
     status = main()
-    from .teardown import exit_now, let_the_first_process_explain
+    from accel_tasks.engines.teardown import exit_now, let_the_first_process_explain
 
     if status not in (0, Preempted.exit_code):
         # A preemption is the one failure not left to the first process: every process got the signal and

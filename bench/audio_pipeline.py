@@ -38,7 +38,7 @@ def build_recipe(extra: list[str]):
 
 def featurise(recipe, cfg, split: str = "train") -> tuple[object, float, float, int]:
     """(features, seconds in prepare_raw, seconds in make_features, clips) for one split."""
-    from accel_tasks.features import make_features
+    from accel_tasks.data.feature_cache import make_features
 
     raw = recipe.load_data((split,))[split]
     recipe.required_columns(split, raw.column_names)
@@ -74,7 +74,7 @@ def data_wait(recipe, cfg, features, steps: int, workers: int) -> tuple[float, f
     import torch
     from torch.utils.data import DataLoader
 
-    from accel_tasks.loop import parameter_groups
+    from accel_tasks.training.loop import parameter_groups
 
     model = recipe.model
     model.train()
@@ -114,7 +114,9 @@ def data_wait(recipe, cfg, features, steps: int, workers: int) -> tuple[float, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="timed training steps")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: data.dataloader_num_workers)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="DataLoader workers (default: data.dataloader_num_workers)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("overrides", nargs="*", help="run-config key=value settings, e.g. model.name_or_path=DIR")
     args = parser.parse_args()
@@ -135,16 +137,26 @@ def main() -> int:
         step_s, wait_s, fraction = data_wait(recipe, cfg, features, args.steps, workers)
         decode_rate, extract_rate = breakdown(recipe)
 
-    print(f"clips: {clips} (train split), model family: {recipe.model_type}, feature extractor: "
-          f"{type(recipe._feature_extractor()).__name__}, torch threads: {args.threads}")
+    print(
+        f"clips: {clips} (train split), model family: {recipe.model_type}, feature extractor: "
+        f"{type(recipe._feature_extractor()).__name__}, torch threads: {args.threads}"
+    )
     print(f"{'':28}{'cold cache':>14}{'warm cache':>14}{'ratio':>9}")
-    print(f"{'header checks (clips/s)':28}{clips / probe_cold:>14.0f}{clips / probe_warm:>14.0f}{probe_cold / probe_warm:>8.1f}x")
+    print(
+        f"{'header checks (clips/s)':28}{clips / probe_cold:>14.0f}{clips / probe_warm:>14.0f}{probe_cold / probe_warm:>8.1f}x"
+    )
     print(f"{'decode+features (clips/s)':28}{clips / cold_s:>14.1f}{clips / warm_s:>14.0f}{cold_s / warm_s:>8.1f}x")
-    print(f"{'whole pipeline (clips/s)':28}{clips / (probe_cold + cold_s):>14.1f}{clips / (probe_warm + warm_s):>14.0f}"
-          f"{(probe_cold + cold_s) / (probe_warm + warm_s):>8.1f}x")
-    print(f"  of which: soundfile decode (+ resampling) {decode_rate:.0f} clips/s, feature extractor {extract_rate:.0f} clips/s")
-    print(f"training step (batch {cfg.train.batch_size}, {workers} DataLoader workers): median {1000 * step_s:.0f} ms, "
-          f"waiting on data {1000 * wait_s:.1f} ms = {100 * fraction:.1f}% of step time (target < 10%)")
+    print(
+        f"{'whole pipeline (clips/s)':28}{clips / (probe_cold + cold_s):>14.1f}{clips / (probe_warm + warm_s):>14.0f}"
+        f"{(probe_cold + cold_s) / (probe_warm + warm_s):>8.1f}x"
+    )
+    print(
+        f"  of which: soundfile decode (+ resampling) {decode_rate:.0f} clips/s, feature extractor {extract_rate:.0f} clips/s"
+    )
+    print(
+        f"training step (batch {cfg.train.batch_size}, {workers} DataLoader workers): median {1000 * step_s:.0f} ms, "
+        f"waiting on data {1000 * wait_s:.1f} ms = {100 * fraction:.1f}% of step time (target < 10%)"
+    )
     return 0 if fraction < 0.10 else 1
 
 

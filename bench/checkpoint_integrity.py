@@ -28,11 +28,11 @@ def main() -> None:
     import torch
     from accelerate import Accelerator
 
-    from accel_tasks.checkpoint import LoopState, save_checkpoint
     from accel_tasks.config import to_yaml
-    from accel_tasks.manifest import manifest_problem, write_manifest
     from accel_tasks.preflight import resolve_config
-    from accel_tasks.rundir import acquire_lock, release_lock
+    from accel_tasks.runs.checkpoint import LoopState, save_checkpoint
+    from accel_tasks.runs.manifest import manifest_problem, write_manifest
+    from accel_tasks.runs.output_dir import acquire_lock, release_lock
 
     cfg, recipe_cls = resolve_config(["recipe=summarization"], None)
     model, processor = recipe_cls(cfg).load_model()
@@ -52,13 +52,23 @@ def main() -> None:
                 root = work / f"pair{pair}" / "checkpoints"
                 if side == "save":
                     start = time.perf_counter()
-                    save_checkpoint(accelerator, root, LoopState(global_step=pair + 1), model, processor, None, run_config)
+                    save_checkpoint(
+                        accelerator, root, LoopState(global_step=pair + 1), model, processor, None, run_config
+                    )
                     saves.append(time.perf_counter() - start)
                 else:
                     target = work / "integrity" / f"step_{pair + 1}"
                     if not target.exists():
                         # The same files a checkpoint holds, so the manifest lists and checks real sizes.
-                        save_checkpoint(accelerator, work / "integrity", LoopState(global_step=pair + 1), model, processor, None, run_config)
+                        save_checkpoint(
+                            accelerator,
+                            work / "integrity",
+                            LoopState(global_step=pair + 1),
+                            model,
+                            processor,
+                            None,
+                            run_config,
+                        )
                     out = work / f"lock{pair}"
                     start = time.perf_counter()
                     write_manifest(target, kind="checkpoint", step=pair + 1)
@@ -66,14 +76,18 @@ def main() -> None:
                     acquire_lock(out)
                     release_lock(out, os.getpid())
                     checks.append(time.perf_counter() - start)
-            print(f"pair {pair + 1} ({order[0]} first): save {saves[-1] * 1000:.1f} ms, manifest+verify+lock {checks[-1] * 1000:.2f} ms, "
-                  f"ratio {checks[-1] / saves[-1]:.4f}")
+            print(
+                f"pair {pair + 1} ({order[0]} first): save {saves[-1] * 1000:.1f} ms, manifest+verify+lock {checks[-1] * 1000:.2f} ms, "
+                f"ratio {checks[-1] / saves[-1]:.4f}"
+            )
         size = sum(p.stat().st_size for p in (work / "pair0" / "checkpoints" / "step_1").rglob("*") if p.is_file())
         files = sum(1 for p in (work / "pair0" / "checkpoints" / "step_1").rglob("*") if p.is_file())
         print(f"checkpoint: {files} files, {size / 2**20:.1f} MiB")
         ratios = [c / s for c, s in zip(checks, saves)]
-        print(f"median: save {statistics.median(saves) * 1000:.1f} ms, integrity {statistics.median(checks) * 1000:.2f} ms, "
-              f"ratio integrity/save {statistics.median(ratios):.4f}")
+        print(
+            f"median: save {statistics.median(saves) * 1000:.1f} ms, integrity {statistics.median(checks) * 1000:.2f} ms, "
+            f"ratio integrity/save {statistics.median(ratios):.4f}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 """Eval generation throughput: length-grouped batches versus plain in-order batches of the same size.
 
-Both passes run the loop's own eval path (``accel_tasks.evaluation.run_eval``) on the same model, data and
+Both passes run the loop's own eval path (``accel_tasks.evaluation.eval_pass.run_eval``) on the same model, data and
 batch size, once with ``eval.group_by_length=true`` and once with ``false``; greedy predictions must be
 identical (exit 1 otherwise). Prints the best time of each and the ratio (target >= 1.3x on varied lengths).
 
@@ -57,34 +57,61 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def train_model(sample: Path, work: Path, steps: int, threads: int) -> Path:
     """Train the sample's tiny model through the CLI on joined sentences; returns the exported model folder."""
     train = write_jsonl(work / "train.jsonl", joined_rows(read_jsonl(sample / "train.jsonl"), 8000, 6, 1, "train"))
-    validation = write_jsonl(work / "val-small.jsonl", joined_rows(read_jsonl(sample / "validation.jsonl"), 50, 4, 2, "val"))
+    validation = write_jsonl(
+        work / "val-small.jsonl", joined_rows(read_jsonl(sample / "validation.jsonl"), 50, 4, 2, "val")
+    )
     out = work / "run"
     command = [
-        sys.executable, "-m", "accel_tasks.run", "recipe=translation", f"output_dir={out}",
-        f"model.name_or_path={sample / 'model'}", f"data.train_file={train}", f"data.validation_file={validation}",
-        "task.source_lang=en", "task.target_lang=de", f"train.max_steps={steps}", "train.lr=2e-3",
-        "train.warmup_steps=50", "train.batch_size=16", f"train.threads={threads}", "train.log_every=100",
-        f"task.max_source_length={MAX_LENGTH}", f"task.max_target_length={MAX_LENGTH}",
-        "generation.num_beams=1", f"generation.max_new_tokens={MAX_LENGTH}", "eval.metrics=[sacrebleu]",
+        sys.executable,
+        "-m",
+        "accel_tasks.run",
+        "recipe=translation",
+        f"output_dir={out}",
+        f"model.name_or_path={sample / 'model'}",
+        f"data.train_file={train}",
+        f"data.validation_file={validation}",
+        "task.source_lang=en",
+        "task.target_lang=de",
+        f"train.max_steps={steps}",
+        "train.lr=2e-3",
+        "train.warmup_steps=50",
+        "train.batch_size=16",
+        f"train.threads={threads}",
+        "train.log_every=100",
+        f"task.max_source_length={MAX_LENGTH}",
+        f"task.max_target_length={MAX_LENGTH}",
+        "generation.num_beams=1",
+        f"generation.max_new_tokens={MAX_LENGTH}",
+        "eval.metrics=[sacrebleu]",
     ]
     print(f"training the bundled tiny model for {steps} steps ...", flush=True)
     subprocess.run(command, cwd=REPO, check=True)
     return out / "model"
 
 
-def eval_setup(model: Path, data: Path, batch_size: int, threads: int, work: Path) -> tuple[Any, Any, Any, Any, Any, Any]:
+def eval_setup(
+    model: Path, data: Path, batch_size: int, threads: int, work: Path
+) -> tuple[Any, Any, Any, Any, Any, Any]:
     """The same objects the loop builds for an eval-only run."""
-    from accel_tasks.data import check_columns
-    from accel_tasks.features import make_features
-    from accel_tasks.distributed import build_accelerator, configure_threads
+    from accel_tasks.data.feature_cache import make_features
+    from accel_tasks.data.raw import check_columns
+    from accel_tasks.engines.accelerator import build_accelerator, configure_threads
     from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(
         [
-            "recipe=translation", "mode=eval", f"model.name_or_path={model}", f"data.validation_file={data}",
-            f"eval.batch_size={batch_size}", "generation.num_beams=1", f"generation.max_new_tokens={MAX_LENGTH}",
-            f"task.max_source_length={MAX_LENGTH}", f"task.max_target_length={MAX_LENGTH}",
-            "task.source_lang=en", "task.target_lang=de", f"train.threads={threads}",
+            "recipe=translation",
+            "mode=eval",
+            f"model.name_or_path={model}",
+            f"data.validation_file={data}",
+            f"eval.batch_size={batch_size}",
+            "generation.num_beams=1",
+            f"generation.max_new_tokens={MAX_LENGTH}",
+            f"task.max_source_length={MAX_LENGTH}",
+            f"task.max_target_length={MAX_LENGTH}",
+            "task.source_lang=en",
+            "task.target_lang=de",
+            f"train.threads={threads}",
         ],
         None,
     )
@@ -101,7 +128,7 @@ def eval_setup(model: Path, data: Path, batch_size: int, threads: int, work: Pat
 
 
 def timed_eval(setup: tuple, grouped: bool) -> tuple[float, list[str]]:
-    from accel_tasks.evaluation import run_eval
+    from accel_tasks.evaluation.eval_pass import run_eval
 
     cfg, accelerator, recipe, model, raw, features = setup
     cfg.eval.group_by_length = grouped
@@ -112,7 +139,9 @@ def timed_eval(setup: tuple, grouped: bool) -> tuple[float, list[str]]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="a trained translation model folder (default: train the bundled one)")
+    parser.add_argument(
+        "--model", type=Path, help="a trained translation model folder (default: train the bundled one)"
+    )
     parser.add_argument("--sample", type=Path, default=SAMPLE, help="folder with {train,validation}.jsonl and model/")
     parser.add_argument("--train-steps", type=int, default=1500)
     parser.add_argument("--examples", type=int, default=400)
@@ -126,7 +155,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model = args.model or train_model(args.sample, work, args.train_steps, args.threads)
-        data = write_jsonl(work / "eval.jsonl", joined_rows(read_jsonl(args.sample / "validation.jsonl"), args.examples, 6, args.seed, "eval"))
+        data = write_jsonl(
+            work / "eval.jsonl",
+            joined_rows(read_jsonl(args.sample / "validation.jsonl"), args.examples, 6, args.seed, "eval"),
+        )
         setup = eval_setup(model, data, args.batch_size, args.threads, work)
         features = setup[-1]
         lengths = [len(ids) for ids in features["input_ids"]]
@@ -143,13 +175,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                 times[grouped].append(seconds)
     plain, grouped = min(times[False]), min(times[True])
     generated = [len(p.split()) for p in predictions[True]]
-    print(f"in-order batches:       {plain:8.2f} s  ({len(lengths) / plain:6.1f} examples/s)  runs: {_fmt(times[False])}")
-    print(f"length-grouped batches: {grouped:8.2f} s  ({len(lengths) / grouped:6.1f} examples/s)  runs: {_fmt(times[True])}")
-    print(f"speed-up: {plain / grouped:.2f}x  (predicted words {min(generated)}-{max(generated)}, mean {statistics.mean(generated):.1f})")
+    print(
+        f"in-order batches:       {plain:8.2f} s  ({len(lengths) / plain:6.1f} examples/s)  runs: {_fmt(times[False])}"
+    )
+    print(
+        f"length-grouped batches: {grouped:8.2f} s  ({len(lengths) / grouped:6.1f} examples/s)  runs: {_fmt(times[True])}"
+    )
+    print(
+        f"speed-up: {plain / grouped:.2f}x  (predicted words {min(generated)}-{max(generated)}, mean {statistics.mean(generated):.1f})"
+    )
     differing = [i for i, (a, b) in enumerate(zip(predictions[False], predictions[True])) if a != b]
     if differing:
         i = differing[0]
-        print(f"predictions differ in {len(differing)} of {len(lengths)} examples; first, #{i}:\n  in-order: {predictions[False][i]}\n  grouped:  {predictions[True][i]}")
+        print(
+            f"predictions differ in {len(differing)} of {len(lengths)} examples; first, #{i}:\n  in-order: {predictions[False][i]}\n  grouped:  {predictions[True][i]}"
+        )
         return 1
     print(f"predictions identical: {len(lengths)} of {len(lengths)}")
     return 0

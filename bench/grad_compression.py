@@ -15,7 +15,7 @@ The PowerSGD count is checked against the hook's own: each timed worker reads Po
 
 Step time: each repeat runs 3 fresh 2-process launches (accelerate_configs/cpu_2proc.yaml, gloo), in rotated order
 (none, powersgd, fp16; then powersgd, fp16, none; ...). Every worker builds the Accelerator with
-``accel_tasks.distributed.build_accelerator`` (the run's own path: the DDP communication hook is registered by
+``accel_tasks.engines.accelerator.build_accelerator`` (the run's own path: the DDP communication hook is registered by
 accelerate's ``prepare``), trains the bundled summarization Marian (or a wider one, ``--d-model``) on a fixed random
 batch, and reports the median time of its steps after the first ``--skip`` (DDP's bucket rebuild and PowerSGD's
 allocation happen there; PowerSGD starts compressing at step 3).
@@ -79,7 +79,7 @@ def worker(mode: str, steps: int, skip: int, d_model: int, rank: int, batch: int
     """One process of a 2-process launch: ``steps`` timed optimizer steps through the run's Accelerator."""
     import torch
 
-    from accel_tasks.distributed import build_accelerator, configure_threads
+    from accel_tasks.engines.accelerator import build_accelerator, configure_threads
     from accel_tasks.preflight import resolve_config
 
     overrides = ["recipe=summarization", "train.report_to=[none]"]
@@ -109,23 +109,52 @@ def worker(mode: str, steps: int, skip: int, d_model: int, rank: int, batch: int
             times.append(time.perf_counter() - start)
         hook_elements = None
         if mode == "powersgd":
-            from accel_tasks.compression import powersgd_states
+            from accel_tasks.engines.compression import powersgd_states
 
             (state,) = powersgd_states([model])
             compressed_steps = state.iter - state.start_powerSGD_iter
             hook_elements = state.total_numel_after_compression / max(1, compressed_steps)
         accelerator.wait_for_everyone()
-        return {"mode": mode, "step_s": statistics.median(times[skip:]), "shapes": shapes, "hook_elements_per_step": hook_elements,
-                "parameters": sum(_numel(s) for s in shapes), "rank0": accelerator.is_main_process}
+        return {
+            "mode": mode,
+            "step_s": statistics.median(times[skip:]),
+            "shapes": shapes,
+            "hook_elements_per_step": hook_elements,
+            "parameters": sum(_numel(s) for s in shapes),
+            "rank0": accelerator.is_main_process,
+        }
 
 
 def launch(mode: str, args: argparse.Namespace) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.setdefault("ACCEL_TASKS_NUM_THREADS", "1")
     out = Path(tempfile.mkdtemp(prefix="bench-gc-results-"))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
-               "--main_process_port", str(free_port()), __file__, "--worker", mode, "--out", str(out), "--steps", str(args.steps), "--skip", str(args.skip), "--d-model", str(args.d_model),
-               "--rank", str(args.rank), "--batch", str(args.batch), "--length", str(args.length)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
+        "--main_process_port",
+        str(free_port()),
+        __file__,
+        "--worker",
+        mode,
+        "--out",
+        str(out),
+        "--steps",
+        str(args.steps),
+        "--skip",
+        str(args.skip),
+        "--d-model",
+        str(args.d_model),
+        "--rank",
+        str(args.rank),
+        "--batch",
+        str(args.batch),
+        "--length",
+        str(args.length),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
     # One file per process: the two processes share one stdout, where their lines can interleave.
     results = [json.loads(path.read_text()) for path in sorted(out.glob("rank*.json"))]
@@ -149,7 +178,9 @@ def free_port() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--skip", type=int, default=4, help="first steps left out of the median (bucket rebuild, PowerSGD start)")
+    parser.add_argument(
+        "--skip", type=int, default=4, help="first steps left out of the median (bucket rebuild, PowerSGD start)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--d-model", type=int, default=128, help="128: the bundled model; wider: more bytes per step")
     parser.add_argument("--rank", type=int, default=1, help="train.powersgd_rank")
@@ -165,22 +196,36 @@ def main() -> int:
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     payload: dict[str, int] = {}
     for repeat in range(args.repeats):
-        order = MODES[repeat % len(MODES):] + MODES[:repeat % len(MODES)]
+        order = MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]
         for mode in order:
             result = launch(mode, args)
             times[mode].append(result["step_s"])
             if not payload:
                 payload = payload_bytes([tuple(s) for s in result["shapes"]], args.rank)
-                print(f"model: Marian d_model={args.d_model}, {result['parameters']:,} trainable parameters in {len(result['shapes'])} tensors; "
-                      f"batch {args.batch} x {args.length} tokens per process, 2 processes (gloo)")
-            if result["hook_elements_per_step"] is not None and abs(result["hook_elements_per_step"] * 4 - payload["powersgd"]) > 0.5:
-                raise RuntimeError(f"PowerSGD's own count {result['hook_elements_per_step'] * 4:.0f} bytes/step != computed {payload['powersgd']}")
-        print(f"repeat {repeat + 1} ({', '.join(order)}): " + ", ".join(f"{m} {times[m][-1] * 1000:.1f} ms" for m in MODES)
-              + f"; powersgd/none {times['powersgd'][-1] / times['none'][-1]:.3f}, fp16/none {times['fp16'][-1] / times['none'][-1]:.3f}")
-    print("PowerSGD's own count of elements sent per step (PowerSGDState.total_numel_after_compression) matches the computed bytes")
+                print(
+                    f"model: Marian d_model={args.d_model}, {result['parameters']:,} trainable parameters in {len(result['shapes'])} tensors; "
+                    f"batch {args.batch} x {args.length} tokens per process, 2 processes (gloo)"
+                )
+            if (
+                result["hook_elements_per_step"] is not None
+                and abs(result["hook_elements_per_step"] * 4 - payload["powersgd"]) > 0.5
+            ):
+                raise RuntimeError(
+                    f"PowerSGD's own count {result['hook_elements_per_step'] * 4:.0f} bytes/step != computed {payload['powersgd']}"
+                )
+        print(
+            f"repeat {repeat + 1} ({', '.join(order)}): "
+            + ", ".join(f"{m} {times[m][-1] * 1000:.1f} ms" for m in MODES)
+            + f"; powersgd/none {times['powersgd'][-1] / times['none'][-1]:.3f}, fp16/none {times['fp16'][-1] / times['none'][-1]:.3f}"
+        )
+    print(
+        "PowerSGD's own count of elements sent per step (PowerSGDState.total_numel_after_compression) matches the computed bytes"
+    )
     for mode in MODES:
-        print(f"all-reduced per step, {mode}: {payload[mode]:,} bytes ({payload[mode] / payload['none']:.4f} of uncompressed)"
-              + (f" after the warm-up (rank {args.rank})" if mode == "powersgd" else ""))
+        print(
+            f"all-reduced per step, {mode}: {payload[mode]:,} bytes ({payload[mode] / payload['none']:.4f} of uncompressed)"
+            + (f" after the warm-up (rank {args.rank})" if mode == "powersgd" else "")
+        )
     ratios = {m: statistics.median(t / n for t, n in zip(times[m], times["none"])) for m in ("powersgd", "fp16")}
     print(f"median step time powersgd/none: {ratios['powersgd']:.3f}, fp16/none: {ratios['fp16']:.3f}")
     return 0

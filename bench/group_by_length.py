@@ -31,9 +31,9 @@ def epoch_padding(overrides: list[str], batch_size: int, seed: int) -> dict[str,
     """{off|on: (source padding, label padding)} over one epoch of the run's training features."""
     import torch
 
-    from accel_tasks.features import make_features
+    from accel_tasks.data.feature_cache import make_features
+    from accel_tasks.data.sampling import feature_lengths, length_grouped_indices, padding_fraction
     from accel_tasks.preflight import resolve_config
-    from accel_tasks.sampling import feature_lengths, length_grouped_indices, padding_fraction
 
     cfg, recipe_cls = resolve_config(overrides, None)
     recipe = recipe_cls(cfg)
@@ -56,9 +56,19 @@ def epoch_padding(overrides: list[str], batch_size: int, seed: int) -> dict[str,
 
 
 def tokens_per_s(overrides: list[str], work: Path, steps: int) -> float:
-    command = [sys.executable, "-m", "accel_tasks.run", *overrides, f"train.max_steps={steps}", f"train.log_every={steps}",
-               "train.report_to=[none]", "data.max_eval_samples=4", "generation.max_new_tokens=4",
-               f"output_dir={work}", "train.overwrite_output_dir=true"]
+    command = [
+        sys.executable,
+        "-m",
+        "accel_tasks.run",
+        *overrides,
+        f"train.max_steps={steps}",
+        f"train.log_every={steps}",
+        "train.report_to=[none]",
+        "data.max_eval_samples=4",
+        "generation.max_new_tokens=4",
+        f"output_dir={work}",
+        "train.overwrite_output_dir=true",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -79,19 +89,25 @@ def main() -> None:
 
     cfg, _ = resolve_config(base, None)
     padding = epoch_padding(base, cfg.train.batch_size, cfg.seed)
-    print(f"data: recipe={args.recipe} {' '.join(args.overrides) or '(its offline default)'}; batch {cfg.train.batch_size}, seed {cfg.seed}")
+    print(
+        f"data: recipe={args.recipe} {' '.join(args.overrides) or '(its offline default)'}; batch {cfg.train.batch_size}, seed {cfg.seed}"
+    )
     for name, (source, label) in padding.items():
         print(f"padding fraction, group_by_length={name:<3}: source ids {source:.3f}  labels {label:.3f}")
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         for pair in range(args.pairs):
             measured = {}
-            for name in (("off", "on") if pair % 2 == 0 else ("on", "off")):
+            for name in ("off", "on") if pair % 2 == 0 else ("on", "off"):
                 flag = "true" if name == "on" else "false"
                 measured[name] = tokens_per_s([*base, f"train.group_by_length={flag}"], Path(tmp) / name, args.steps)
             ratios.append(measured["on"] / measured["off"])
-            print(f"pair {pair + 1}: tokens/s off {measured['off']:.0f}  on {measured['on']:.0f}  on/off {ratios[-1]:.3f}")
-    print(f"median ratios: tokens_per_s={statistics.median(ratios):.3f} padding_off={padding['off'][0]:.3f} padding_on={padding['on'][0]:.3f}")
+            print(
+                f"pair {pair + 1}: tokens/s off {measured['off']:.0f}  on {measured['on']:.0f}  on/off {ratios[-1]:.3f}"
+            )
+    print(
+        f"median ratios: tokens_per_s={statistics.median(ratios):.3f} padding_off={padding['off'][0]:.3f} padding_on={padding['on'][0]:.3f}"
+    )
 
 
 if __name__ == "__main__":

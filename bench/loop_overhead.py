@@ -59,8 +59,8 @@ def record_batches(recipe: Any, seen: list) -> None:
 
 
 def accel_tasks_loop(steps: int, log_every: int, workdir: Path, round_index: int, seen: list) -> float:
-    from accel_tasks.loop import run
     from accel_tasks.preflight import make_plan, resolve_config
+    from accel_tasks.training.loop import run
 
     cfg, recipe_cls = resolve_config(overrides(steps, log_every, workdir / f"run{round_index}"), None)
     plan = make_plan(cfg, recipe_cls)
@@ -89,10 +89,10 @@ def bare_loop(steps: int, log_every: int, workdir: Path, round_index: int, seen:
     """The same model, data, collation, optimizer groups and schedule, with nothing around it."""
     from transformers import get_scheduler, set_seed
 
-    from accel_tasks.features import make_features
-    from accel_tasks.distributed import configure_threads
-    from accel_tasks.loop import parameter_groups
+    from accel_tasks.data.feature_cache import make_features
+    from accel_tasks.engines.accelerator import configure_threads
     from accel_tasks.preflight import resolve_config
+    from accel_tasks.training.loop import parameter_groups
 
     cfg, recipe_cls = resolve_config(overrides(steps, log_every, workdir / f"bare{round_index}"), None)
     tcfg = cfg.train
@@ -113,7 +113,10 @@ def bare_loop(steps: int, log_every: int, workdir: Path, round_index: int, seen:
         num_workers=cfg.data.dataloader_num_workers,
     )
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_epsilon,
+        parameter_groups(model, tcfg.weight_decay),
+        lr=tcfg.lr,
+        betas=(tcfg.adam_beta1, tcfg.adam_beta2),
+        eps=tcfg.adam_epsilon,
         fused=True,  # the fast kernel on CPU, as the loop builds it: the bench compares loops, not AdamW kernels
     )
     warmup = tcfg.warmup_steps or math.ceil(tcfg.warmup_ratio * steps)
@@ -137,7 +140,9 @@ def bare_loop(steps: int, log_every: int, workdir: Path, round_index: int, seen:
 
 
 def batch_digest(batches: list) -> list[str]:
-    return [hashlib.sha1(b.contiguous().numpy().tobytes() + str(tuple(b.shape)).encode()).hexdigest()[:12] for b in batches]
+    return [
+        hashlib.sha1(b.contiguous().numpy().tobytes() + str(tuple(b.shape)).encode()).hexdigest()[:12] for b in batches
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 3:
         parser.error("--rounds must be at least 3")
-    from accel_tasks.distributed import configure_threads
+    from accel_tasks.engines.accelerator import configure_threads
 
     threads = configure_threads(None)
     sides = {"bare": bare_loop, "accel_tasks": accel_tasks_loop}
@@ -162,21 +167,30 @@ def main(argv: list[str] | None = None) -> int:
                 times[side] = sides[side](args.steps, args.log_every, Path(tmp), index, seen[side])
             digests = {side: batch_digest(batches) for side, batches in seen.items()}
             if digests["bare"] != digests["accel_tasks"]:
-                first = next(i for i, (a, b) in enumerate(zip(digests["bare"], digests["accel_tasks"])) if a != b) \
-                    if len(digests["bare"]) == len(digests["accel_tasks"]) else "lengths differ"
-                sys.exit(f"round {index + 1}: the two sides saw different batches (first difference: batch {first}); "
-                         "the comparison would not be like for like")
+                first = (
+                    next(i for i, (a, b) in enumerate(zip(digests["bare"], digests["accel_tasks"])) if a != b)
+                    if len(digests["bare"]) == len(digests["accel_tasks"])
+                    else "lengths differ"
+                )
+                sys.exit(
+                    f"round {index + 1}: the two sides saw different batches (first difference: batch {first}); "
+                    "the comparison would not be like for like"
+                )
             order_hash = hashlib.sha1("".join(digests["bare"]).encode()).hexdigest()[:12]
             ratio = times["accel_tasks"] / times["bare"]
             ratios.append(ratio)
-            print(f"round {index + 1} ({order[0]} first): bare {times['bare'] * 1000:.1f} ms/step  "
-                  f"accel_tasks {times['accel_tasks'] * 1000:.1f} ms/step  ratio {ratio:.3f}  | same {len(digests['bare'])} "
-                  f"batches on both sides (first input_ids sha1 {digests['bare'][0]}, batch-order sha1 {order_hash})",
-                  flush=True)
+            print(
+                f"round {index + 1} ({order[0]} first): bare {times['bare'] * 1000:.1f} ms/step  "
+                f"accel_tasks {times['accel_tasks'] * 1000:.1f} ms/step  ratio {ratio:.3f}  | same {len(digests['bare'])} "
+                f"batches on both sides (first input_ids sha1 {digests['bare'][0]}, batch-order sha1 {order_hash})",
+                flush=True,
+            )
     print(f"threads={threads} steps={args.steps} rounds={args.rounds} (alternating first side)")
     print(f"per-round ratios accel_tasks/bare: {', '.join(f'{r:.3f}' for r in ratios)}")
-    print(f"median step-time ratio accel_tasks/bare: {statistics.median(ratios):.3f} "
-          f"(range {min(ratios):.3f}-{max(ratios):.3f}; target <= 1.05)")
+    print(
+        f"median step-time ratio accel_tasks/bare: {statistics.median(ratios):.3f} "
+        f"(range {min(ratios):.3f}-{max(ratios):.3f}; target <= 1.05)"
+    )
     return 0
 
 

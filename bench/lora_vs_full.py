@@ -1,6 +1,6 @@
 """LoRA versus full fine-tuning on the same model and data: peak memory, step time and checkpoint size.
 
-Each variant runs the real loop (``accel_tasks.loop.run``) in its own fresh process, so peak memory is
+Each variant runs the real loop (``accel_tasks.training.loop.run``) in its own fresh process, so peak memory is
 per variant. The two run in ``--pairs`` pairs (default 3), the order alternating (pair 1 full first,
 pair 2 LoRA first, ...), with the same seed, data and batches (one run config, the LoRA settings added);
 each pair's lora/full ratios and the median over pairs are printed. The model is the recipe's bundled
@@ -46,8 +46,15 @@ def scaled_model_dir(source: Path, dest: Path, d_model: int, layers: int, ffn: i
     """A copy of a bundled model dir (tokenizer + config) with a bigger Marian/BART-style config."""
     shutil.copytree(source, dest)
     config = json.loads((dest / "config.json").read_text())
-    config.update(d_model=d_model, encoder_layers=layers, decoder_layers=layers, encoder_ffn_dim=ffn,
-                  decoder_ffn_dim=ffn, encoder_attention_heads=heads, decoder_attention_heads=heads)
+    config.update(
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+    )
     (dest / "config.json").write_text(json.dumps(config, indent=2))
     return dest
 
@@ -70,11 +77,9 @@ def child(overrides: list[str]) -> None:
     import torch
     import transformers  # noqa: F401
 
-    from accel_tasks.loop import run
-    from accel_tasks.preflight import make_plan
-    from accel_tasks.preflight import resolve_config
-
-    from accel_tasks import loop
+    from accel_tasks.preflight import make_plan, resolve_config
+    from accel_tasks.training import loop as loop
+    from accel_tasks.training.loop import run
 
     # One timestamp per micro-batch, taken where the loop accounts for it (after backward and step).
     stamps: list[float] = []
@@ -124,7 +129,7 @@ def run_variant(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         sys.exit(f"[bench] {name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     line = next(l for l in proc.stdout.splitlines() if l.startswith(MARKER))
-    result = json.loads(line[len(MARKER):])
+    result = json.loads(line[len(MARKER) :])
     # Skip the first steps (allocation, warm-up); the median ignores a step that includes a checkpoint save.
     times = result["step_times_s"][2:]
     result["step_s"] = statistics.median(times) if times else float("nan")
@@ -133,7 +138,9 @@ def run_variant(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
     checkpoints = sorted((out / "checkpoints").glob("step_*"))
     result["checkpoint_bytes"] = dir_size(checkpoints[-1]) if checkpoints else 0
     model = out / "model"
-    result["export_weights_bytes"] = dir_size(model, "adapter_model.safetensors") or dir_size(model, "model*.safetensors")
+    result["export_weights_bytes"] = dir_size(model, "adapter_model.safetensors") or dir_size(
+        model, "model*.safetensors"
+    )
     result["export_dir_bytes"] = dir_size(model)
     return result
 
@@ -144,13 +151,16 @@ def fmt_bytes(n: Optional[float]) -> str:
 
 def pair_ratios(full: dict, lora: dict) -> dict[str, Optional[float]]:
     """lora/full for the figures that vary between runs."""
+
     def r(a: Optional[float], b: Optional[float]) -> Optional[float]:
         return b / a if a and b else None
 
     return {
         "step": r(full["step_s"], lora["step_s"]),
-        "rss_rise": r(full["rss_train_peak_bytes"] - full["rss_baseline_bytes"],
-                      lora["rss_train_peak_bytes"] - lora["rss_baseline_bytes"]),
+        "rss_rise": r(
+            full["rss_train_peak_bytes"] - full["rss_baseline_bytes"],
+            lora["rss_train_peak_bytes"] - lora["rss_baseline_bytes"],
+        ),
         "rss_peak": r(full["rss_peak_bytes"], lora["rss_peak_bytes"]),
         "cuda": r(full.get("cuda_peak_bytes"), lora.get("cuda_peak_bytes")),
     }
@@ -163,6 +173,7 @@ def median(values: list) -> Optional[float]:
 
 def report(fulls: list[dict], loras: list[dict]) -> None:
     """Each variant's median over pairs, and the median of the per-pair lora/full ratios."""
+
     def rise(result: dict) -> int:
         return result["rss_train_peak_bytes"] - result["rss_baseline_bytes"]
 
@@ -220,15 +231,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     recipe_cls = load_recipe_class(args.recipe)
     source = args.model_dir or (recipe_cls.sample_dir / "model" if recipe_cls.sample_dir else None)
     if source is None or not (Path(source) / "config.json").is_file():
-        sys.exit(f"[bench] no model dir: pass --model-dir (the bundled {source} is missing; build it with scripts/build_samples.py)")
+        sys.exit(
+            f"[bench] no model dir: pass --model-dir (the bundled {source} is missing; build it with scripts/build_samples.py)"
+        )
     work = Path(tempfile.mkdtemp(prefix="lora_vs_full_")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = Path(source) if args.no_scale else scaled_model_dir(Path(source), work / "bench_model", args.d_model, args.layers, args.ffn, args.heads)
+    model_dir = (
+        Path(source)
+        if args.no_scale
+        else scaled_model_dir(Path(source), work / "bench_model", args.d_model, args.layers, args.ffn, args.heads)
+    )
     common = [
-        f"recipe={args.recipe}", f"model.name_or_path={model_dir}", f"train.max_steps={args.steps}",
-        f"train.save_every={args.steps}", f"train.batch_size={args.batch_size}", "train.log_every=1",
-        "train.overwrite_output_dir=true", "data.max_eval_samples=8", "eval.batch_size=8",
-        "generation.num_beams=1", "generation.max_new_tokens=8", f"data.max_train_samples={args.steps * args.batch_size}",
+        f"recipe={args.recipe}",
+        f"model.name_or_path={model_dir}",
+        f"train.max_steps={args.steps}",
+        f"train.save_every={args.steps}",
+        f"train.batch_size={args.batch_size}",
+        "train.log_every=1",
+        "train.overwrite_output_dir=true",
+        "data.max_eval_samples=8",
+        "eval.batch_size=8",
+        "generation.num_beams=1",
+        "generation.max_new_tokens=8",
+        f"data.max_train_samples={args.steps * args.batch_size}",
         *args.overrides,
     ]
     variants = {"full": common, "lora": [*common, "peft.method=lora", f"peft.r={args.r}"]}
@@ -240,10 +265,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         ratios = pair_ratios(results["full"][-1], results["lora"][-1])
         shown = {k: "-" if v is None else f"{v:.3f}" for k, v in ratios.items()}
         cuda = f"  peak CUDA {shown['cuda']}" if ratios["cuda"] is not None else ""
-        print(f"[bench] pair {pair + 1} ({order[0]} first): lora/full step time {shown['step']} "
-              f"({results['lora'][-1]['step_s'] * 1000:.1f} / {results['full'][-1]['step_s'] * 1000:.1f} ms)  "
-              f"RSS rise {shown['rss_rise']}  peak RSS {shown['rss_peak']}{cuda}", flush=True)
-    print(f"[bench] model {model_dir} ({args.d_model}-d, {args.layers}+{args.layers} layers), {args.steps} steps of batch {args.batch_size}, LoRA r={args.r}, {args.pairs} pairs")
+        print(
+            f"[bench] pair {pair + 1} ({order[0]} first): lora/full step time {shown['step']} "
+            f"({results['lora'][-1]['step_s'] * 1000:.1f} / {results['full'][-1]['step_s'] * 1000:.1f} ms)  "
+            f"RSS rise {shown['rss_rise']}  peak RSS {shown['rss_peak']}{cuda}",
+            flush=True,
+        )
+    print(
+        f"[bench] model {model_dir} ({args.d_model}-d, {args.layers}+{args.layers} layers), {args.steps} steps of batch {args.batch_size}, LoRA r={args.r}, {args.pairs} pairs"
+    )
     report(results["full"], results["lora"])
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)

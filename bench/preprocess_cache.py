@@ -66,8 +66,8 @@ def write_data(work: Path, count: int) -> tuple[list[dict], Path, Path]:
 def worker(train: str, validation: str, num_proc: int) -> dict:
     """One 'run' up to its features, timed; what the loop does before training, minus the model weights' use."""
     from accel_tasks.config import run_splits
-    from accel_tasks.data import check_columns
-    from accel_tasks.features import make_features
+    from accel_tasks.data.feature_cache import make_features
+    from accel_tasks.data.raw import check_columns
     from accel_tasks.preflight import resolve_config
 
     overrides = ["recipe=summarization", f"data.train_file={train}", f"data.validation_file={validation}"]
@@ -96,18 +96,29 @@ def worker(train: str, validation: str, num_proc: int) -> dict:
         raw[split] = recipe.prepare_raw(raw[split], split)
         sizes[split] = len(make_features(recipe, raw[split], split, cfg.data, logged.append))
     features_s = time.perf_counter() - start
-    return {"read_s": read_s, "features_s": features_s, "rows_tokenized": rows_tokenized if num_proc <= 1 else None,
-            "log": logged, "features": sizes}
+    return {
+        "read_s": read_s,
+        "features_s": features_s,
+        "rows_tokenized": rows_tokenized if num_proc <= 1 else None,
+        "log": logged,
+        "features": sizes,
+    }
 
 
 def run_worker(train: Path, validation: Path, cache: Path, num_proc: int) -> dict:
-    env = dict(os.environ, HF_DATASETS_CACHE=str(cache), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ,
+        HF_DATASETS_CACHE=str(cache),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     command = [sys.executable, __file__, "--worker", str(train), str(validation), "--num-proc", str(num_proc)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"worker failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len(MARKER):])
+    return json.loads(lines[-1][len(MARKER) :])
 
 
 def main() -> int:
@@ -124,18 +135,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as tmp:
         work = Path(tmp)
         rows, train, validation = write_data(work, args.rows)
-        print(f"data: {len(rows)} train rows ({len({r['document'] for r in rows})} distinct documents, "
-              f"{train.stat().st_size / 1e6:.1f} MB), {sum(1 for _ in validation.open())} validation rows; "
-              f"preprocessing_num_workers={args.num_proc if args.num_proc > 1 else None}")
+        print(
+            f"data: {len(rows)} train rows ({len({r['document'] for r in rows})} distinct documents, "
+            f"{train.stat().st_size / 1e6:.1f} MB), {sum(1 for _ in validation.open())} validation rows; "
+            f"preprocessing_num_workers={args.num_proc if args.num_proc > 1 else None}"
+        )
         for repeat in range(args.repeats):
             cache = work / f"cache-{repeat}"
             first = run_worker(train, validation, cache, args.num_proc)
             second = run_worker(train, validation, cache, args.num_proc)
             ratio = second["features_s"] / first["features_s"]
             ratios.append(ratio)
-            print(f"repeat {repeat + 1}: features first {first['features_s']:.3f} s, second {second['features_s']:.4f} s, "
-                  f"second/first {ratio:.4f}; reading the jsonl first {first['read_s']:.3f} s, second {second['read_s']:.3f} s; "
-                  f"rows tokenized first {first['rows_tokenized']}, second {second['rows_tokenized']}")
+            print(
+                f"repeat {repeat + 1}: features first {first['features_s']:.3f} s, second {second['features_s']:.4f} s, "
+                f"second/first {ratio:.4f}; reading the jsonl first {first['read_s']:.3f} s, second {second['read_s']:.3f} s; "
+                f"rows tokenized first {first['rows_tokenized']}, second {second['rows_tokenized']}"
+            )
             for which, result in (("first", first), ("second", second)):
                 for line in result["log"]:
                     print(f"    {which} run log: {line}")

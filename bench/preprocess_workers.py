@@ -30,14 +30,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=24000)
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2, help="data.preprocessing_num_workers of the B side (A: 1 worker)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="data.preprocessing_num_workers of the B side (A: 1 worker)"
+    )
     args = parser.parse_args()
     ratios = []
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         work = Path(tmp)
         rows, train, validation = write_data(work, args.rows)
-        print(f"data: {len(rows)} train rows ({train.stat().st_size / 1e6:.1f} MB), {sum(1 for _ in validation.open())} validation rows; "
-              f"1 worker against data.preprocessing_num_workers={args.workers}")
+        print(
+            f"data: {len(rows)} train rows ({train.stat().st_size / 1e6:.1f} MB), {sum(1 for _ in validation.open())} validation rows; "
+            f"1 worker against data.preprocessing_num_workers={args.workers}"
+        )
         for repeat in range(args.repeats):
             order = (1, args.workers) if repeat % 2 == 0 else (args.workers, 1)
             result = {}
@@ -49,8 +53,10 @@ def main() -> int:
                     raise RuntimeError("a timed pass loaded its features from the cache: the caches are not fresh")
             one, many = result[1]["features_s"], result[args.workers]["features_s"]
             ratios.append(many / one)
-            print(f"repeat {repeat + 1} (order {order[0]}, {order[1]}): 1 worker {one:.2f} s, {args.workers} workers {many:.2f} s, "
-                  f"{args.workers}/1 {many / one:.3f}")
+            print(
+                f"repeat {repeat + 1} (order {order[0]}, {order[1]}): 1 worker {one:.2f} s, {args.workers} workers {many:.2f} s, "
+                f"{args.workers}/1 {many / one:.3f}"
+            )
     print(f"median preprocessing time {args.workers} workers / 1 worker: {statistics.median(ratios):.3f}")
     return 0
 

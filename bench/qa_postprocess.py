@@ -61,8 +61,8 @@ def make_inputs(n_features: int, seq_len: int, seed: int) -> tuple[dict, dict, n
     start = rng.normal(size=(len(offsets), width)).astype(np.float32)
     end = rng.normal(size=(len(offsets), width)).astype(np.float32)
     for row, o in enumerate(offsets):
-        start[row, len(o):] = PAD_VALUE
-        end[row, len(o):] = PAD_VALUE
+        start[row, len(o) :] = PAD_VALUE
+        end[row, len(o) :] = PAD_VALUE
     return ({"id": ids, "context": contexts}, {"example_id": feature_ids, "offset_mapping": offsets}, start, end)
 
 
@@ -76,7 +76,7 @@ def top_context_positions(descending: np.ndarray, offsets: list, k: int) -> list
     chosen: list[int] = []
     chunk = 2 * k
     for first in range(0, len(descending), chunk):
-        for j in descending[first:first + chunk].tolist():
+        for j in descending[first : first + chunk].tolist():
             if j < n and offsets[j] is not None:
                 chosen.append(j)
                 if len(chosen) == k:
@@ -84,9 +84,16 @@ def top_context_positions(descending: np.ndarray, offsets: list, k: int) -> list
     return chosen
 
 
-def loop_postprocess(examples: dict, features: dict, start_logits: np.ndarray, end_logits: np.ndarray,
-                     n_best_size: int, max_answer_length: int, version_2_with_negative: bool,
-                     null_score_diff_threshold: float = 0.0) -> dict[str, tuple[str, float]]:
+def loop_postprocess(
+    examples: dict,
+    features: dict,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best_size: int,
+    max_answer_length: int,
+    version_2_with_negative: bool,
+    null_score_diff_threshold: float = 0.0,
+) -> dict[str, tuple[str, float]]:
     """Baseline: a per-feature Python loop over n-best starts x n-best ends, written to be quick.
 
     One argsort per logits matrix (numpy, rows best-first), then per feature: the n-best context starts
@@ -129,13 +136,20 @@ def loop_postprocess(examples: dict, features: dict, start_logits: np.ndarray, e
         elif version_2_with_negative and null_score - best_score > null_score_diff_threshold:
             result[example_id] = ("", null_score)
         else:
-            result[example_id] = (context[best_span[0]:best_span[1]], best_score)
+            result[example_id] = (context[best_span[0] : best_span[1]], best_score)
     return result
 
 
-def naive_loop_postprocess(examples: dict, features: dict, start_logits: np.ndarray, end_logits: np.ndarray,
-                           n_best_size: int, max_answer_length: int, version_2_with_negative: bool,
-                           null_score_diff_threshold: float = 0.0) -> dict[str, tuple[str, float]]:
+def naive_loop_postprocess(
+    examples: dict,
+    features: dict,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best_size: int,
+    max_answer_length: int,
+    version_2_with_negative: bool,
+    null_score_diff_threshold: float = 0.0,
+) -> dict[str, tuple[str, float]]:
     """The earlier baseline (--naive only): every row's argsort as a list, filtered whole, all k x k pairs tried."""
     per_example = defaultdict(list)
     for index, example_id in enumerate(features["example_id"]):
@@ -150,10 +164,12 @@ def naive_loop_postprocess(examples: dict, features: dict, start_logits: np.ndar
             starts_logit, ends_logit = start_logits[index], end_logits[index]
             feature_null = float(starts_logit[0]) + float(ends_logit[0])
             null_score = feature_null if null_score is None else min(null_score, feature_null)
-            start_indexes = [j for j in np.argsort(starts_logit)[::-1].tolist()
-                             if j < len(offsets) and offsets[j] is not None][:n_best_size]
-            end_indexes = [j for j in np.argsort(ends_logit)[::-1].tolist()
-                           if j < len(offsets) and offsets[j] is not None][:n_best_size]
+            start_indexes = [
+                j for j in np.argsort(starts_logit)[::-1].tolist() if j < len(offsets) and offsets[j] is not None
+            ][:n_best_size]
+            end_indexes = [
+                j for j in np.argsort(ends_logit)[::-1].tolist() if j < len(offsets) and offsets[j] is not None
+            ][:n_best_size]
             for s in start_indexes:
                 for e in end_indexes:
                     if e < s or e - s + 1 > max_answer_length:
@@ -166,7 +182,7 @@ def naive_loop_postprocess(examples: dict, features: dict, start_logits: np.ndar
         elif version_2_with_negative and null_score - best[0] > null_score_diff_threshold:
             result[example_id] = ("", null_score)
         else:
-            result[example_id] = (context[best[1]:best[2]], best[0])
+            result[example_id] = (context[best[1] : best[2]], best[0])
     return result
 
 
@@ -185,11 +201,16 @@ def check_same(label: str, predictions: Any, expected: dict[str, tuple[str, floa
         assert list(predictions) == list(expected), label
         for qid, (text, score) in expected.items():
             got_text, got_score = predictions[qid]
-            assert got_text == text and (got_score == score or (math.isnan(got_score) and math.isnan(score))), (label, qid)
+            assert got_text == text and (got_score == score or (math.isnan(got_score) and math.isnan(score))), (
+                label,
+                qid,
+            )
         return
     assert predictions.ids == list(expected), label
     assert predictions.texts == [expected[i][0] for i in predictions.ids], label
-    np.testing.assert_array_equal(predictions.scores, np.array([expected[i][1] for i in predictions.ids]), err_msg=label)
+    np.testing.assert_array_equal(
+        predictions.scores, np.array([expected[i][1] for i in predictions.ids]), err_msg=label
+    )
 
 
 def main() -> None:
@@ -201,8 +222,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pairs", type=int, default=4, help="rounds; the running order is reversed every round (>= 3)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per side per round, best kept (every side)")
-    parser.add_argument("--naive", action="store_true",
-                        help="also time the earlier baseline (whole argsort rows as lists, every k x k pair)")
+    parser.add_argument(
+        "--naive",
+        action="store_true",
+        help="also time the earlier baseline (whole argsort rows as lists, every k x k pair)",
+    )
     args = parser.parse_args()
     if args.pairs < 3:
         parser.error("--pairs must be at least 3")
@@ -211,12 +235,18 @@ def main() -> None:
 
     examples, features, start, end = make_inputs(args.features, args.seq_len, args.seed)
     feature_ds = datasets.Dataset.from_dict(features)
-    print(f"{len(features['example_id'])} features x {start.shape[1]} positions, {len(examples['id'])} examples, "
-          f"n_best={args.n_best}, max_answer_length={args.max_answer_length}; {args.pairs} rounds, order reversed "
-          f"each round, best of {args.repeats} calls per side per round; one input set (seed {args.seed}) for all sides")
+    print(
+        f"{len(features['example_id'])} features x {start.shape[1]} positions, {len(examples['id'])} examples, "
+        f"n_best={args.n_best}, max_answer_length={args.max_answer_length}; {args.pairs} rounds, order reversed "
+        f"each round, best of {args.repeats} calls per side per round; one input set (seed {args.seed}) for all sides"
+    )
     summary = []
     for v2 in (False, True):
-        common = {"n_best_size": args.n_best, "max_answer_length": args.max_answer_length, "version_2_with_negative": v2}
+        common = {
+            "n_best_size": args.n_best,
+            "max_answer_length": args.max_answer_length,
+            "version_2_with_negative": v2,
+        }
         sides = {
             "loop": partial(loop_postprocess, examples, features, start, end, **common),
             "vectorised/list": partial(postprocess_qa_predictions, examples, features, start, end, **common),
@@ -235,15 +265,23 @@ def main() -> None:
                 check_same(f"{label} {name}", out, expected)
             for name in ratios:
                 # vectorised sides: loop / vectorised (speed-up); the naive loop: naive / loop (its slowdown)
-                ratios[name].append(times["loop"] / times[name] if name.startswith("vectorised") else times[name] / times["loop"])
+                ratios[name].append(
+                    times["loop"] / times[name] if name.startswith("vectorised") else times[name] / times["loop"]
+                )
             shown = "  ".join(f"{name} {times[name]:.3f} s" for name in sides)
-            speedups = "  ".join(f"loop/{name.split('/')[1]} {ratios[name][-1]:.2f}x" for name in ratios if name.startswith("vectorised"))
+            speedups = "  ".join(
+                f"loop/{name.split('/')[1]} {ratios[name][-1]:.2f}x" for name in ratios if name.startswith("vectorised")
+            )
             naive = f"  naive/loop {ratios['naive loop'][-1]:.2f}x" if args.naive else ""
-            print(f"{label} round {pair + 1} ({order[0]} first): {shown} | {speedups}{naive} | outputs equal", flush=True)
+            print(
+                f"{label} round {pair + 1} ({order[0]} first): {shown} | {speedups}{naive} | outputs equal", flush=True
+            )
         for name, values in ratios.items():
             what = f"loop/{name}" if name.startswith("vectorised") else "naive loop/loop"
-            line = (f"{label} {what}: per round {', '.join(f'{v:.2f}' for v in values)}; "
-                    f"median {statistics.median(values):.2f}x")
+            line = (
+                f"{label} {what}: per round {', '.join(f'{v:.2f}' for v in values)}; "
+                f"median {statistics.median(values):.2f}x"
+            )
             summary.append(line)
             print(line, flush=True)
     print("summary:")

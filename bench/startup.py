@@ -55,8 +55,14 @@ MEASURES = ("first_step", "print_config", "error_key", "error_file")
 
 def environment(threads: int, accel_root: Optional[Path]) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS=str(threads), ACCEL_TASKS_NUM_THREADS=str(threads))
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS=str(threads),
+        ACCEL_TASKS_NUM_THREADS=str(threads),
+    )
     if accel_root is not None:
         env["PYTHONPATH"] = str(accel_root)
     return env
@@ -75,12 +81,29 @@ def accel_command(measure: str, out: Path) -> list[str]:
 
 def trainer_command(measure: str, out: Path) -> list[str]:
     args = {
-        "model_dir": SAMPLES / "model", "train_file": SAMPLES / "train.jsonl", "validation_file": SAMPLES / "validation.jsonl",
-        "metric": REPO / "accel_tasks" / "metrics" / "rouge", "output_dir": out, "max_steps": 1200,
-        "per_device_train_batch_size": 16, "per_device_eval_batch_size": 50, "learning_rate": 2e-3, "warmup_steps": 30,
-        "weight_decay": 0.0, "lr_scheduler_type": "linear", "max_grad_norm": 1.0, "logging_steps": 1, "eval_strategy": "steps",
-        "eval_steps": 400, "generation_max_length": 48, "generation_num_beams": 1, "report_to": "tensorboard",
-        "save_strategy": "no", "seed": 42, "max_source_length": 128, "max_target_length": 48,
+        "model_dir": SAMPLES / "model",
+        "train_file": SAMPLES / "train.jsonl",
+        "validation_file": SAMPLES / "validation.jsonl",
+        "metric": REPO / "accel_tasks" / "metrics" / "rouge",
+        "output_dir": out,
+        "max_steps": 1200,
+        "per_device_train_batch_size": 16,
+        "per_device_eval_batch_size": 50,
+        "learning_rate": 2e-3,
+        "warmup_steps": 30,
+        "weight_decay": 0.0,
+        "lr_scheduler_type": "linear",
+        "max_grad_norm": 1.0,
+        "logging_steps": 1,
+        "eval_strategy": "steps",
+        "eval_steps": 400,
+        "generation_max_length": 48,
+        "generation_num_beams": 1,
+        "report_to": "tensorboard",
+        "save_strategy": "no",
+        "seed": 42,
+        "max_source_length": 128,
+        "max_target_length": 48,
     }
     if measure == "error_file":
         args["train_file"] = "/missing/train.jsonl"
@@ -95,10 +118,14 @@ def trainer_command(measure: str, out: Path) -> list[str]:
     return command
 
 
-def timed_run(command: list[str], env: dict[str, str], cwd: Path, marker: Optional[str], stages: tuple = (), timeout: float = 900) -> dict:
+def timed_run(
+    command: list[str], env: dict[str, str], cwd: Path, marker: Optional[str], stages: tuple = (), timeout: float = 900
+) -> dict:
     """Wall seconds until ``marker`` appears on stdout (then the process is killed) or until the process exits."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     seen: dict[str, float] = {}
     tail: list[str] = []
     found = None
@@ -128,7 +155,9 @@ def measure_once(system: str, measure: str, work: Path, run_id: str, env: dict, 
     out = work / f"{system}-{measure}-{run_id}"
     if system == "accel_tasks":
         marker = ACCEL_MARKER if measure == "first_step" else None
-        return timed_run(accel_command(measure, out), env, accel_cwd, marker, ACCEL_STAGES if measure == "first_step" else ())
+        return timed_run(
+            accel_command(measure, out), env, accel_cwd, marker, ACCEL_STAGES if measure == "first_step" else ()
+        )
     marker = TRAINER_MARKER if measure == "first_step" else None
     return timed_run(trainer_command(measure, out), env, REPO, marker)
 
@@ -138,15 +167,26 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cold", action="store_true", help="no warm-up runs (the first measured runs fill the caches)")
-    parser.add_argument("--accel-root", type=Path, default=None, help="run accel_tasks from this checkout (before/after)")
-    parser.add_argument("--measures", default=",".join(MEASURES), help=f"comma-separated subset of {','.join(MEASURES)}")
+    parser.add_argument(
+        "--accel-root", type=Path, default=None, help="run accel_tasks from this checkout (before/after)"
+    )
+    parser.add_argument(
+        "--measures", default=",".join(MEASURES), help=f"comma-separated subset of {','.join(MEASURES)}"
+    )
     args = parser.parse_args()
     measures = [m for m in args.measures.split(",") if m]
     env = environment(args.threads, args.accel_root)
     accel_cwd = args.accel_root or REPO
-    where = subprocess.run([sys.executable, "-c", "import accel_tasks; print(accel_tasks.__file__)"], cwd=accel_cwd, env=env,
-                           capture_output=True, text=True).stdout.strip()
-    print(f"accel_tasks from {where}; Trainer script {TRAINER_SCRIPT.relative_to(REPO)}; {args.pairs} pairs, {args.threads} thread(s)")
+    where = subprocess.run(
+        [sys.executable, "-c", "import accel_tasks; print(accel_tasks.__file__)"],
+        cwd=accel_cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    print(
+        f"accel_tasks from {where}; Trainer script {TRAINER_SCRIPT.relative_to(REPO)}; {args.pairs} pairs, {args.threads} thread(s)"
+    )
     results: dict[str, dict[str, list[dict]]] = {s: {m: [] for m in measures} for s in ("accel_tasks", "trainer")}
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         work = Path(tmp)
@@ -167,7 +207,9 @@ def main() -> int:
             )
             print(f"pair {pair + 1} ({order[0]} first) seconds accel_tasks/Trainer=ratio  {line}", flush=True)
     print()
-    print(f"{'measure':<14}{'accel_tasks s':>14}{'Trainer s':>11}{'ratio':>8}   per-pair ratios   exit statuses (accel_tasks, Trainer)")
+    print(
+        f"{'measure':<14}{'accel_tasks s':>14}{'Trainer s':>11}{'ratio':>8}   per-pair ratios   exit statuses (accel_tasks, Trainer)"
+    )
     medians = {}
     for m in measures:
         a = [r["seconds"] for r in results["accel_tasks"][m]]
@@ -175,14 +217,18 @@ def main() -> int:
         ratios = [x / y for x, y in zip(a, b)]
         medians[m] = statistics.median(ratios)
         codes = (results["accel_tasks"][m][-1]["returncode"], results["trainer"][m][-1]["returncode"])
-        print(f"{m:<14}{statistics.median(a):>14.2f}{statistics.median(b):>11.2f}{medians[m]:>8.3f}   "
-              f"{' '.join(f'{r:.3f}' for r in ratios)}   {codes if m != 'first_step' else '(killed after the step)'}")
+        print(
+            f"{m:<14}{statistics.median(a):>14.2f}{statistics.median(b):>11.2f}{medians[m]:>8.3f}   "
+            f"{' '.join(f'{r:.3f}' for r in ratios)}   {codes if m != 'first_step' else '(killed after the step)'}"
+        )
     for m in ("error_key", "error_file"):
         if m in measures:
             a_tail = results["accel_tasks"][m][-1]["tail"]
             b_tail = results["trainer"][m][-1]["tail"]
             print(f"{m}: accel_tasks says {a_tail[-1] if a_tail else ''!r}")
-            print(f"{m}: Trainer says {b_tail[-1] if b_tail else ''!r} ({len(b_tail)} lines shown of its output's tail)")
+            print(
+                f"{m}: Trainer says {b_tail[-1] if b_tail else ''!r} ({len(b_tail)} lines shown of its output's tail)"
+            )
     if "first_step" in measures:
         print("accel_tasks first step, median seconds after the command at each log line:")
         for name, _ in ACCEL_STAGES:

@@ -41,7 +41,9 @@ FIRST_STEP_MARKER = "BENCH first optimizer step done"
 
 @dataclass
 class ScriptArguments:
-    model_dir: str = field(metadata={"help": "A directory with config.json and a tokenizer; the model is built from the config."})
+    model_dir: str = field(
+        metadata={"help": "A directory with config.json and a tokenizer; the model is built from the config."}
+    )
     train_file: str = field(metadata={"help": "jsonl with document and summary"})
     validation_file: str = field(metadata={"help": "jsonl with document and summary"})
     metric: str = field(default="rouge", metadata={"help": "evaluate module (a local path works offline)"})
@@ -69,18 +71,25 @@ def main() -> int:
     metric = evaluate.load(script_args.metric)
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_dir)
     model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(script_args.model_dir))
-    raw = datasets.load_dataset("json", data_files={"train": script_args.train_file, "validation": script_args.validation_file})
+    raw = datasets.load_dataset(
+        "json", data_files={"train": script_args.train_file, "validation": script_args.validation_file}
+    )
 
     def preprocess(batch):
         features = tokenizer(batch[script_args.text_column], max_length=script_args.max_source_length, truncation=True)
-        labels = tokenizer(text_target=batch[script_args.summary_column], max_length=script_args.max_target_length, truncation=True)
+        labels = tokenizer(
+            text_target=batch[script_args.summary_column], max_length=script_args.max_target_length, truncation=True
+        )
         features["labels"] = labels["input_ids"]
         return features
 
     with training_args.main_process_first(desc="dataset map pre-processing"):
         tokenized = raw.map(preprocess, batched=True, remove_columns=raw["train"].column_names, desc="tokenizing")
     collator = DataCollatorForSeq2Seq(
-        tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None
+        tokenizer,
+        model=model,
+        label_pad_token_id=-100,
+        pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None,
     )
 
     def compute_metrics(eval_preds):

@@ -41,13 +41,31 @@ def one_run(train: Path, streaming: bool, steps: int, work: Path, name: str) -> 
     out = work / name
     cache = work / f"{name}-cache"
     args = [
-        sys.executable, "-m", "accel_tasks.run", "recipe=summarization", f"data.train_file={train}",
-        f"data.validation_file={SAMPLE_VALIDATION}", "data.max_eval_samples=8", f"data.streaming={str(streaming).lower()}",
-        f"train.max_steps={steps}", "train.batch_size=16", "train.log_every=1000", "train.eval_at_start=false",
-        "train.eval_every=0", "train.save_every=0", "train.report_to=[none]", "generation.max_new_tokens=4", f"output_dir={out}",
+        sys.executable,
+        "-m",
+        "accel_tasks.run",
+        "recipe=summarization",
+        f"data.train_file={train}",
+        f"data.validation_file={SAMPLE_VALIDATION}",
+        "data.max_eval_samples=8",
+        f"data.streaming={str(streaming).lower()}",
+        f"train.max_steps={steps}",
+        "train.batch_size=16",
+        "train.log_every=1000",
+        "train.eval_at_start=false",
+        "train.eval_every=0",
+        "train.save_every=0",
+        "train.report_to=[none]",
+        "generation.max_new_tokens=4",
+        f"output_dir={out}",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false",
-           "ACCEL_TASKS_NUM_THREADS": os.environ.get("ACCEL_TASKS_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(cache),
+        "TOKENIZERS_PARALLELISM": "false",
+        "ACCEL_TASKS_NUM_THREADS": os.environ.get("ACCEL_TASKS_NUM_THREADS", "1"),
+    }
     process = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -70,23 +88,38 @@ def main() -> None:
         # Every 10th row of the large file: the same mix of lengths (later rows of make_rows are longer), so only the size differs.
         small = write_jsonl(work / "small.jsonl", rows[::10])
         large = write_jsonl(work / "large.jsonl", rows)
-        print(f"files: {small.name} {opts.rows} rows ({small.stat().st_size / 2**20:.1f} MiB), "
-              f"{large.name} {len(rows)} rows ({large.stat().st_size / 2**20:.1f} MiB); {opts.steps} steps of batch 16 each", flush=True)
+        print(
+            f"files: {small.name} {opts.rows} rows ({small.stat().st_size / 2**20:.1f} MiB), "
+            f"{large.name} {len(rows)} rows ({large.stat().st_size / 2**20:.1f} MiB); {opts.steps} steps of batch 16 each",
+            flush=True,
+        )
         ratios: dict[str, list[float]] = {"stream": [], "map": [], "time": []}
         for pair in range(1, opts.pairs + 1):
             runs = {}
-            for name, train, streaming in (("stream-small", small, True), ("stream-large", large, True),
-                                           ("map-small", small, False), ("map-large", large, False)):
+            for name, train, streaming in (
+                ("stream-small", small, True),
+                ("stream-large", large, True),
+                ("map-small", small, False),
+                ("map-large", large, False),
+            ):
                 runs[name] = one_run(train, streaming, opts.steps, work, f"{name}-{pair}")
-                print(f"  pair {pair} {name}: peak RSS {runs[name]['rss_mib']:.0f} MiB, {1000 * runs[name]['step_s']:.1f} ms/step", flush=True)
+                print(
+                    f"  pair {pair} {name}: peak RSS {runs[name]['rss_mib']:.0f} MiB, {1000 * runs[name]['step_s']:.1f} ms/step",
+                    flush=True,
+                )
             ratios["stream"].append(runs["stream-large"]["rss_mib"] / runs["stream-small"]["rss_mib"])
             ratios["map"].append(runs["map-large"]["rss_mib"] / runs["map-small"]["rss_mib"])
             ratios["time"].append(runs["stream-large"]["step_s"] / runs["map-large"]["step_s"])
-            print(f"pair {pair}: streaming peak RSS large/small {ratios['stream'][-1]:.3f}; map-style large/small {ratios['map'][-1]:.3f}; "
-                  f"step time streaming/map-style {ratios['time'][-1]:.3f}", flush=True)
-        print(f"median streaming peak RSS large/small: {statistics.median(ratios['stream']):.3f} (goal <= 1.1); "
-              f"map-style large/small: {statistics.median(ratios['map']):.3f}; "
-              f"step time streaming/map-style (large file): {statistics.median(ratios['time']):.3f}")
+            print(
+                f"pair {pair}: streaming peak RSS large/small {ratios['stream'][-1]:.3f}; map-style large/small {ratios['map'][-1]:.3f}; "
+                f"step time streaming/map-style {ratios['time'][-1]:.3f}",
+                flush=True,
+            )
+        print(
+            f"median streaming peak RSS large/small: {statistics.median(ratios['stream']):.3f} (goal <= 1.1); "
+            f"map-style large/small: {statistics.median(ratios['map']):.3f}; "
+            f"step time streaming/map-style (large file): {statistics.median(ratios['time']):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -132,7 +132,9 @@ def trainer_main(settings: dict[str, Any]) -> None:
 
     def preprocess(batch: dict) -> dict:
         features = tokenizer(batch["document"], max_length=settings["max_source_length"], truncation=True)
-        features["labels"] = tokenizer(text_target=batch["summary"], max_length=settings["max_target_length"], truncation=True)["input_ids"]
+        features["labels"] = tokenizer(
+            text_target=batch["summary"], max_length=settings["max_target_length"], truncation=True
+        )["input_ids"]
         return features
 
     columns = data["train"].column_names
@@ -146,7 +148,11 @@ def trainer_main(settings: dict[str, Any]) -> None:
 
     def compute_metrics(prediction: Any) -> dict:
         predictions, labels = decode(prediction.predictions), decode(prediction.label_ids)
-        scores = rouge.compute(predictions=[split_sentences(p) for p in predictions], references=[split_sentences(r) for r in labels], use_stemmer=True)
+        scores = rouge.compute(
+            predictions=[split_sentences(p) for p in predictions],
+            references=[split_sentences(r) for r in labels],
+            use_stemmer=True,
+        )
         return {key: float(value) for key, value in scores.items()}
 
     args = Seq2SeqTrainingArguments(
@@ -204,17 +210,38 @@ def trainer_main(settings: dict[str, Any]) -> None:
     order = input_positions(predicted.label_ids, validation["labels"], tokenizer.pad_token_id)
     write_jsonl(
         out / "predictions.jsonl",
-        [{"id": raw[i]["id"], "prediction": text, "reference": raw[i]["summary"]} for i, text in sorted(zip(order, texts))],
+        [
+            {"id": raw[i]["id"], "prediction": text, "reference": raw[i]["summary"]}
+            for i, text in sorted(zip(order, texts))
+        ],
     )
     # Scored as accel_tasks' summarization recipe scores: raw reference texts (compute_metrics above had only
     # the tokenized labels, cut to max_target_length), one sentence per line, stemmed, the package's module.
     records = read_jsonl(out / "predictions.jsonl")
     final = rouge.compute(
-        predictions=[split_sentences(r["prediction"]) for r in records], references=[split_sentences(r["reference"]) for r in records], use_stemmer=True
+        predictions=[split_sentences(r["prediction"]) for r in records],
+        references=[split_sentences(r["reference"]) for r in records],
+        use_stemmer=True,
     )
-    (out / "metrics.json").write_text(json.dumps({**predicted.metrics, "train_loss": trained.training_loss, **{k: float(v) for k, v in final.items()}}, indent=2))
-    print(MARKER + json.dumps({"train_s": train_s, "eval_s": predict_s, "generate_s": generate_s[0], "eval_samples": len(validation),
-                               "in_process_s": time.perf_counter() - start}), flush=True)
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {**predicted.metrics, "train_loss": trained.training_loss, **{k: float(v) for k, v in final.items()}},
+            indent=2,
+        )
+    )
+    print(
+        MARKER
+        + json.dumps(
+            {
+                "train_s": train_s,
+                "eval_s": predict_s,
+                "generate_s": generate_s[0],
+                "eval_samples": len(validation),
+                "in_process_s": time.perf_counter() - start,
+            }
+        ),
+        flush=True,
+    )
 
 
 def input_positions(label_ids: Any, labels: list[list[int]], pad_id: int) -> list[int]:
@@ -237,9 +264,23 @@ def input_positions(label_ids: Any, labels: list[list[int]], pad_id: int) -> lis
 
 
 TRAINER_SHOWN = (
-    "train_sampling_strategy", "optim", "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate",
-    "warmup_steps", "lr_scheduler_type", "weight_decay", "max_grad_norm", "predict_with_generate", "eval_strategy",
-    "save_strategy", "dataloader_num_workers", "dataloader_pin_memory", "report_to", "disable_tqdm", "use_cpu",
+    "train_sampling_strategy",
+    "optim",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "learning_rate",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "weight_decay",
+    "max_grad_norm",
+    "predict_with_generate",
+    "eval_strategy",
+    "save_strategy",
+    "dataloader_num_workers",
+    "dataloader_pin_memory",
+    "report_to",
+    "disable_tqdm",
+    "use_cpu",
 )
 
 
@@ -253,16 +294,35 @@ def split_sentences(text: str) -> str:
 
 def accel_command(settings: dict[str, Any], out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "accel_tasks.run", "recipe=summarization", f"output_dir={out}",
-        f"model.name_or_path={settings['model_dir']}", f"data.train_file={settings['train_file']}",
-        f"data.validation_file={settings['validation_file']}", f"seed={settings['seed']}",
-        f"train.max_steps={settings['steps']}", f"train.batch_size={settings['batch_size']}", f"train.lr={settings['lr']}",
-        f"train.warmup_steps={settings['warmup_steps']}", "train.weight_decay=0.0", "train.lr_scheduler=linear",
-        "train.max_grad_norm=1.0", f"train.threads={settings['threads']}", "train.eval_at_start=false", "train.eval_every=0",
-        "train.save_every=0", "train.log_every=50", "train.report_to=[none]", "train.group_by_length=true",
-        f"eval.batch_size={settings['eval_batch_size']}", f"eval.max_tokens_per_batch={settings['max_tokens_per_batch']}",
-        "eval.metrics=[rouge]", f"task.max_source_length={settings['max_source_length']}",
-        f"task.max_target_length={settings['max_target_length']}", f"generation.num_beams={settings['num_beams']}",
+        sys.executable,
+        "-m",
+        "accel_tasks.run",
+        "recipe=summarization",
+        f"output_dir={out}",
+        f"model.name_or_path={settings['model_dir']}",
+        f"data.train_file={settings['train_file']}",
+        f"data.validation_file={settings['validation_file']}",
+        f"seed={settings['seed']}",
+        f"train.max_steps={settings['steps']}",
+        f"train.batch_size={settings['batch_size']}",
+        f"train.lr={settings['lr']}",
+        f"train.warmup_steps={settings['warmup_steps']}",
+        "train.weight_decay=0.0",
+        "train.lr_scheduler=linear",
+        "train.max_grad_norm=1.0",
+        f"train.threads={settings['threads']}",
+        "train.eval_at_start=false",
+        "train.eval_every=0",
+        "train.save_every=0",
+        "train.log_every=50",
+        "train.report_to=[none]",
+        "train.group_by_length=true",
+        f"eval.batch_size={settings['eval_batch_size']}",
+        f"eval.max_tokens_per_batch={settings['max_tokens_per_batch']}",
+        "eval.metrics=[rouge]",
+        f"task.max_source_length={settings['max_source_length']}",
+        f"task.max_target_length={settings['max_target_length']}",
+        f"generation.num_beams={settings['num_beams']}",
         f"generation.max_new_tokens={settings['max_new_tokens']}",
         *([f"data.max_train_samples={settings['max_train_samples']}"] if settings["max_train_samples"] else []),
     ]
@@ -296,13 +356,22 @@ def run_side(name: str, settings: dict[str, Any], out: Path, env: dict[str, str]
         metrics = json.loads((out / "metrics.json").read_text())
         eval_s, samples = metrics["eval_runtime_s"], metrics["eval_samples"]
     else:
-        result = json.loads(next(line for line in text.splitlines() if line.startswith(MARKER))[len(MARKER):])
+        result = json.loads(next(line for line in text.splitlines() if line.startswith(MARKER))[len(MARKER) :])
         eval_s, samples = result["eval_s"], result["eval_samples"]
         extra = {"generate_s": result["generate_s"]}
     # Both sides scored with the package's rouge module on the raw references (see trainer_main), in metrics.json.
     final = json.loads((out / "metrics.json").read_text())
     rouge = {"rouge1": 100 * float(final["rouge1"]), "rougeL": 100 * float(final["rougeL"])}
-    return {"wall_s": wall, "eval_s": eval_s, "eval_samples": samples, "eval_per_s": samples / eval_s, "rss": rss, **rouge, **extra, "log": text}
+    return {
+        "wall_s": wall,
+        "eval_s": eval_s,
+        "eval_samples": samples,
+        "eval_per_s": samples / eval_s,
+        "rss": rss,
+        **rouge,
+        **extra,
+        "log": text,
+    }
 
 
 # (label, eval.max_tokens_per_batch, eval.group_by_length, finished rows dropped)
@@ -318,17 +387,24 @@ ABLATION = (
 def ablation_main(settings: dict[str, Any], model_dir: str, repeats: int) -> None:
     """Which of accel_tasks' eval speed-ups pays: its own eval pass (``run_eval``) on one exported model, in one
     process, each variant ``repeats`` times in turn; the medians, and whether every variant predicts the same."""
-    import accel_tasks.eval_batching as eval_batching
-    from accel_tasks.data import check_columns
-    from accel_tasks.distributed import build_accelerator, configure_threads
-    from accel_tasks.evaluation import run_eval
-    from accel_tasks.features import make_features
+    import accel_tasks.evaluation.batching as eval_batching
+    from accel_tasks.data.feature_cache import make_features
+    from accel_tasks.data.raw import check_columns
+    from accel_tasks.engines.accelerator import build_accelerator, configure_threads
+    from accel_tasks.evaluation.eval_pass import run_eval
     from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(
-        ["recipe=summarization", "mode=eval", f"model.name_or_path={model_dir}", f"data.validation_file={settings['validation_file']}",
-         f"train.threads={settings['threads']}", f"eval.batch_size={settings['eval_batch_size']}",
-         f"generation.num_beams={settings['num_beams']}", f"generation.max_new_tokens={settings['max_new_tokens']}"],
+        [
+            "recipe=summarization",
+            "mode=eval",
+            f"model.name_or_path={model_dir}",
+            f"data.validation_file={settings['validation_file']}",
+            f"train.threads={settings['threads']}",
+            f"eval.batch_size={settings['eval_batch_size']}",
+            f"generation.num_beams={settings['num_beams']}",
+            f"generation.max_new_tokens={settings['max_new_tokens']}",
+        ],
         None,
     )
     configure_threads(cfg.train.threads)
@@ -355,7 +431,9 @@ def ablation_main(settings: dict[str, Any], model_dir: str, repeats: int) -> Non
             times[label].append(time.perf_counter() - start)
             predictions[label] = result.predictions
     base = statistics.median(times[ABLATION[0][0]])
-    print(f"[ablation] accel_tasks' eval pass on {model_dir}: {len(features)} rows, median of {repeats}, speed-up over the first line")
+    print(
+        f"[ablation] accel_tasks' eval pass on {model_dir}: {len(features)} rows, median of {repeats}, speed-up over the first line"
+    )
     for label, *_ in ABLATION:
         t = statistics.median(times[label])
         same = "same predictions" if predictions[label] == predictions[ABLATION[0][0]] else "PREDICTIONS DIFFER"
@@ -373,27 +451,50 @@ def median(values: list[float]) -> float:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trainer-child", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--pairs", type=int, default=3, help="A B pairs, alternating A B A B (3 or more for a measurement)")
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="A B pairs, alternating A B A B (3 or more for a measurement)"
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup-steps", type=int, default=30)
-    parser.add_argument("--eval-batch-size", type=int, default=50, help="Trainer's per_device_eval_batch_size (and accel_tasks' eval.batch_size)")
-    parser.add_argument("--max-tokens-per-batch", type=int, help="accel_tasks' eval.max_tokens_per_batch (default: eval batch size x max source length)")
+    parser.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=50,
+        help="Trainer's per_device_eval_batch_size (and accel_tasks' eval.batch_size)",
+    )
+    parser.add_argument(
+        "--max-tokens-per-batch",
+        type=int,
+        help="accel_tasks' eval.max_tokens_per_batch (default: eval batch size x max source length)",
+    )
     parser.add_argument("--max-source-length", type=int, default=128)
     parser.add_argument("--max-target-length", type=int, default=48)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--max-train-samples", type=int, default=0, help="0: all 3,000 train rows")
-    parser.add_argument("--eval-rows", type=int, default=0, help="0: the 100 bundled validation rows; more adds rotated documents")
+    parser.add_argument(
+        "--eval-rows", type=int, default=0, help="0: the 100 bundled validation rows; more adds rotated documents"
+    )
     parser.add_argument("--train-file", type=Path, default=SAMPLE / "train.jsonl")
     parser.add_argument("--validation-file", type=Path, default=SAMPLE / "validation.jsonl")
-    parser.add_argument("--model-dir", type=Path, default=SAMPLE / "model", help="a model config + tokenizer folder (built with random weights)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=SAMPLE / "model",
+        help="a model config + tokenizer folder (built with random weights)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each process")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", type=Path, help="keep the runs' folders and logs here")
-    parser.add_argument("--ablation", type=int, default=0, metavar="R",
-                        help="then time accel_tasks' eval variants (order, budget, rows dropped) R times each on pair 1's model")
+    parser.add_argument(
+        "--ablation",
+        type=int,
+        default=0,
+        metavar="R",
+        help="then time accel_tasks' eval variants (order, budget, rows dropped) R times each on pair 1's model",
+    )
     parser.add_argument("--ablation-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.trainer_child:
@@ -411,17 +512,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.eval_rows:
         validation = write_jsonl(work / "validation.jsonl", eval_rows(read_jsonl(args.validation_file), args.eval_rows))
     settings = {
-        "model_dir": str(args.model_dir), "train_file": str(args.train_file), "validation_file": str(validation),
-        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
-        "eval_batch_size": args.eval_batch_size, "max_source_length": args.max_source_length,
-        "max_target_length": args.max_target_length, "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams,
-        "max_train_samples": args.max_train_samples, "threads": args.threads, "seed": args.seed,
+        "model_dir": str(args.model_dir),
+        "train_file": str(args.train_file),
+        "validation_file": str(validation),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_steps": args.warmup_steps,
+        "eval_batch_size": args.eval_batch_size,
+        "max_source_length": args.max_source_length,
+        "max_target_length": args.max_target_length,
+        "max_new_tokens": args.max_new_tokens,
+        "num_beams": args.num_beams,
+        "max_train_samples": args.max_train_samples,
+        "threads": args.threads,
+        "seed": args.seed,
         "max_tokens_per_batch": args.max_tokens_per_batch or args.eval_batch_size * args.max_source_length,
     }
     threads = str(args.threads)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "ACCEL_TASKS_NUM_THREADS": threads,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "ACCEL_TASKS_NUM_THREADS": threads,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     print(f"[bench] same work: {json.dumps(settings)}", flush=True)
     print("[bench] accel_tasks command: " + " ".join(accel_command(settings, work / "accel_tasks-N")[1:]), flush=True)
     names = ("accel_tasks", "trainer")
@@ -431,11 +549,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         for name in names:  # A B A B ...
             results[name].append(run_side(name, settings, work / f"{name}-{pair + 1}", env))
             r = results[name][-1]
-            print(f"[bench] pair {pair + 1} {name:<11}: wall {r['wall_s']:6.1f} s  eval {r['eval_s']:5.2f} s "
-                  f"({r['eval_per_s']:6.1f} ex/s{_generate_share(r)})  peak RSS {r['rss'] / 2**20:6.0f} MiB  ROUGE-1 {r['rouge1']:5.2f}  ROUGE-L {r['rougeL']:5.2f}", flush=True)
+            print(
+                f"[bench] pair {pair + 1} {name:<11}: wall {r['wall_s']:6.1f} s  eval {r['eval_s']:5.2f} s "
+                f"({r['eval_per_s']:6.1f} ex/s{_generate_share(r)})  peak RSS {r['rss'] / 2**20:6.0f} MiB  ROUGE-1 {r['rouge1']:5.2f}  ROUGE-L {r['rougeL']:5.2f}",
+                flush=True,
+            )
         if pair == 0:
-            shown = next((line for line in results["trainer"][0]["log"].splitlines() if line.startswith("[trainer] settings:")), "")
-            print(f"[bench] Trainer {shown[len('[trainer] '):]}", flush=True)
+            shown = next(
+                (line for line in results["trainer"][0]["log"].splitlines() if line.startswith("[trainer] settings:")),
+                "",
+            )
+            print(f"[bench] Trainer {shown[len('[trainer] ') :]}", flush=True)
         a, b = results["accel_tasks"][-1], results["trainer"][-1]
         ratios = {
             "train_eval_wall": a["wall_s"] / b["wall_s"],
@@ -445,12 +569,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             "rougeL_delta": a["rougeL"] - b["rougeL"],
         }
         pair_ratios.append(ratios)
-        print(f"[bench] pair {pair + 1} accel_tasks/Trainer: " + "  ".join(f"{k}={v:.3f}" for k, v in ratios.items()), flush=True)
+        print(
+            f"[bench] pair {pair + 1} accel_tasks/Trainer: " + "  ".join(f"{k}={v:.3f}" for k, v in ratios.items()),
+            flush=True,
+        )
     if args.pairs < 3:
         print(f"[bench] {args.pairs} pair(s): a smoke run, not a measurement (use --pairs 3 or more)")
     print(f"\n{'median over ' + str(args.pairs) + ' pairs':<26} {'accel_tasks':>12} {'Trainer':>12}")
-    for label, key, fmt in (("train+eval wall (s)", "wall_s", "{:.1f}"), ("eval examples/s", "eval_per_s", "{:.1f}"),
-                            ("peak RSS (MiB)", "rss", "{:.0f}"), ("ROUGE-1", "rouge1", "{:.2f}"), ("ROUGE-L", "rougeL", "{:.2f}")):
+    for label, key, fmt in (
+        ("train+eval wall (s)", "wall_s", "{:.1f}"),
+        ("eval examples/s", "eval_per_s", "{:.1f}"),
+        ("peak RSS (MiB)", "rss", "{:.0f}"),
+        ("ROUGE-1", "rouge1", "{:.2f}"),
+        ("ROUGE-L", "rougeL", "{:.2f}"),
+    ):
         scale = 2**-20 if key == "rss" else 1
         a = fmt.format(median([r[key] for r in results["accel_tasks"]]) * scale)
         b = fmt.format(median([r[key] for r in results["trainer"]]) * scale)
@@ -459,8 +591,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"median peak_rss ratio {med['peak_rss']:.3f}, rouge1_delta {med['rouge1_delta']:+.2f} points")
     if args.ablation:
         (work / "ablation.json").write_text(json.dumps({**settings, "output_dir": str(work / "ablation")}))
-        command = [sys.executable, str(Path(__file__).resolve()), "--ablation", str(args.ablation),
-                   "--ablation-child", str(work / "ablation.json"), str(work / "accel_tasks-1" / "model")]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--ablation",
+            str(args.ablation),
+            "--ablation-child",
+            str(work / "ablation.json"),
+            str(work / "accel_tasks-1" / "model"),
+        ]
         proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"[bench] ablation failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -469,7 +608,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"runs and logs kept in {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"median ratios: train_eval_wall={med['train_eval_wall']:.3f} eval_gen_throughput={med['eval_gen_throughput']:.3f} rougeL_delta={med['rougeL_delta']:+.2f}")
+    print(
+        f"median ratios: train_eval_wall={med['train_eval_wall']:.3f} eval_gen_throughput={med['eval_gen_throughput']:.3f} rougeL_delta={med['rougeL_delta']:+.2f}"
+    )
     return 0
 
 

@@ -57,11 +57,27 @@ PROCESSES = 2
 SETTINGS = {
     # name: launcher arguments (the shipped accelerate config; flags a user would type on top of it)
     "zero3": ["--config_file", str(CONFIGS / "deepspeed_zero3.yaml"), "--num_processes", str(PROCESSES)],
-    "zero0": ["--config_file", str(CONFIGS / "deepspeed_zero1.yaml"), "--num_processes", str(PROCESSES), "--zero_stage", "0"],
+    "zero0": [
+        "--config_file",
+        str(CONFIGS / "deepspeed_zero1.yaml"),
+        "--num_processes",
+        str(PROCESSES),
+        "--zero_stage",
+        "0",
+    ],
 }
 # ~60.8M parameters (tied embeddings counted once), as in the earlier version of this bench.
-MODEL = dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8, decoder_attention_heads=8,
-             encoder_ffn_dim=2048, decoder_ffn_dim=2048, vocab_size=32000, max_position_embeddings=256)
+MODEL = dict(
+    d_model=512,
+    encoder_layers=6,
+    decoder_layers=6,
+    encoder_attention_heads=8,
+    decoder_attention_heads=8,
+    encoder_ffn_dim=2048,
+    decoder_ffn_dim=2048,
+    vocab_size=32000,
+    max_position_embeddings=256,
+)
 
 PROBE_RECIPE = r'''"""Summarization recipe that measures this rank's memory (written by bench/zero_memory.py)."""
 import atexit
@@ -264,8 +280,16 @@ def build_model_dir(path: Path) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(SAMPLE_MODEL / name, path / name)
     config = BartConfig(
-        **MODEL, pad_token_id=0, eos_token_id=1, bos_token_id=1, decoder_start_token_id=1,
-        forced_bos_token_id=None, forced_eos_token_id=1, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        **MODEL,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+        decoder_start_token_id=1,
+        forced_bos_token_id=None,
+        forced_eos_token_id=1,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
     )
     config.save_pretrained(path)
     return path
@@ -289,16 +313,27 @@ def run_settings(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def launch(setting: str, args: argparse.Namespace, recipe: Path, model_dir: Path, out: Path) -> tuple[list[dict], float]:
+def launch(
+    setting: str, args: argparse.Namespace, recipe: Path, model_dir: Path, out: Path
+) -> tuple[list[dict], float]:
     launcher = list(SETTINGS[setting])
     if args.mixed_precision != "config":
         launcher += ["--mixed_precision", args.mixed_precision]
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", *launcher, "-m", "accel_tasks.run",
-        f"recipe={recipe}:ZeroMemoryProbe", f"model.name_or_path={model_dir}", *run_settings(args),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *launcher,
+        "-m",
+        "accel_tasks.run",
+        f"recipe={recipe}:ZeroMemoryProbe",
+        f"model.name_or_path={model_dir}",
+        *run_settings(args),
         f"output_dir={out / 'run'}",
     ]
-    env = dict(os.environ, ZERO_MEMORY_OUT=str(out / "probe"), ZERO_MEMORY_PROBE_AT=str(args.probe_at), PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, ZERO_MEMORY_OUT=str(out / "probe"), ZERO_MEMORY_PROBE_AT=str(args.probe_at), PYTHONUNBUFFERED="1"
+    )
     started = time.perf_counter()
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, cwd=REPO)
     seconds = time.perf_counter() - started
@@ -327,8 +362,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="ZeRO-3 / ZeRO-0 pairs; the first side alternates")
     parser.add_argument("--steps", type=int, default=2, help="train.max_steps of each run (2 micro-batches per step)")
     parser.add_argument("--probe-at", type=int, default=4, help="micro-batch at whose start the memory is counted")
-    parser.add_argument("--mixed-precision", default="config", choices=["config", "no", "bf16"],
-                        help="config: each accelerate config's own (bf16); anything else is passed as --mixed_precision")
+    parser.add_argument(
+        "--mixed-precision",
+        default="config",
+        choices=["config", "no", "bf16"],
+        help="config: each accelerate config's own (bf16); anything else is passed as --mixed_precision",
+    )
     args = parser.parse_args()
     if args.probe_at > 2 * args.steps:
         parser.error("--probe-at must be a micro-batch of the run (at most 2 x --steps)")
@@ -341,12 +380,22 @@ def main() -> None:
         print(f"model: BART from {model_dir.name}/config.json, random weights: {json.dumps(MODEL)}")
         for setting in SETTINGS:
             extra = [] if args.mixed_precision == "config" else ["--mixed_precision", args.mixed_precision]
-            print(f"{setting}: accelerate launch {' '.join(a.replace(str(REPO) + '/', '') for a in SETTINGS[setting] + extra)} "
-                  f"-m accel_tasks.run recipe=<tmp>/zero_memory_probe.py:ZeroMemoryProbe model.name_or_path=<tmp>/bart")
-        print(f"run settings (both sides): {' '.join(run_settings(args))}; bundled sample data; everything else the toolkit's defaults")
-        print("non-default knobs: none (DeepSpeed buffers, threads, optimizer: as the toolkit and the shipped configs set them)"
-              if args.mixed_precision == "config" else f"non-default knob: --mixed_precision {args.mixed_precision} on the launcher")
-        print(f"memory counted at the start of micro-batch {args.probe_at}; ratios use the worst rank of each side", flush=True)
+            print(
+                f"{setting}: accelerate launch {' '.join(a.replace(str(REPO) + '/', '') for a in SETTINGS[setting] + extra)} "
+                f"-m accel_tasks.run recipe=<tmp>/zero_memory_probe.py:ZeroMemoryProbe model.name_or_path=<tmp>/bart"
+            )
+        print(
+            f"run settings (both sides): {' '.join(run_settings(args))}; bundled sample data; everything else the toolkit's defaults"
+        )
+        print(
+            "non-default knobs: none (DeepSpeed buffers, threads, optimizer: as the toolkit and the shipped configs set them)"
+            if args.mixed_precision == "config"
+            else f"non-default knob: --mixed_precision {args.mixed_precision} on the launcher"
+        )
+        print(
+            f"memory counted at the start of micro-batch {args.probe_at}; ratios use the worst rank of each side",
+            flush=True,
+        )
         pairs: list[dict[str, list[dict]]] = []
         for index in range(args.pairs):
             order = list(SETTINGS) if index % 2 == 0 else list(SETTINGS)[::-1]
@@ -360,22 +409,35 @@ def main() -> None:
     params = pairs[0]["zero3"][0]["params"]
     first = pairs[0]
     print(f"\n{params:,} parameters; {PROCESSES} processes; mixed_precision={first['zero3'][0]['mixed_precision']}")
-    print(f"{'pair':>4} {'setting':<6} {'rank':>4} {'weights':>8} {'grads':>8} {'optim':>8} {'states':>8} {'B/param':>7} "
-          f"{'buffers':>8} {'other':>6} {'all live':>9} {'peak@probe':>10} {'peak RSS':>9} {'+ over base':>11}   (MiB)")
+    print(
+        f"{'pair':>4} {'setting':<6} {'rank':>4} {'weights':>8} {'grads':>8} {'optim':>8} {'states':>8} {'B/param':>7} "
+        f"{'buffers':>8} {'other':>6} {'all live':>9} {'peak@probe':>10} {'peak RSS':>9} {'+ over base':>11}   (MiB)"
+    )
     for number, pair in enumerate(pairs, 1):
         for setting in pair["order"]:
             for r in sorted(pair[setting], key=lambda r: r["rank"]):
                 b = r["bytes"]
-                print(f"{number:>4} {setting:<6} {r['rank']:>4} {b['weights'] / mib:>8.1f} {b['gradients'] / mib:>8.1f} "
-                      f"{b['optimizer'] / mib:>8.1f} {r['model_state_bytes'] / mib:>8.1f} {r['model_state_bytes'] / params:>7.2f} "
-                      f"{b['buffers'] / mib:>8.1f} {b['other'] / mib:>6.1f} {r['live_tensor_bytes'] / mib:>9.1f} "
-                      f"{r['peak_rss_at_probe'] / mib:>10.0f} {r['peak_rss_run'] / mib:>9.0f} {key_value(r, 'peak_rss_increase') / mib:>11.0f}")
-    print("states = weights + gradients + optimizer (what the ZeRO formulas count); buffers = other tensors the DeepSpeed")
-    print("engine/optimizer holds; peak@probe = ru_maxrss when counted (model built, 1 step, 3 micro-batches); peak RSS = ru_maxrss")
-    print("over the whole run (export and final eval included); + over base = peak RSS minus the RSS just before the model was built")
+                print(
+                    f"{number:>4} {setting:<6} {r['rank']:>4} {b['weights'] / mib:>8.1f} {b['gradients'] / mib:>8.1f} "
+                    f"{b['optimizer'] / mib:>8.1f} {r['model_state_bytes'] / mib:>8.1f} {r['model_state_bytes'] / params:>7.2f} "
+                    f"{b['buffers'] / mib:>8.1f} {b['other'] / mib:>6.1f} {r['live_tensor_bytes'] / mib:>9.1f} "
+                    f"{r['peak_rss_at_probe'] / mib:>10.0f} {r['peak_rss_run'] / mib:>9.0f} {key_value(r, 'peak_rss_increase') / mib:>11.0f}"
+                )
+    print(
+        "states = weights + gradients + optimizer (what the ZeRO formulas count); buffers = other tensors the DeepSpeed"
+    )
+    print(
+        "engine/optimizer holds; peak@probe = ru_maxrss when counted (model built, 1 step, 3 micro-batches); peak RSS = ru_maxrss"
+    )
+    print(
+        "over the whole run (export and final eval included); + over base = peak RSS minus the RSS just before the model was built"
+    )
     for setting in SETTINGS:
         biggest = first[setting][0]["held_by_path"]
-        print(f"largest holders, {setting} rank 0 (pair 1): " + "; ".join(f"{k} {v / mib:.1f}" for k, v in list(biggest.items())[:5]))
+        print(
+            f"largest holders, {setting} rank 0 (pair 1): "
+            + "; ".join(f"{k} {v / mib:.1f}" for k, v in list(biggest.items())[:5])
+        )
     measures = [
         ("model-state bytes", "model_state_bytes"),
         ("all live tensor bytes", "live_tensor_bytes"),
@@ -386,8 +448,11 @@ def main() -> None:
     print(f"\nZeRO-3 / ZeRO-0 per process (formula for model states: 1/N = {1 / PROCESSES:.2f})")
     for label, key in measures:
         ratios = [worst(p["zero3"], key) / worst(p["zero0"], key) for p in pairs]
-        print(f"{label:<24} pairs " + ", ".join(f"{r:.3f} ({p['order'][0]} first)" for r, p in zip(ratios, pairs))
-              + f"; median {statistics.median(ratios):.3f}")
+        print(
+            f"{label:<24} pairs "
+            + ", ".join(f"{r:.3f} ({p['order'][0]} first)" for r, p in zip(ratios, pairs))
+            + f"; median {statistics.median(ratios):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -105,11 +105,7 @@ def stdlib_root() -> Path:
 
 
 def _stdlib_files(root: Path) -> list[Path]:
-    files = [
-        p
-        for p in root.rglob("*.py")
-        if not _EXCLUDED_DIRS & set(p.relative_to(root).parts)
-    ]
+    files = [p for p in root.rglob("*.py") if not _EXCLUDED_DIRS & set(p.relative_to(root).parts)]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -164,13 +160,9 @@ def stdlib_paragraphs(root: Path | None = None) -> list[Paragraph]:
             out.extend(Paragraph(rel, p) for p in _split_paragraphs(text))
     topics_path = root / "pydoc_data" / "topics.py"
     if topics_path.exists():
-        topics = ast.literal_eval(
-            topics_path.read_text(encoding="utf-8").split("topics = ", 1)[1]
-        )
+        topics = ast.literal_eval(topics_path.read_text(encoding="utf-8").split("topics = ", 1)[1])
         for name in sorted(topics):
-            out.extend(
-                Paragraph(f"pydoc_data/topics.py:{name}", p) for p in _split_paragraphs(topics[name])
-            )
+            out.extend(Paragraph(f"pydoc_data/topics.py:{name}", p) for p in _split_paragraphs(topics[name]))
     return out
 
 
@@ -262,12 +254,8 @@ def summarization_splits(
         )
     # Sample a margin, train the tokenizer on the train text, then drop the few
     # identifier-heavy documents that would not fit the source budget.
-    validation = sample_documents(
-        {n: sources[n] for n in val_names}, SUM_VALIDATION * 2, rng, unique_summaries=True
-    )
-    train = sample_documents(
-        {n: sources[n] for n in train_names}, SUM_TRAIN * 21 // 20, rng, unique_summaries=False
-    )
+    validation = sample_documents({n: sources[n] for n in val_names}, SUM_VALIDATION * 2, rng, unique_summaries=True)
+    train = sample_documents({n: sources[n] for n in train_names}, SUM_TRAIN * 21 // 20, rng, unique_summaries=False)
     tok = train_tokenizer(
         (" ".join(d) for d in train),
         vocab_size=SUM_VOCAB,
@@ -283,10 +271,7 @@ def summarization_splits(
     train, validation = fitting(train, SUM_TRAIN), fitting(validation, SUM_VALIDATION)
 
     def records(split: str, docs: list[tuple[str, ...]]) -> list[dict]:
-        return [
-            {"id": f"sum-{split}-{i:05d}", "document": " ".join(d), "summary": d[0]}
-            for i, d in enumerate(docs)
-        ]
+        return [{"id": f"sum-{split}-{i:05d}", "document": " ".join(d), "summary": d[0]} for i, d in enumerate(docs)]
 
     return records("train", train), records("validation", validation), tok
 
@@ -358,31 +343,19 @@ twelve zwölf|twenty zwanzig|hundred hundert|thousand tausend
 
 def lexicon() -> list[tuple[str, str]]:
     """The English->German word pairs, checked to be a one-to-one mapping."""
-    pairs = [
-        tuple(item.split(" "))
-        for line in LEXICON_TEXT.strip().splitlines()
-        for item in line.split("|")
-    ]
+    pairs = [tuple(item.split(" ")) for line in LEXICON_TEXT.strip().splitlines() for item in line.split("|")]
     bad = [" ".join(p) for p in pairs if len(p) != 2]
     if bad:
         raise ValueError(f"lexicon entries must be 'english German' separated by '|': {bad}")
-    dupes = sorted(
-        word
-        for side in (0, 1)
-        for word, n in Counter(p[side] for p in pairs).items()
-        if n > 1
-    )
+    dupes = sorted(word for side in (0, 1) for word, n in Counter(p[side] for p in pairs).items() if n > 1)
     if dupes:
         raise ValueError(
-            f"the lexicon must map each English word to a distinct German word; "
-            f"used more than once: {dupes}"
+            f"the lexicon must map each English word to a distinct German word; used more than once: {dupes}"
         )
     return [(e, d) for e, d in pairs]
 
 
-def translation_splits(
-    pairs: Sequence[tuple[str, str]], rng: random.Random
-) -> tuple[list[dict], list[dict]]:
+def translation_splits(pairs: Sequence[tuple[str, str]], rng: random.Random) -> tuple[list[dict], list[dict]]:
     """Random 3-8 word sentences (no repeated word) and their word-for-word German."""
     seen: set[tuple[int, ...]] = set()
 
@@ -552,8 +525,12 @@ def build_summarization(out: Path) -> dict:
     write_jsonl(out / "summarization" / "validation.jsonl", validation)
     write_model_dir(out / "summarization" / "model", tok, max_target_length=64)
     copy_psf_license(out / "summarization" / "LICENSE-PSF.txt")
-    return {"train": len(train), "validation": len(validation), "vocab": tok.get_vocab_size(),
-            "longest_source_tokens": longest}
+    return {
+        "train": len(train),
+        "validation": len(validation),
+        "vocab": tok.get_vocab_size(),
+        "longest_source_tokens": longest,
+    }
 
 
 def build_translation(out: Path) -> dict:
@@ -570,8 +547,7 @@ def build_translation(out: Path) -> dict:
     write_jsonl(out / "translation" / "train.jsonl", train)
     write_jsonl(out / "translation" / "validation.jsonl", validation)
     write_model_dir(out / "translation" / "model", tok, max_target_length=32)
-    return {"train": len(train), "validation": len(validation), "vocab": tok.get_vocab_size(),
-            "lexicon": len(pairs)}
+    return {"train": len(train), "validation": len(validation), "vocab": tok.get_vocab_size(), "lexicon": len(pairs)}
 
 
 def build_all(out: Path) -> dict:
@@ -582,9 +558,14 @@ def build_all(out: Path) -> dict:
 GENERATED = [
     f"{recipe}/{name}"
     for recipe in ("summarization", "translation")
-    for name in ("train.jsonl", "validation.jsonl", "model/config.json",
-                 "model/generation_config.json", "model/tokenizer.json",
-                 "model/tokenizer_config.json")
+    for name in (
+        "train.jsonl",
+        "validation.jsonl",
+        "model/config.json",
+        "model/generation_config.json",
+        "model/tokenizer.json",
+        "model/tokenizer_config.json",
+    )
 ] + ["summarization/LICENSE-PSF.txt"]
 
 

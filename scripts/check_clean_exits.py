@@ -75,13 +75,19 @@ def build_world(root: Path) -> dict[str, Path]:
 
 def run_args(world: dict[str, Path], output_dir: Path) -> list[str]:
     return [
-        "-m", "accel_tasks.run",
+        "-m",
+        "accel_tasks.run",
         f"recipe={world['recipe']}:ForcedLengthSummarization",
         f"model.name_or_path={world['model']}",
         f"data.train_file={world['train']}",
         f"data.validation_file={world['validation']}",
-        "train.batch_size=2", f"train.max_steps={STEPS}", "train.log_every=1", "train.lr=3e-3",
-        "eval.batch_size=4", "task.max_target_length=16", f"output_dir={output_dir}",
+        "train.batch_size=2",
+        f"train.max_steps={STEPS}",
+        "train.log_every=1",
+        "train.lr=3e-3",
+        "eval.batch_size=4",
+        "task.max_target_length=16",
+        f"output_dir={output_dir}",
     ]
 
 
@@ -93,8 +99,16 @@ def worker_env() -> dict[str, str]:
 
 
 def launcher(config: str, precision: str, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
-            "--mixed_precision", precision, *flags]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / config),
+        "--mixed_precision",
+        precision,
+        *flags,
+    ]
 
 
 def torchrun_rank_codes(stderr: str) -> dict[int, int]:
@@ -118,8 +132,12 @@ def abort_lines(text: str) -> list[str]:
 
 def run_processes(world: dict[str, Path], out: Path, precision: str, timeout: int) -> RunResult:
     start = time.perf_counter()
-    command = launcher("deepspeed_zero3.yaml", precision, "--num_processes", "2", "--main_process_port", str(free_port()))
-    result = subprocess.run([*command, *run_args(world, out)], env=worker_env(), capture_output=True, text=True, timeout=timeout)
+    command = launcher(
+        "deepspeed_zero3.yaml", precision, "--num_processes", "2", "--main_process_port", str(free_port())
+    )
+    result = subprocess.run(
+        [*command, *run_args(world, out)], env=worker_env(), capture_output=True, text=True, timeout=timeout
+    )
     (out.parent / f"{out.name}.stderr").write_text(result.stderr)
     if result.returncode == 0:
         ranks: dict[int, int | None] = {0: 0, 1: 0}
@@ -135,10 +153,31 @@ def run_machines(world: dict[str, Path], out: Path, precision: str, timeout: int
     procs = []
     for rank in (1, 0):  # the other machine first, in the background, as on a real second node
         command = launcher(
-            "deepspeed_zero3_multinode.yaml", precision, "--num_machines", "2", "--num_processes", "2",
-            "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port,
+            "deepspeed_zero3_multinode.yaml",
+            precision,
+            "--num_machines",
+            "2",
+            "--num_processes",
+            "2",
+            "--machine_rank",
+            str(rank),
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            port,
         )
-        procs.append((rank, subprocess.Popen([*command, *run_args(world, out)], env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        procs.append(
+            (
+                rank,
+                subprocess.Popen(
+                    [*command, *run_args(world, out)],
+                    env=worker_env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+        )
     ranks: dict[int, int | None] = {}
     found: list[str] = []
     for rank, proc in sorted(procs):
@@ -173,12 +212,17 @@ def main() -> int:
         results.append(result)
         codes = " ".join(f"rank{rank}={code}" for rank, code in sorted(result.ranks.items()))
         aborts = "; ".join(result.abort_lines[:3]) or "none"
-        print(f"run {index + 1}/{args.runs} {layout:<9} mixed_precision={precision:<4} {codes}  abort text: {aborts}  {result.seconds:.0f} s", flush=True)
+        print(
+            f"run {index + 1}/{args.runs} {layout:<9} mixed_precision={precision:<4} {codes}  abort text: {aborts}  {result.seconds:.0f} s",
+            flush=True,
+        )
     clean = sum(r.clean for r in results)
     ranks = sum(len(r.ranks) for r in results)
     zeros = sum(code == 0 for r in results for code in r.ranks.values())
-    print(f"clean exits: {clean}/{len(results)} runs, {zeros}/{ranks} rank exit statuses 0, "
-          f"{sum(len(r.abort_lines) for r in results)} abort lines (outputs under {root})")
+    print(
+        f"clean exits: {clean}/{len(results)} runs, {zeros}/{ranks} rank exit statuses 0, "
+        f"{sum(len(r.abort_lines) for r in results)} abort lines (outputs under {root})"
+    )
     return 0 if clean == len(results) else 1
 
 

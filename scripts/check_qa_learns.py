@@ -46,11 +46,10 @@ def columns(rows: list[dict]) -> dict[str, list]:
     return {key: [row[key] for row in rows] for key in rows[0]}
 
 
-def batches(features: dict[str, list], names: tuple[str, ...], size: int, order: np.ndarray,
-            pad_id: int) -> Any:
+def batches(features: dict[str, list], names: tuple[str, ...], size: int, order: np.ndarray, pad_id: int) -> Any:
     """Right-padded tensor batches (right padding keeps logits aligned with offset_mapping)."""
     for lo in range(0, len(order), size):
-        idx = order[lo:lo + size]
+        idx = order[lo : lo + size]
         longest = max(len(features["input_ids"][i]) for i in idx)
         batch = {}
         for name in names:
@@ -73,8 +72,9 @@ def score(predictions: list[dict], references: list[dict], v2: bool) -> tuple[di
 
 
 @torch.no_grad()
-def evaluate_model(model: Any, examples: dict[str, list], features: dict[str, list], args: argparse.Namespace,
-                   pad_id: int) -> tuple[dict[str, float], str]:
+def evaluate_model(
+    model: Any, examples: dict[str, list], features: dict[str, list], args: argparse.Namespace, pad_id: int
+) -> tuple[dict[str, float], str]:
     model.eval()
     starts, ends = [], []
     width = max(len(ids) for ids in features["input_ids"])
@@ -83,8 +83,9 @@ def evaluate_model(model: Any, examples: dict[str, list], features: dict[str, li
         pad = width - out.start_logits.shape[1]
         starts.append(torch.nn.functional.pad(out.start_logits, (0, pad), value=-1e4).numpy())
         ends.append(torch.nn.functional.pad(out.end_logits, (0, pad), value=-1e4).numpy())
-    predictions = postprocess_qa_predictions(examples, features, np.concatenate(starts), np.concatenate(ends),
-                                             version_2_with_negative=args.v2)
+    predictions = postprocess_qa_predictions(
+        examples, features, np.concatenate(starts), np.concatenate(ends), version_2_with_negative=args.v2
+    )
     return score(predictions.metric_predictions(), squad_references(examples), args.v2)
 
 
@@ -92,9 +93,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--v2", action="store_true", help="train_v2/validation_v2 with unanswerable questions")
     parser.add_argument("--max-seconds", type=float, default=150.0)
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="what --max-seconds counts: wall time, or this process's CPU time divided by its "
-                             "threads (a busy shared machine's stand-in for wall time on an idle one)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="what --max-seconds counts: wall time, or this process's CPU time divided by its "
+        "threads (a busy shared machine's stand-in for wall time on an idle one)",
+    )
     parser.add_argument("--max-steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -115,9 +120,14 @@ def main() -> None:
     valid = columns(load_rows(SAMPLE / f"validation{suffix}.jsonl"))
     train_features = prepare_train_features(train, tokenizer, args.max_seq_length, args.doc_stride)
     eval_features = prepare_eval_features(valid, tokenizer, args.max_seq_length, args.doc_stride)
-    print(f"threads={torch.get_num_threads()} train examples={len(train['id'])} features={len(train_features['input_ids'])}; "
-          f"validation examples={len(valid['id'])} features={len(eval_features['input_ids'])}")
-    print(f"batch_size={args.batch_size} lr={args.lr} max_seq_length={args.max_seq_length} doc_stride={args.doc_stride}", flush=True)
+    print(
+        f"threads={torch.get_num_threads()} train examples={len(train['id'])} features={len(train_features['input_ids'])}; "
+        f"validation examples={len(valid['id'])} features={len(eval_features['input_ids'])}"
+    )
+    print(
+        f"batch_size={args.batch_size} lr={args.lr} max_seq_length={args.max_seq_length} doc_stride={args.doc_stride}",
+        flush=True,
+    )
 
     before, source = evaluate_model(model, valid, eval_features, args, tokenizer.pad_token_id)
     print(f"before: EM {before['exact_match']:.1f} F1 {before['f1']:.1f}  ({source})", flush=True)
@@ -125,7 +135,8 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = max(1, args.max_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (args.max_steps - s) / max(1, args.max_steps - warmup))))
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (args.max_steps - s) / max(1, args.max_steps - warmup)))
+    )
     rng = np.random.default_rng(args.seed)
     n_train = len(train_features["input_ids"])
     names = MODEL_INPUTS + ("start_positions", "end_positions")
@@ -148,15 +159,19 @@ def main() -> None:
             losses.append(loss.item())
             step += 1
             if step % 50 == 0:
-                print(f"step {step} loss {np.mean(losses[-50:]):.3f} ({clock() - started:.0f} s {args.clock})", flush=True)
+                print(
+                    f"step {step} loss {np.mean(losses[-50:]):.3f} ({clock() - started:.0f} s {args.clock})", flush=True
+                )
             if step >= args.max_steps or clock() - started >= args.max_seconds:
                 break
     wall = time.perf_counter() - wall_started
     cpu = time.process_time() - cpu_started
     epochs = step * args.batch_size / n_train
     after, source = evaluate_model(model, valid, eval_features, args, tokenizer.pad_token_id)
-    print(f"trained {step} steps ({epochs:.2f} epochs) in {wall:.0f} s wall, {cpu:.0f} s CPU on {threads} thread(s)",
-          flush=True)
+    print(
+        f"trained {step} steps ({epochs:.2f} epochs) in {wall:.0f} s wall, {cpu:.0f} s CPU on {threads} thread(s)",
+        flush=True,
+    )
     print(f"after:  EM {after['exact_match']:.1f} F1 {after['f1']:.1f}  ({source})", flush=True)
     if not math.isfinite(after["f1"]) or after["f1"] <= before["f1"]:
         raise SystemExit("the model did not learn: F1 did not improve")

@@ -21,8 +21,8 @@ from datasets import load_dataset
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForCTC, AutoProcessor, get_linear_schedule_with_warmup
 
+from accel_tasks.recipes.speech.audio_features import CTCCollator, prepare_speech_features
 from accel_tasks.recipes.speech.decode import decode_ctc_predictions
-from accel_tasks.recipes.speech.features import CTCCollator, prepare_speech_features
 from accel_tasks.recipes.speech.normalize import TextNormalizer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "accel_tasks" / "samples" / "speech_recognition"
@@ -66,8 +66,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a model config value (JSON value), e.g. --set hidden_dropout=0.1")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model config value (JSON value), e.g. --set hidden_dropout=0.1",
+    )
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.manual_seed(args.seed)
@@ -107,8 +112,10 @@ def main() -> None:
     elapsed = time.monotonic() - start
 
     wer1, cer1, preds = evaluate(model, val_loader, processor.tokenizer, refs)
-    print(f"after {step} steps ({epoch} epochs, {elapsed:.0f} s, lr {args.lr}, batch {args.batch_size}): "
-          f"WER {wer1:.1f}  CER {cer1:.1f}")
+    print(
+        f"after {step} steps ({epoch} epochs, {elapsed:.0f} s, lr {args.lr}, batch {args.batch_size}): "
+        f"WER {wer1:.1f}  CER {cer1:.1f}"
+    )
     for ref, pred in list(zip(refs, preds))[:5]:
         print(f"  ref={ref!r}  pred={pred!r}")
 

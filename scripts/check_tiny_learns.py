@@ -62,9 +62,7 @@ def bleu(predictions: list[str], references: list[str]) -> float:
 
 
 TASKS = {
-    "summarization": Task(
-        "summarization", lambda r: r["document"], lambda r: r["summary"], rouge_l, "ROUGE-L"
-    ),
+    "summarization": Task("summarization", lambda r: r["document"], lambda r: r["summary"], rouge_l, "ROUGE-L"),
     "translation": Task(
         "translation",
         lambda r: r["translation"]["en"],
@@ -84,9 +82,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def encode(tokenizer, task: Task, records: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
     """(source ids, target ids) per record, truncated like the recipes do."""
     src = tokenizer([task.source(r) for r in records], max_length=MAX_SOURCE, truncation=True)
-    tgt = tokenizer(
-        text_target=[task.target(r) for r in records], max_length=MAX_TARGET, truncation=True
-    )
+    tgt = tokenizer(text_target=[task.target(r) for r in records], max_length=MAX_TARGET, truncation=True)
     return list(zip(src["input_ids"], tgt["input_ids"]))
 
 
@@ -124,8 +120,13 @@ def evaluate(model, tokenizer, task: Task, records: Sequence[dict], batch_size: 
 
 
 def train_for(
-    model, batches: Callable[[], list[dict]], seconds: float, lr: float, warmup: int,
-    max_steps: int | None = None, log_every: int = 100,
+    model,
+    batches: Callable[[], list[dict]],
+    seconds: float,
+    lr: float,
+    warmup: int,
+    max_steps: int | None = None,
+    log_every: int = 100,
 ) -> dict:
     """AdamW with linear warm-up, then linear decay over the wall-clock (or step) budget."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -138,9 +139,13 @@ def train_for(
             progress = step / max_steps if max_steps else elapsed / seconds
             if progress >= 1.0:
                 # CPU seconds tell what the wall time would be on an otherwise idle machine.
-                return {"steps": step, "epochs": epoch, "seconds": round(elapsed, 1),
-                        "cpu_seconds": round(time.process_time() - cpu_start, 1),
-                        "final_loss": round(sum(losses[-50:]) / max(len(losses[-50:]), 1), 4)}
+                return {
+                    "steps": step,
+                    "epochs": epoch,
+                    "seconds": round(elapsed, 1),
+                    "cpu_seconds": round(time.process_time() - cpu_start, 1),
+                    "final_loss": round(sum(losses[-50:]) / max(len(losses[-50:]), 1), 4),
+                }
             scale = min(1.0, (step + 1) / warmup) * max(0.05, 1.0 - progress)
             for group in opt.param_groups:
                 group["lr"] = lr * scale
@@ -153,14 +158,23 @@ def train_for(
             step += 1
             if log_every and step % log_every == 0:
                 recent = losses[-log_every:]
-                print(f"  step {step} loss {sum(recent) / len(recent):.3f} "
-                      f"({time.perf_counter() - start:.0f}s)", file=sys.stderr, flush=True)
+                print(
+                    f"  step {step} loss {sum(recent) / len(recent):.3f} ({time.perf_counter() - start:.0f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         epoch += 1
 
 
 def check(
-    task: Task, samples: Path, seconds: float, batch_size: int, lr: float, seed: int,
-    max_steps: int | None = None, overrides: dict | None = None,
+    task: Task,
+    samples: Path,
+    seconds: float,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    max_steps: int | None = None,
+    overrides: dict | None = None,
 ) -> dict:
     """Build the model from the bundled config, score, train, score again."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -207,15 +221,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=90.0, help="training wall time per recipe")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")),
-                        help="torch threads; use 1 when other jobs share the cores")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "2")),
+        help="torch threads; use 1 when other jobs share the cores",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None,
-                        help="train this many steps instead of --seconds (for comparisons)")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
-                        help="change a config value for an experiment, e.g. dropout=0.0")
-    parser.add_argument("--min-gain", type=float, default=20.0,
-                        help="exit 1 unless the metric rises by at least this much")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="train this many steps instead of --seconds (for comparisons)"
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="change a config value for an experiment, e.g. dropout=0.0",
+    )
+    parser.add_argument(
+        "--min-gain", type=float, default=20.0, help="exit 1 unless the metric rises by at least this much"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {}
@@ -231,8 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = True
     for name in names:
         result = check(
-            TASKS[name], args.samples, args.seconds, args.batch_size, args.lr, args.seed,
-            max_steps=args.steps, overrides=overrides,
+            TASKS[name],
+            args.samples,
+            args.seconds,
+            args.batch_size,
+            args.lr,
+            args.seed,
+            max_steps=args.steps,
+            overrides=overrides,
         )
         print(json.dumps(result, ensure_ascii=False), flush=True)
         ok &= (result["after"] - result["before"]) >= args.min_gain and not math.isnan(result["after"])

@@ -17,31 +17,200 @@ import random
 from pathlib import Path
 
 FIRST_NAMES = [
-    "Alice", "Bruno", "Carla", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ines", "Jonas", "Kira", "Luca",
-    "Marta", "Nils", "Olga", "Pavel", "Quinn", "Rosa", "Stefan", "Tara", "Umar", "Vera", "Walter", "Xenia",
-    "Yusuf", "Zora", "Anton", "Beatriz", "Cyril", "Dalia", "Emil", "Fiona", "Goran", "Helga", "Ivo", "Jana",
-    "Karim", "Lena", "Milan", "Nora", "Oskar", "Petra", "Rafael", "Selma", "Tomas", "Ulla", "Viktor", "Wanda",
-    "Aaron", "Bianca", "Conrad", "Doris", "Ernesto", "Frida", "Gideon", "Hanna", "Igor", "Julia", "Kasimir",
-    "Livia", "Magnus", "Nadia", "Otto", "Paula", "Ruben", "Sonja", "Theo", "Ursula", "Valentin", "Wilma",
+    "Alice",
+    "Bruno",
+    "Carla",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kira",
+    "Luca",
+    "Marta",
+    "Nils",
+    "Olga",
+    "Pavel",
+    "Quinn",
+    "Rosa",
+    "Stefan",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Walter",
+    "Xenia",
+    "Yusuf",
+    "Zora",
+    "Anton",
+    "Beatriz",
+    "Cyril",
+    "Dalia",
+    "Emil",
+    "Fiona",
+    "Goran",
+    "Helga",
+    "Ivo",
+    "Jana",
+    "Karim",
+    "Lena",
+    "Milan",
+    "Nora",
+    "Oskar",
+    "Petra",
+    "Rafael",
+    "Selma",
+    "Tomas",
+    "Ulla",
+    "Viktor",
+    "Wanda",
+    "Aaron",
+    "Bianca",
+    "Conrad",
+    "Doris",
+    "Ernesto",
+    "Frida",
+    "Gideon",
+    "Hanna",
+    "Igor",
+    "Julia",
+    "Kasimir",
+    "Livia",
+    "Magnus",
+    "Nadia",
+    "Otto",
+    "Paula",
+    "Ruben",
+    "Sonja",
+    "Theo",
+    "Ursula",
+    "Valentin",
+    "Wilma",
 ]
 LAST_NAMES = [
-    "Moreau", "Berg", "Costa", "Novak", "Lindqvist", "Haddad", "Keller", "Rossi", "Petrov", "Duarte",
-    "Jensen", "Okafor", "Varga", "Weber", "Santos", "Kowalski", "Fischer", "Brandt", "Mendes", "Horvat",
-    "Olsen", "Nakamura", "Ferreira", "Kraus", "Larsen", "Popescu", "Schmidt", "Vidal", "Wagner", "Zielinski",
-    "Achterberg", "Bauer", "Castell", "Dvorak", "Eriksen", "Fontaine", "Galli", "Hoffmann", "Ibarra", "Janssen",
-    "Kaplan", "Lambert", "Marino", "Nowak", "Ortega", "Pires", "Quintero", "Richter", "Sorensen", "Toth",
+    "Moreau",
+    "Berg",
+    "Costa",
+    "Novak",
+    "Lindqvist",
+    "Haddad",
+    "Keller",
+    "Rossi",
+    "Petrov",
+    "Duarte",
+    "Jensen",
+    "Okafor",
+    "Varga",
+    "Weber",
+    "Santos",
+    "Kowalski",
+    "Fischer",
+    "Brandt",
+    "Mendes",
+    "Horvat",
+    "Olsen",
+    "Nakamura",
+    "Ferreira",
+    "Kraus",
+    "Larsen",
+    "Popescu",
+    "Schmidt",
+    "Vidal",
+    "Wagner",
+    "Zielinski",
+    "Achterberg",
+    "Bauer",
+    "Castell",
+    "Dvorak",
+    "Eriksen",
+    "Fontaine",
+    "Galli",
+    "Hoffmann",
+    "Ibarra",
+    "Janssen",
+    "Kaplan",
+    "Lambert",
+    "Marino",
+    "Nowak",
+    "Ortega",
+    "Pires",
+    "Quintero",
+    "Richter",
+    "Sorensen",
+    "Toth",
 ]
 CITIES = [
-    "Lisbon", "Oslo", "Krakow", "Porto", "Vienna", "Dublin", "Naples", "Ghent", "Tallinn", "Seville", "Bergen",
-    "Lyon", "Riga", "Zagreb", "Utrecht", "Malaga", "Turin", "Graz", "Aarhus", "Bilbao", "Leipzig", "Brno",
-    "Cork", "Tampere", "Basel", "Bologna", "Gdansk", "Nantes", "Salzburg", "Valencia", "Edinburgh", "Uppsala",
-    "New York", "Buenos Aires", "Cape Town", "Mexico City", "Kuala Lumpur", "Rio de Janeiro",
+    "Lisbon",
+    "Oslo",
+    "Krakow",
+    "Porto",
+    "Vienna",
+    "Dublin",
+    "Naples",
+    "Ghent",
+    "Tallinn",
+    "Seville",
+    "Bergen",
+    "Lyon",
+    "Riga",
+    "Zagreb",
+    "Utrecht",
+    "Malaga",
+    "Turin",
+    "Graz",
+    "Aarhus",
+    "Bilbao",
+    "Leipzig",
+    "Brno",
+    "Cork",
+    "Tampere",
+    "Basel",
+    "Bologna",
+    "Gdansk",
+    "Nantes",
+    "Salzburg",
+    "Valencia",
+    "Edinburgh",
+    "Uppsala",
+    "New York",
+    "Buenos Aires",
+    "Cape Town",
+    "Mexico City",
+    "Kuala Lumpur",
+    "Rio de Janeiro",
 ]
 JOBS = [
-    "carpenter", "pilot", "nurse", "chemist", "baker", "librarian", "architect", "plumber", "journalist",
-    "dentist", "gardener", "translator", "electrician", "photographer", "veterinarian", "accountant",
-    "firefighter", "geologist", "tailor", "lawyer", "pharmacist", "teacher", "surgeon", "software engineer",
-    "marine biologist", "train driver", "social worker", "civil engineer", "bookseller", "sound technician",
+    "carpenter",
+    "pilot",
+    "nurse",
+    "chemist",
+    "baker",
+    "librarian",
+    "architect",
+    "plumber",
+    "journalist",
+    "dentist",
+    "gardener",
+    "translator",
+    "electrician",
+    "photographer",
+    "veterinarian",
+    "accountant",
+    "firefighter",
+    "geologist",
+    "tailor",
+    "lawyer",
+    "pharmacist",
+    "teacher",
+    "surgeon",
+    "software engineer",
+    "marine biologist",
+    "train driver",
+    "social worker",
+    "civil engineer",
+    "bookseller",
+    "sound technician",
 ]
 
 # Sentence templates: every slot value appears verbatim, so answer offsets are exact.
@@ -79,8 +248,10 @@ def _people(rng: random.Random, firsts: list[str], lasts: list[str], count: int)
     cities = rng.sample(CITIES, count)
     jobs = rng.sample(JOBS, count)
     years = rng.sample(range(1930, 2006), count)
-    return [{"name": n, "city": c, "year": str(y), "job": j, "a_job": ("an " if j[0] in "aeiou" else "a ") + j}
-            for n, c, y, j in zip(sorted(names), cities, years, jobs)]
+    return [
+        {"name": n, "city": c, "year": str(y), "job": j, "a_job": ("an " if j[0] in "aeiou" else "a ") + j}
+        for n, c, y, j in zip(sorted(names), cities, years, jobs)
+    ]
 
 
 def _context(rng: random.Random, people: list[dict], hidden_job: str | None) -> str:
@@ -118,8 +289,9 @@ def _unanswerable(rng: random.Random, people: list[dict], outsiders: list[dict],
     return QUESTION_TEMPLATES[kind].format(**outsider)
 
 
-def make_split(seed: int, prefix: str, count: int, firsts: list[str], lasts: list[str],
-               unanswerable_share: float) -> list[dict]:
+def make_split(
+    seed: int, prefix: str, count: int, firsts: list[str], lasts: list[str], unanswerable_share: float
+) -> list[dict]:
     """`count` flat SQuAD rows; `unanswerable_share` of them get empty answers."""
     rng = random.Random(seed)
     rows = []
@@ -130,15 +302,23 @@ def make_split(seed: int, prefix: str, count: int, firsts: list[str], lasts: lis
         context = _context(rng, people, hidden_job)
         if unanswerable:
             present = {p["name"] for p in people}
-            outsiders = [p for p in _people(rng, firsts, lasts, 6) if p["name"] not in present
-                         and p["city"] not in context]
+            outsiders = [
+                p for p in _people(rng, firsts, lasts, 6) if p["name"] not in present and p["city"] not in context
+            ]
             question = _unanswerable(rng, people, outsiders, hidden_job)
             answers: dict[str, list] = {"text": [], "answer_start": []}
         else:
             question, answer, start = _answerable(rng, people, context)
             answers = {"text": [answer], "answer_start": [start]}
-        rows.append({"id": f"{prefix}-{n:05d}", "title": f"people-{n:05d}", "context": context,
-                     "question": question, "answers": answers})
+        rows.append(
+            {
+                "id": f"{prefix}-{n:05d}",
+                "title": f"people-{n:05d}",
+                "context": context,
+                "question": question,
+                "answers": answers,
+            }
+        )
     return rows
 
 
@@ -165,7 +345,9 @@ def make_splits(seed: int = 13, n_train: int = 2000, n_validation: int = 200) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "accel_tasks/samples/extractive_qa")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "accel_tasks/samples/extractive_qa"
+    )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--validation", type=int, default=200)

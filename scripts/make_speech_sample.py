@@ -74,9 +74,7 @@ def synthesise(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     return (0.7 * audio / peak).astype(np.float32)
 
 
-def make_split(
-    name: str, voices: list[str], per_voice: int, out: Path, rng: random.Random
-) -> list[dict[str, str]]:
+def make_split(name: str, voices: list[str], per_voice: int, out: Path, rng: random.Random) -> list[dict[str, str]]:
     """Generate ``per_voice`` clips for each voice and return the jsonl rows."""
     rows = []
     for voice in voices:

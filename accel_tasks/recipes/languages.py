@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import ConfigError
+from accel_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -16,14 +16,36 @@ if TYPE_CHECKING:
 
 # ISO 639-1 code -> (English name, for T5 prefixes; ISO 639-3 code, for NLLB-style codes such as eng_Latn).
 LANGUAGES: dict[str, tuple[str, str]] = {
-    "ar": ("Arabic", "arb"), "bg": ("Bulgarian", "bul"), "cs": ("Czech", "ces"), "da": ("Danish", "dan"),
-    "de": ("German", "deu"), "el": ("Greek", "ell"), "en": ("English", "eng"), "es": ("Spanish", "spa"),
-    "et": ("Estonian", "est"), "fi": ("Finnish", "fin"), "fr": ("French", "fra"), "gu": ("Gujarati", "guj"),
-    "hi": ("Hindi", "hin"), "hu": ("Hungarian", "hun"), "it": ("Italian", "ita"), "ja": ("Japanese", "jpn"),
-    "kk": ("Kazakh", "kaz"), "ko": ("Korean", "kor"), "lt": ("Lithuanian", "lit"), "lv": ("Latvian", "lvs"),
-    "nl": ("Dutch", "nld"), "pl": ("Polish", "pol"), "pt": ("Portuguese", "por"), "ro": ("Romanian", "ron"),
-    "ru": ("Russian", "rus"), "sv": ("Swedish", "swe"), "tr": ("Turkish", "tur"), "uk": ("Ukrainian", "ukr"),
-    "vi": ("Vietnamese", "vie"), "zh": ("Chinese", "zho"),
+    "ar": ("Arabic", "arb"),
+    "bg": ("Bulgarian", "bul"),
+    "cs": ("Czech", "ces"),
+    "da": ("Danish", "dan"),
+    "de": ("German", "deu"),
+    "el": ("Greek", "ell"),
+    "en": ("English", "eng"),
+    "es": ("Spanish", "spa"),
+    "et": ("Estonian", "est"),
+    "fi": ("Finnish", "fin"),
+    "fr": ("French", "fra"),
+    "gu": ("Gujarati", "guj"),
+    "hi": ("Hindi", "hin"),
+    "hu": ("Hungarian", "hun"),
+    "it": ("Italian", "ita"),
+    "ja": ("Japanese", "jpn"),
+    "kk": ("Kazakh", "kaz"),
+    "ko": ("Korean", "kor"),
+    "lt": ("Lithuanian", "lit"),
+    "lv": ("Latvian", "lvs"),
+    "nl": ("Dutch", "nld"),
+    "pl": ("Polish", "pol"),
+    "pt": ("Portuguese", "por"),
+    "ro": ("Romanian", "ron"),
+    "ru": ("Russian", "rus"),
+    "sv": ("Swedish", "swe"),
+    "tr": ("Turkish", "tur"),
+    "uk": ("Ukrainian", "ukr"),
+    "vi": ("Vietnamese", "vie"),
+    "zh": ("Chinese", "zho"),
 }
 
 
@@ -41,7 +63,9 @@ def language_codes(tokenizer: PreTrainedTokenizerBase) -> Optional[list[str]]:
     mapping = getattr(tokenizer, "lang_code_to_token", None) or getattr(tokenizer, "lang_code_to_id", None)
     if mapping:
         return list(mapping)
-    extra = getattr(tokenizer, "extra_special_tokens", None) or getattr(tokenizer, "additional_special_tokens", None) or []
+    extra = (
+        getattr(tokenizer, "extra_special_tokens", None) or getattr(tokenizer, "additional_special_tokens", None) or []
+    )
     if isinstance(extra, dict):
         extra = list(extra.values())
     unk = tokenizer.unk_token_id
@@ -56,13 +80,17 @@ def language_code_id(tokenizer: PreTrainedTokenizerBase, code: str) -> int:
     return int(tokenizer.convert_tokens_to_ids(code))
 
 
-def pick_language_code(codes: list[str], explicit: Optional[str], language: Optional[str], side: str, tokenizer_name: str) -> str:
+def pick_language_code(
+    codes: list[str], explicit: Optional[str], language: Optional[str], side: str, tokenizer_name: str
+) -> str:
     """The tokenizer's code for one side: task.<side>_lang_code, else the code matching task.<side>_lang."""
     option = f"task.{side}_lang_code"
     known = ", ".join(codes)
     if explicit is not None:
         if explicit not in codes:
-            raise ConfigError(f"{option}={explicit!r} is not a language code of the {tokenizer_name} tokenizer; it knows: {known}")
+            raise ConfigError(
+                f"{option}={explicit!r} is not a language code of the {tokenizer_name} tokenizer; it knows: {known}"
+            )
         return explicit
     if language is None:
         raise ConfigError(
@@ -77,7 +105,9 @@ def pick_language_code(codes: list[str], explicit: Optional[str], language: Opti
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise ConfigError(f"task.{side}_lang={language!r} matches several codes of the {tokenizer_name} tokenizer ({', '.join(matches)}); set {option} to one of them")
+        raise ConfigError(
+            f"task.{side}_lang={language!r} matches several codes of the {tokenizer_name} tokenizer ({', '.join(matches)}); set {option} to one of them"
+        )
     raise ConfigError(
         f"task.{side}_lang={language!r} is not a language code of the {tokenizer_name} tokenizer and matches none; "
         f"set {option} to one of: {known}"

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..config import RunConfig
-from ..errors import ConfigError
-from ..recipe import PAD_INT, EvalOutput, Recipe, decode_generated, generation_kwargs, smoothed_loss
-from . import PRESETS_DIR, SAMPLES_DIR
+from accel_tasks.config import RunConfig
+from accel_tasks.errors import ConfigError
+from accel_tasks.recipe import PAD_INT, EvalOutput, Recipe, decode_generated, generation_kwargs, smoothed_loss
+from accel_tasks.recipes import PRESETS_DIR, SAMPLES_DIR
 
 if TYPE_CHECKING:
     import datasets
@@ -100,25 +100,37 @@ class SpeechRecognitionRecipe(Recipe):
     def validate_options(self) -> None:
         opts = self.options
         if opts.model_type is not None and opts.model_type not in ("ctc", "seq2seq"):
-            raise ConfigError(f"task.model_type={opts.model_type!r} is not one of ctc, seq2seq (or null: from the model config)")
+            raise ConfigError(
+                f"task.model_type={opts.model_type!r} is not one of ctc, seq2seq (or null: from the model config)"
+            )
         if opts.normalizer not in NORMALIZERS:
             raise ConfigError(f"task.normalizer={opts.normalizer!r} is not one of {', '.join(NORMALIZERS)}")
         if opts.min_duration_s is not None and opts.min_duration_s < 0:
             raise ConfigError(f"task.min_duration_s={opts.min_duration_s} is negative; use 0 or more seconds")
         if opts.max_duration_s is not None and opts.max_duration_s <= 0:
             raise ConfigError(f"task.max_duration_s={opts.max_duration_s} must be above 0 seconds")
-        if opts.min_duration_s is not None and opts.max_duration_s is not None and opts.max_duration_s < opts.min_duration_s:
+        if (
+            opts.min_duration_s is not None
+            and opts.max_duration_s is not None
+            and opts.max_duration_s < opts.min_duration_s
+        ):
             raise ConfigError(
                 f"task.max_duration_s={opts.max_duration_s} is below task.min_duration_s={opts.min_duration_s}; swap or widen them"
             )
         if opts.task is not None and opts.task not in ("transcribe", "translate"):
             raise ConfigError(f"task.task={opts.task!r} is not one of transcribe, translate")
         if opts.build_vocab and self.cfg.mode != "train":
-            raise ConfigError("task.build_vocab=true only applies to training; an evaluated model keeps its own vocabulary")
+            raise ConfigError(
+                "task.build_vocab=true only applies to training; an evaluated model keeps its own vocabulary"
+            )
         if opts.build_vocab and opts.model_type == "seq2seq":
-            raise ConfigError("task.build_vocab=true builds a CTC character vocabulary; encoder-decoder models keep their tokenizer")
+            raise ConfigError(
+                "task.build_vocab=true builds a CTC character vocabulary; encoder-decoder models keep their tokenizer"
+            )
         if (opts.language is not None or opts.task is not None) and opts.model_type == "ctc":
-            raise ConfigError("task.language / task.task set an encoder-decoder model's language and task tokens; a CTC model has none")
+            raise ConfigError(
+                "task.language / task.task set an encoder-decoder model's language and task tokens; a CTC model has none"
+            )
         for option in ("audio_dir", "english_spelling_mapping"):
             value = getattr(opts, option)
             if value is not None and not Path(value).exists():
@@ -129,7 +141,7 @@ class SpeechRecognitionRecipe(Recipe):
     def normalizer(self) -> Callable[[str], str]:
         """The scoring normaliser; built once."""
         if self._normalizer is None:
-            from .speech.normalize import TextNormalizer
+            from accel_tasks.recipes.speech.normalize import TextNormalizer
 
             opts = self.options
             if opts.normalizer == "none":
@@ -160,8 +172,8 @@ class SpeechRecognitionRecipe(Recipe):
 
     # -- model -----------------------------------------------------------------------------------------
     def load_model(self) -> tuple[Any, Any]:
-        from ..modeling import lacks_tokenizer, load_model_and_processor, load_model_config
-        from .speech.models import (
+        from accel_tasks.models.loading import lacks_tokenizer, load_model_and_processor, load_model_config
+        from accel_tasks.recipes.speech.models import (
             AUTO_CLASSES,
             CTC,
             choose_model_type,
@@ -177,11 +189,17 @@ class SpeechRecognitionRecipe(Recipe):
         self.auto_model_class = AUTO_CLASSES[self.model_type]
         opts = self.options
         if self.model_type == CTC and (opts.language is not None or opts.task is not None):
-            raise ConfigError("task.language / task.task set an encoder-decoder model's language and task tokens; this model is CTC")
+            raise ConfigError(
+                "task.language / task.task set an encoder-decoder model's language and task tokens; this model is CTC"
+            )
         if self.model_type == CTC and self.cfg.train.label_smoothing and self.cfg.mode == "train":
-            raise ConfigError("train.label_smoothing applies to encoder-decoder speech models (Whisper); this model is CTC: set it to 0")
+            raise ConfigError(
+                "train.label_smoothing applies to encoder-decoder speech models (Whisper); this model is CTC: set it to 0"
+            )
         if self.model_type != CTC and opts.build_vocab:
-            raise ConfigError("task.build_vocab=true builds a CTC character vocabulary; this model is encoder-decoder and keeps its tokenizer")
+            raise ConfigError(
+                "task.build_vocab=true builds a CTC character vocabulary; this model is encoder-decoder and keeps its tokenizer"
+            )
         if self.model_type == CTC and opts.build_vocab:
             model, processor = self._load_with_new_vocab(source, default_dir, config.model_type)
         else:
@@ -190,12 +208,20 @@ class SpeechRecognitionRecipe(Recipe):
                     f"the model at {source!r} has no tokenizer (no vocab.json, tokenizer.json or tokenizer_config.json); "
                     "set task.build_vocab=true to build one from the training transcripts"
                 )
-            model, processor = load_model_and_processor(self.cfg.model, self.auto_model_class, self.processor_class, default_dir=default_dir)
+            model, processor = load_model_and_processor(
+                self.cfg.model, self.auto_model_class, self.processor_class, default_dir=default_dir
+            )
         feature_extractor, tokenizer = split_processor(processor)
         if feature_extractor is None:
-            raise ConfigError(f"the model at {source!r} has no feature extractor (preprocessor_config.json); use a speech model")
+            raise ConfigError(
+                f"the model at {source!r} has no feature extractor (preprocessor_config.json); use a speech model"
+            )
         if tokenizer is None:
-            fix = "set task.build_vocab=true to build one from the training transcripts" if self.model_type == CTC else "set model.tokenizer_name=<tokenizer>"
+            fix = (
+                "set task.build_vocab=true to build one from the training transcripts"
+                if self.model_type == CTC
+                else "set model.tokenizer_name=<tokenizer>"
+            )
             raise ConfigError(f"the model at {source!r} has no tokenizer; {fix}")
         if self.model_type == CTC:
             self._check_ctc_head(model, tokenizer)
@@ -205,11 +231,15 @@ class SpeechRecognitionRecipe(Recipe):
         if opts.freeze_feature_encoder:
             freeze = getattr(model, "freeze_feature_encoder", None)
             if freeze is None:
-                raise ConfigError(f"task.freeze_feature_encoder=true, but {type(model).__name__} has no feature encoder to freeze")
+                raise ConfigError(
+                    f"task.freeze_feature_encoder=true, but {type(model).__name__} has no feature encoder to freeze"
+                )
             freeze()
         self.length_column = feature_extractor.model_input_names[0]
         self.model, self.processor = model, processor
-        self.log(f"speech model family: {self.model_type} ({type(model).__name__}, {type(feature_extractor).__name__} at {feature_extractor.sampling_rate} Hz)")
+        self.log(
+            f"speech model family: {self.model_type} ({type(model).__name__}, {type(feature_extractor).__name__} at {feature_extractor.sampling_rate} Hz)"
+        )
         return model, processor
 
     supports_label_smoothing = True
@@ -224,20 +254,22 @@ class SpeechRecognitionRecipe(Recipe):
 
     def peft_modules_to_save(self, model: PreTrainedModel) -> list[str]:
         """A CTC head is sized to the vocabulary and starts untrained: trained in full beside the adapter."""
-        from .speech.models import CTC
+        from accel_tasks.recipes.speech.models import CTC
 
         return ["lm_head"] if self.model_type == CTC and hasattr(model, "lm_head") else []
 
     def _load_with_new_vocab(self, source: str, default_dir: Path, model_type: str) -> tuple[Any, Any]:
         """CTC model whose head matches a vocabulary built from the training transcripts."""
-        from ..modeling import load_model_and_processor
-        from .speech.models import ctc_processor
-        from .speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
+        from accel_tasks.models.loading import load_model_and_processor
+        from accel_tasks.recipes.speech.models import ctc_processor
+        from accel_tasks.recipes.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
 
         train = self.load_data(("train",))["train"]
         _, text_column = self.columns(train.column_names)
         if text_column not in train.column_names:
-            raise ConfigError(f"the train data has no column {text_column!r} (columns: {', '.join(train.column_names)}); set task.text_column=<column>")
+            raise ConfigError(
+                f"the train data has no column {text_column!r} (columns: {', '.join(train.column_names)}); set task.text_column=<column>"
+            )
         import datasets
 
         streamed = isinstance(train, datasets.IterableDataset)  # data.streaming: the first rows stand for the split
@@ -263,11 +295,17 @@ class SpeechRecognitionRecipe(Recipe):
             "ignore_mismatched_sizes": True,
         }
         model, feature_extractor = load_model_and_processor(
-            self.cfg.model, self.auto_model_class, "AutoFeatureExtractor", default_dir=default_dir, config_overrides=overrides
+            self.cfg.model,
+            self.auto_model_class,
+            "AutoFeatureExtractor",
+            default_dir=default_dir,
+            config_overrides=overrides,
         )
         symbols = "".join(ch for ch in vocab if len(ch) == 1)
         which = f"the first {len(texts)} streamed" if streamed else f"{len(texts)}"
-        self.log(f"built a CTC vocabulary of {len(vocab)} symbols from {which} training transcripts: {symbols!r} + [UNK] [PAD]")
+        self.log(
+            f"built a CTC vocabulary of {len(vocab)} symbols from {which} training transcripts: {symbols!r} + [UNK] [PAD]"
+        )
         return model, ctc_processor(model_type, feature_extractor, tokenizer)
 
     def _check_ctc_head(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -287,12 +325,12 @@ class SpeechRecognitionRecipe(Recipe):
 
     def preprocess_fingerprint(self) -> str:
         """Cached features depend on the tokenizer, the feature extractor and the model family too."""
-        from .speech.models import split_processor
+        from accel_tasks.recipes.speech.models import split_processor
 
         feature_extractor, tokenizer = split_processor(self.processor)
         identity = {
             "code": super().preprocess_fingerprint(),
-            "speech_code": [_file_digest(name) for name in ("audio", "features", "normalize")],
+            "speech_code": [_file_digest(name) for name in ("audio", "audio_features", "normalize")],
             "model_type": self.model_type,
             "vocab": hashlib.sha256(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest(),
             "prefix": [getattr(tokenizer, "language", None), getattr(tokenizer, "task", None)],
@@ -304,8 +342,8 @@ class SpeechRecognitionRecipe(Recipe):
     # -- data ------------------------------------------------------------------------------------------
     def load_data(self, splits: tuple[str, ...]) -> datasets.DatasetDict:
         """Raw splits with Audio columns left undecoded (soundfile reads them later, torchcodec never)."""
-        from .speech.audio import undecoded_audio
-        from .speech.rawdata import audio_feature_columns
+        from accel_tasks.recipes.speech.audio import undecoded_audio
+        from accel_tasks.recipes.speech.rawdata import audio_feature_columns
 
         raw = super().load_data(splits)
         for split in list(raw):
@@ -316,20 +354,24 @@ class SpeechRecognitionRecipe(Recipe):
 
     def columns(self, column_names: list[str]) -> tuple[str, str]:
         """(audio column, text column): the user's, else a column typed as Audio, else well-known names."""
-        from .speech.rawdata import AUDIO_COLUMNS, TEXT_COLUMNS, pick_column
+        from accel_tasks.recipes.speech.rawdata import AUDIO_COLUMNS, TEXT_COLUMNS, pick_column
 
         audio = pick_column(column_names, self.options.audio_column, AUDIO_COLUMNS, self._typed_audio_columns)
         text = pick_column(column_names, self.options.text_column, TEXT_COLUMNS)
         if text is None and not self.with_references:
             text = ""  # audio alone (mode=predict): there is no transcript column
         if audio is None or text is None:
-            missing = "an audio column (task.audio_column=<column>)" if audio is None else "a text column (task.text_column=<column>)"
+            missing = (
+                "an audio column (task.audio_column=<column>)"
+                if audio is None
+                else "a text column (task.text_column=<column>)"
+            )
             raise ConfigError(f"cannot find {missing} among the data's columns: {', '.join(column_names)}")
         self.audio_column, self.text_column = audio, text
         return audio, text
 
     def has_references(self, dataset: datasets.Dataset) -> bool:
-        from .speech.rawdata import TEXT_COLUMNS, pick_column
+        from accel_tasks.recipes.speech.rawdata import TEXT_COLUMNS, pick_column
 
         return pick_column(dataset.column_names, self.options.text_column, TEXT_COLUMNS) in dataset.column_names
 
@@ -344,7 +386,7 @@ class SpeechRecognitionRecipe(Recipe):
 
     def audio_base_dir(self, split: str) -> Optional[Path]:
         """Where relative audio paths of a split point from: task.audio_dir, the data file's folder, or the sample."""
-        from ..data import uses_files
+        from accel_tasks.data.raw import uses_files
 
         if self.options.audio_dir:
             return Path(self.options.audio_dir).resolve()
@@ -359,8 +401,8 @@ class SpeechRecognitionRecipe(Recipe):
 
     def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Check every clip and transcript cheaply, then drop empty (if asked) and out-of-range clips."""
-        from .speech.audio import AudioLoadError
-        from .speech.rawdata import PROBE_DURATION, PROBE_RATE, ROW_COLUMN, probe_audio, shown_rows
+        from accel_tasks.recipes.speech.audio import AudioLoadError
+        from accel_tasks.recipes.speech.rawdata import PROBE_DURATION, PROBE_RATE, ROW_COLUMN, probe_audio, shown_rows
 
         audio_column, _ = self.columns(dataset.column_names)
         self.id_column = self.options.id_column or ("id" if "id" in dataset.column_names else ROW_COLUMN)
@@ -377,7 +419,11 @@ class SpeechRecognitionRecipe(Recipe):
                 probe_audio,
                 batched=True,
                 remove_columns=dataset.column_names,
-                fn_kwargs={"audio_column": audio_column, "id_column": self.id_column, "base_dir": str(base_dir) if base_dir else None},
+                fn_kwargs={
+                    "audio_column": audio_column,
+                    "id_column": self.id_column,
+                    "base_dir": str(base_dir) if base_dir else None,
+                },
                 num_proc=self.cfg.data.preprocessing_num_workers,
                 desc=f"checking {split} audio",
             )
@@ -390,12 +436,16 @@ class SpeechRecognitionRecipe(Recipe):
         if len(silent):
             all_ids = dataset[self.id_column]
             ids = [all_ids[int(i)] for i in silent]
-            raise ConfigError(f"the {split} data has {len(ids)} empty audio clip(s) (0 samples): rows {shown_rows(ids)}; remove those rows")
+            raise ConfigError(
+                f"the {split} data has {len(ids)} empty audio clip(s) (0 samples): rows {shown_rows(ids)}; remove those rows"
+            )
         keep = self._duration_mask(durations, split)
         if keep.all():
             return dataset
         if not keep.any():
-            raise ConfigError(f"no {split} clips left after the duration filter; widen task.min_duration_s / task.max_duration_s")
+            raise ConfigError(
+                f"no {split} clips left after the duration filter; widen task.min_duration_s / task.max_duration_s"
+            )
         return dataset.select(np.flatnonzero(keep))
 
     def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
@@ -403,7 +453,7 @@ class SpeechRecognitionRecipe(Recipe):
         range) and the same errors (an unreadable or empty clip, an empty transcript without
         task.drop_empty_transcripts) through ``_keep_streamed``; unknown characters, resampling and the drop
         counts reported over the first ``stream_head_rows`` rows only."""
-        from .speech.rawdata import ROW_COLUMN
+        from accel_tasks.recipes.speech.rawdata import ROW_COLUMN
 
         self.columns(list(stream.column_names))
         self.id_column = self.options.id_column or ("id" if "id" in stream.column_names else ROW_COLUMN)
@@ -419,19 +469,29 @@ class SpeechRecognitionRecipe(Recipe):
             self._report_unknown_characters(head[self.text_column], f"the first {len(head_rows)} streamed transcripts")
         keep = self._keep_streamed(head, split, report=what)
         if not any(keep):
-            raise ConfigError(f"none of the first {len(keep)} {split} rows is left after the transcript and duration filters; "
-                              "check the data or widen task.min_duration_s / task.max_duration_s")
+            raise ConfigError(
+                f"none of the first {len(keep)} {split} rows is left after the transcript and duration filters; "
+                "check the data or widen task.min_duration_s / task.max_duration_s"
+            )
         return stream.filter(self._keep_streamed, batched=True, fn_kwargs={"split": split})
 
     def _keep_streamed(self, batch: dict[str, list], split: str, report: Optional[str] = None) -> list[bool]:
         """Keep-mask of a streamed batch by prepare_raw's rules; ``report``: say what was dropped, under that name."""
-        from .speech.audio import AudioLoadError
-        from .speech.rawdata import PROBE_DURATION, PROBE_RATE, empty_transcript_rows, probe_audio, shown_rows
+        from accel_tasks.recipes.speech.audio import AudioLoadError
+        from accel_tasks.recipes.speech.rawdata import (
+            PROBE_DURATION,
+            PROBE_RATE,
+            empty_transcript_rows,
+            probe_audio,
+            shown_rows,
+        )
 
         ids = batch[self.id_column]
         keep = np.ones(len(ids), dtype=bool)
         if self.with_references:
-            normalizers = [self.target_normalizer()] if split == "train" else [self.target_normalizer(), self.normalizer()]
+            normalizers = (
+                [self.target_normalizer()] if split == "train" else [self.target_normalizer(), self.normalizer()]
+            )
             empty = empty_transcript_rows(ids, batch[self.text_column], normalizers)
             if empty and not self.options.drop_empty_transcripts:
                 raise ConfigError(
@@ -440,20 +500,29 @@ class SpeechRecognitionRecipe(Recipe):
                 )
             keep[empty] = False
             if empty and report:
-                self.log(f"{report}: dropped {len(empty)} of {len(ids)} rows with an empty transcript (rows {shown_rows([ids[i] for i in empty])})")
+                self.log(
+                    f"{report}: dropped {len(empty)} of {len(ids)} rows with an empty transcript (rows {shown_rows([ids[i] for i in empty])})"
+                )
         # As prepare_raw: only the clips of rows still kept are probed and filtered.
         kept = np.flatnonzero(keep)
         clips = {self.audio_column: [batch[self.audio_column][i] for i in kept], self.id_column: [ids[i] for i in kept]}
         base_dir = self.audio_base_dir(split)
         try:
-            probe = probe_audio(clips, audio_column=self.audio_column, id_column=self.id_column, base_dir=str(base_dir) if base_dir else None)
+            probe = probe_audio(
+                clips,
+                audio_column=self.audio_column,
+                id_column=self.id_column,
+                base_dir=str(base_dir) if base_dir else None,
+            )
         except AudioLoadError as exc:
             hint = " (relative paths: task.audio_dir=<folder>)" if "not found" in str(exc) else ""
             raise ConfigError(f"{exc}{hint}") from None
         durations = np.asarray(probe[PROBE_DURATION], dtype=np.float64)
         silent = [clips[self.id_column][i] for i in np.flatnonzero(durations <= 0)]
         if silent:
-            raise ConfigError(f"the {split} stream has {len(silent)} empty audio clip(s) (0 samples): rows {shown_rows(silent)}; remove those rows")
+            raise ConfigError(
+                f"the {split} stream has {len(silent)} empty audio clip(s) (0 samples): rows {shown_rows(silent)}; remove those rows"
+            )
         if report:
             self._report_resampling(probe[PROBE_RATE], report)
         keep[kept] = self._duration_mask(durations, report or split, report=bool(report))
@@ -461,8 +530,8 @@ class SpeechRecognitionRecipe(Recipe):
 
     def _report_unknown_characters(self, transcripts: Sequence[Any], which: str = "the transcripts") -> None:
         """Characters the CTC vocabulary lacks would silently train as [UNK]; say which."""
-        from .speech.models import split_processor
-        from .speech.rawdata import unknown_characters
+        from accel_tasks.recipes.speech.models import split_processor
+        from accel_tasks.recipes.speech.rawdata import unknown_characters
 
         normalize = self.target_normalizer() or _NoNormalization()
         texts = (normalize(str(text)) for text in transcripts)
@@ -482,13 +551,15 @@ class SpeechRecognitionRecipe(Recipe):
         other = rates != sampling_rate
         if other.any():
             found = ", ".join(f"{int(r)} Hz" for r in np.unique(rates[other]))
-            self.log(f"{where}: {int(other.sum())} of {len(rates)} clips at {found} are resampled to {sampling_rate} Hz")
+            self.log(
+                f"{where}: {int(other.sum())} of {len(rates)} clips at {found} are resampled to {sampling_rate} Hz"
+            )
 
     def _duration_mask(self, durations: np.ndarray, split: str, report: bool = True) -> np.ndarray:
         """task.min/max_duration_s, plus a fixed-window model's window (Whisper would cut longer clips).
 
         ``report``: log the counts (a stream reports only its first rows, not every batch)."""
-        from .speech.rawdata import input_window_s
+        from accel_tasks.recipes.speech.rawdata import input_window_s
 
         opts = self.options
         keep = np.ones(len(durations), dtype=bool)
@@ -507,17 +578,19 @@ class SpeechRecognitionRecipe(Recipe):
             if too_long.any():
                 keep &= ~too_long
                 if report:
-                    self.log(f"{split}: removed {int(too_long.sum())} clips longer than the model's {window:g} s input window")
+                    self.log(
+                        f"{split}: removed {int(too_long.sum())} clips longer than the model's {window:g} s input window"
+                    )
         return keep
 
     def _feature_extractor(self) -> Any:
-        from .speech.models import split_processor
+        from accel_tasks.recipes.speech.models import split_processor
 
         return split_processor(self.processor)[0]
 
     def _drop_empty_transcripts(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Empty transcripts cannot be learned (no labels) or scored (WER divides by reference length)."""
-        from .speech.rawdata import empty_transcript_rows, shown_rows
+        from accel_tasks.recipes.speech.rawdata import empty_transcript_rows, shown_rows
 
         normalizers = [self.target_normalizer()] if split == "train" else [self.target_normalizer(), self.normalizer()]
         all_ids = dataset[self.id_column]
@@ -530,14 +603,21 @@ class SpeechRecognitionRecipe(Recipe):
                 f"the {split} data has {len(empty)} row(s) with an empty transcript (after normalisation): rows "
                 f"{shown_rows(ids)}; remove them or set task.drop_empty_transcripts=true"
             )
-        self.log(f"{split}: dropped {len(empty)} of {len(dataset)} rows with an empty transcript (rows {shown_rows(ids)})")
+        self.log(
+            f"{split}: dropped {len(empty)} of {len(dataset)} rows with an empty transcript (rows {shown_rows(ids)})"
+        )
         drop = set(empty)
         return dataset.select([i for i in range(len(dataset)) if i not in drop])
 
     def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
-        from .speech.audio import AudioLoadError
-        from .speech.features import SHAPE_COLUMN, EmptyTranscriptError, pack_arrays, prepare_speech_features
-        from .speech.models import CTC, split_processor
+        from accel_tasks.recipes.speech.audio import AudioLoadError
+        from accel_tasks.recipes.speech.audio_features import (
+            SHAPE_COLUMN,
+            EmptyTranscriptError,
+            pack_arrays,
+            prepare_speech_features,
+        )
+        from accel_tasks.recipes.speech.models import CTC, split_processor
 
         feature_extractor, tokenizer = split_processor(self.processor)
         base_dir = self.audio_base_dir(split)
@@ -562,7 +642,7 @@ class SpeechRecognitionRecipe(Recipe):
 
     def _check_label_lengths(self, labels: list, row_ids: list) -> None:
         """A decoder has a fixed number of positions; longer labels would fail deep inside the model."""
-        from .speech.rawdata import shown_rows
+        from accel_tasks.recipes.speech.rawdata import shown_rows
 
         limit = getattr(self.model.config, "max_target_positions", None)
         if limit is None:
@@ -576,15 +656,17 @@ class SpeechRecognitionRecipe(Recipe):
 
     def collate(self, features: list[dict]) -> dict[str, Any]:
         if self._collator is None:
-            from .speech.features import CTCCollator, SpeechSeq2SeqCollator
-            from .speech.models import CTC
+            from accel_tasks.recipes.speech.audio_features import CTCCollator, SpeechSeq2SeqCollator
+            from accel_tasks.recipes.speech.models import CTC
 
             if self.model_type == CTC:
                 self._collator = CTCCollator(self.processor, pad_to_multiple_of=self.pad_to_multiple_of)
             else:
                 start = getattr(self.model.config, "decoder_start_token_id", None)
-                self._collator = SpeechSeq2SeqCollator(self.processor, decoder_start_token_id=start, pad_to_multiple_of=self.pad_to_multiple_of)
-        from .speech.features import unpack_arrays
+                self._collator = SpeechSeq2SeqCollator(
+                    self.processor, decoder_start_token_id=start, pad_to_multiple_of=self.pad_to_multiple_of
+                )
+        from accel_tasks.recipes.speech.audio_features import unpack_arrays
 
         return self._collator([unpack_arrays(row, self.length_column) for row in features])
 
@@ -601,9 +683,11 @@ class SpeechRecognitionRecipe(Recipe):
             inputs["attention_mask"] = batch["attention_mask"]
         return inputs
 
-    def predict(self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
-        from .speech.decode import mask_frames
-        from .speech.models import CTC
+    def predict(
+        self, model: PreTrainedModel, batch: dict[str, torch.Tensor], *, synced_gpus: bool = False
+    ) -> dict[str, torch.Tensor]:
+        from accel_tasks.recipes.speech.decode import mask_frames
+        from accel_tasks.recipes.speech.models import CTC
 
         inputs = self._model_inputs(batch)
         if self.model_type == CTC:
@@ -612,9 +696,11 @@ class SpeechRecognitionRecipe(Recipe):
         kwargs = generation_kwargs(self.cfg.generation)
         return {"generated_tokens": model.generate(**inputs, synced_gpus=synced_gpus, **kwargs)}
 
-    def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
-        from .speech.decode import decode_ctc_ids
-        from .speech.models import CTC, split_processor
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset
+    ) -> EvalOutput:
+        from accel_tasks.recipes.speech.decode import decode_ctc_ids
+        from accel_tasks.recipes.speech.models import CTC, split_processor
 
         tokenizer = split_processor(self.processor)[1]
         if self.model_type == CTC:
@@ -626,7 +712,12 @@ class SpeechRecognitionRecipe(Recipe):
         ids = examples[self.id_column]
         audio = examples.select_columns([self.audio_column])[self.audio_column]
         records = [
-            {"id": row_id, "input": _audio_name(clip), "prediction": prediction, "prediction_normalized": norm_prediction}
+            {
+                "id": row_id,
+                "input": _audio_name(clip),
+                "prediction": prediction,
+                "prediction_normalized": norm_prediction,
+            }
             for row_id, clip, prediction, norm_prediction in zip(ids, audio, raw_predictions, predictions)
         ]
         if not self.with_references:
@@ -644,7 +735,9 @@ class SpeechRecognitionRecipe(Recipe):
         import jiwer
 
         return [
-            jiwer.wer(record["reference_normalized"], record["prediction_normalized"]) if record.get("reference_normalized") else None
+            jiwer.wer(record["reference_normalized"], record["prediction_normalized"])
+            if record.get("reference_normalized")
+            else None
             for record in records
         ]
 

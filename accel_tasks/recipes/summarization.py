@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import ConfigError
-from ..recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe
-from . import PRESETS_DIR, SAMPLES_DIR
+from accel_tasks.errors import ConfigError
+from accel_tasks.recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe
+from accel_tasks.recipes import PRESETS_DIR, SAMPLES_DIR
 
 if TYPE_CHECKING:
     import datasets
@@ -73,9 +73,13 @@ class SummarizationRecipe(Seq2SeqRecipe):
             known = next((pair for pair in FALLBACK_COLUMNS if set(pair) <= set(column_names)), None)
         if known is None and not self.with_references:
             known = next(((text, summary) for text, summary in FALLBACK_COLUMNS if text in column_names), None)
-        if known is None and not (self.options.text_column and (self.options.summary_column or not self.with_references)):
+        if known is None and not (
+            self.options.text_column and (self.options.summary_column or not self.with_references)
+        ):
             wanted = "text and summary columns apart" if self.with_references else "text column"
-            fix = "task.text_column=<col> task.summary_column=<col>" if self.with_references else "task.text_column=<col>"
+            fix = (
+                "task.text_column=<col> task.summary_column=<col>" if self.with_references else "task.text_column=<col>"
+            )
             raise ConfigError(f"cannot tell the {wanted} among {', '.join(column_names)}; set {fix}")
         known = known or (None, None)
         self.text_column = self.options.text_column or known[0]
@@ -88,7 +92,9 @@ class SummarizationRecipe(Seq2SeqRecipe):
     def target_texts(self, batch: dict[str, list]) -> list[str]:
         return [text or "" for text in batch[self.summary_column]]
 
-    def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset
+    ) -> EvalOutput:
         result = super().postprocess(outputs, examples, features)
         result.predictions = [split_sentences(p) for p in result.predictions]
         if result.scorable:
@@ -105,6 +111,8 @@ class SummarizationRecipe(Seq2SeqRecipe):
 
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
         return [
-            None if record.get("reference") is None else scorer.score(record["reference"], record["prediction"])["rougeL"].fmeasure
+            None
+            if record.get("reference") is None
+            else scorer.score(record["reference"], record["prediction"])["rougeL"].fmeasure
             for record in records
         ]

@@ -13,11 +13,17 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from ..config import RunConfig
-from ..errors import ConfigError, list_rows
-from ..recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe, preview
-from . import PRESETS_DIR, SAMPLES_DIR
-from .languages import T5_MODEL_TYPES, default_prefix, language_code_id, language_codes, pick_language_code
+from accel_tasks.config import RunConfig
+from accel_tasks.errors import ConfigError, list_rows
+from accel_tasks.recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe, preview
+from accel_tasks.recipes import PRESETS_DIR, SAMPLES_DIR
+from accel_tasks.recipes.languages import (
+    T5_MODEL_TYPES,
+    default_prefix,
+    language_code_id,
+    language_codes,
+    pick_language_code,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -82,9 +88,13 @@ def metric_references(references: list[list[str]]) -> list:
     return [list(refs) + [None] * (width - len(refs)) for refs in references]
 
 
-def source_token_counts(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, column: str, lang: Optional[str], prefix: str) -> dict[str, list]:
+def source_token_counts(
+    batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, column: str, lang: Optional[str], prefix: str
+) -> dict[str, list]:
     """Untruncated token count of each source (a module-level function, so datasets can cache the result)."""
-    cells = batch[column] if lang is None else [row.get(lang) if isinstance(row, dict) else None for row in batch[column]]
+    cells = (
+        batch[column] if lang is None else [row.get(lang) if isinstance(row, dict) else None for row in batch[column]]
+    )
     texts = [prefix + (_text(cell) or "") for cell in cells]
     return {"source_tokens": [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]}
 
@@ -117,9 +127,13 @@ class TranslationRecipe(Seq2SeqRecipe):
         if opts.target_column and not opts.source_column:
             raise ConfigError("task.target_column is set but task.source_column is not; set both for flat columns")
         if opts.source_column and not (opts.target_column or opts.references_column):
-            raise ConfigError("task.source_column is set but task.target_column is not; set task.target_column=<column>")
+            raise ConfigError(
+                "task.source_column is set but task.target_column is not; set task.target_column=<column>"
+            )
         if opts.source_lang is not None and opts.source_lang == opts.target_lang:
-            raise ConfigError(f"task.source_lang and task.target_lang are both {opts.source_lang!r}; set two different languages")
+            raise ConfigError(
+                f"task.source_lang and task.target_lang are both {opts.source_lang!r}; set two different languages"
+            )
 
     # -- where the texts are -----------------------------------------------------------------------
     def flat_columns(self, column_names: Sequence[str]) -> Optional[tuple[str, Optional[str]]]:
@@ -174,7 +188,9 @@ class TranslationRecipe(Seq2SeqRecipe):
         if flat is not None:
             return [_text(v) for v in batch[flat[0]]]
         lang = self.options.source_lang
-        return [_text(row.get(lang)) if isinstance(row, dict) else None for row in batch[self.options.translation_column]]
+        return [
+            _text(row.get(lang)) if isinstance(row, dict) else None for row in batch[self.options.translation_column]
+        ]
 
     def target_values(self, batch: dict[str, list]) -> list[Optional[list[str]]]:
         """Target cells of a raw batch as lists of strings (several when a cell holds references); None where missing."""
@@ -184,7 +200,10 @@ class TranslationRecipe(Seq2SeqRecipe):
                 return [None] * len(batch[flat[0]])
             return [_text_list(v) for v in batch[flat[1]]]
         lang = self.options.target_lang
-        return [_text_list(row.get(lang)) if isinstance(row, dict) else None for row in batch[self.options.translation_column]]
+        return [
+            _text_list(row.get(lang)) if isinstance(row, dict) else None
+            for row in batch[self.options.translation_column]
+        ]
 
     def reference_values(self, batch: dict[str, list]) -> list[Optional[list[str]]]:
         """What predictions are scored against: task.references_column when set, else the target cells."""
@@ -240,7 +259,7 @@ class TranslationRecipe(Seq2SeqRecipe):
         column = opts.translation_column
         if any(row is not None and not isinstance(row, dict) for row in rows[:100]):
             raise ConfigError(
-                f"column {column!r} must hold {{language: text}} mappings such as {{\"en\": \"...\", \"ro\": \"...\"}}; "
+                f'column {column!r} must hold {{language: text}} mappings such as {{"en": "...", "ro": "..."}}; '
                 "for plain text columns set task.source_column=<col> task.target_column=<col>"
             )
         keys = sorted({key for row in rows if isinstance(row, dict) for key in row})
@@ -249,7 +268,9 @@ class TranslationRecipe(Seq2SeqRecipe):
         if not self.with_references:
             # Sources only (mode=predict): the target language cannot come from the data.
             if target is None:
-                raise ConfigError(f"the {split} data has no targets, so the target language is unknown; set task.target_lang=<code>")
+                raise ConfigError(
+                    f"the {split} data has no targets, so the target language is unknown; set task.target_lang=<code>"
+                )
             if source is None and len(keys) == 1:
                 source = keys[0]
         if source is None or target is None:
@@ -260,10 +281,14 @@ class TranslationRecipe(Seq2SeqRecipe):
                     f"set task.source_lang and task.target_lang to keys of the {column!r} column (it has: {have})"
                 )
             source, target = (given, others[0]) if target is None else (others[0], given)
-            self.notice(f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)")
+            self.notice(
+                f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)"
+            )
         for side, lang in (("source", source), ("target", target)):
             if lang not in keys and (side == "source" or self.with_references):
-                raise ConfigError(f"task.{side}_lang={lang!r} is not a language of the {split} {column!r} column (it has: {have})")
+                raise ConfigError(
+                    f"task.{side}_lang={lang!r} is not a language of the {split} {column!r} column (it has: {have})"
+                )
         opts.source_lang, opts.target_lang = source, target
 
     def configure_model_inputs(self) -> None:
@@ -289,7 +314,9 @@ class TranslationRecipe(Seq2SeqRecipe):
             model_type = getattr(getattr(self.model, "config", None), "model_type", None)
             prefix = default_prefix(model_type, opts.source_lang, opts.target_lang)
             if prefix is None and model_type in T5_MODEL_TYPES:
-                self.notice("T5 model without a task prefix (a language has no known name); set task.source_prefix=\"translate X to Y: \"")
+                self.notice(
+                    'T5 model without a task prefix (a language has no known name); set task.source_prefix="translate X to Y: "'
+                )
             opts.source_prefix = prefix or ""
         self._model_inputs_ready = True
 
@@ -383,7 +410,9 @@ class TranslationRecipe(Seq2SeqRecipe):
         flat = self.flat_columns(columns)
         column, lang = (flat[0], None) if flat else (self.options.translation_column, self.options.source_lang)
         kept_head = {key: [values[i] for i in kept] for key, values in head.items()}
-        counts = source_token_counts(kept_head, self.processor, column, lang, self.options.source_prefix or "")["source_tokens"]
+        counts = source_token_counts(kept_head, self.processor, column, lang, self.options.source_prefix or "")[
+            "source_tokens"
+        ]
         truncated = sum(n > self.options.max_source_length for n in counts)
         self.notice(
             f"{split}: streamed; rows without a source or target are dropped as they are read "
@@ -413,7 +442,12 @@ class TranslationRecipe(Seq2SeqRecipe):
             batched=True,
             batch_size=TOKENIZE_CHUNK,
             remove_columns=dataset.column_names,
-            fn_kwargs={"tokenizer": self.processor, "column": column, "lang": lang, "prefix": self.options.source_prefix or ""},
+            fn_kwargs={
+                "tokenizer": self.processor,
+                "column": column,
+                "lang": lang,
+                "prefix": self.options.source_prefix or "",
+            },
             load_from_cache_file=not self.cfg.data.overwrite_cache,
             desc="counting source tokens",
         )
@@ -426,7 +460,9 @@ class TranslationRecipe(Seq2SeqRecipe):
             kwargs.setdefault(key, value)
         return kwargs
 
-    def postprocess(self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset) -> EvalOutput:
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset
+    ) -> EvalOutput:
         predictions = self.decode(outputs["generated_tokens"])
         batch = examples[:]
         sources = self.source_texts(batch)

@@ -10,8 +10,30 @@ import random
 from pathlib import Path
 
 SAMPLE = Path(__file__).resolve().parent / "accel_tasks_textcls" / "sample"
-SUBJECTS = ["the film", "this book", "the meal", "our trip", "the concert", "that show", "the hotel", "my new phone", "the game", "the lecture"]
-POSITIVE = ["wonderful", "great", "excellent", "delightful", "superb", "lovely", "brilliant", "pleasant", "fantastic", "charming"]
+SUBJECTS = [
+    "the film",
+    "this book",
+    "the meal",
+    "our trip",
+    "the concert",
+    "that show",
+    "the hotel",
+    "my new phone",
+    "the game",
+    "the lecture",
+]
+POSITIVE = [
+    "wonderful",
+    "great",
+    "excellent",
+    "delightful",
+    "superb",
+    "lovely",
+    "brilliant",
+    "pleasant",
+    "fantastic",
+    "charming",
+]
 NEGATIVE = ["awful", "terrible", "boring", "dreadful", "poor", "horrible", "dull", "disappointing", "bad", "annoying"]
 FILLERS = ["really", "quite", "truly", "rather", "very", "honestly", "simply", "frankly"]
 ENDINGS = ["", " and I told my friends", " from start to finish", " in every way", " as expected", " this time"]
@@ -45,11 +67,23 @@ def main() -> None:
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=64
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=64,
     )
     fast.save_pretrained(SAMPLE / "model")
     BertConfig(
-        vocab_size=len(fast), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=64, pad_token_id=0
+        vocab_size=len(fast),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        pad_token_id=0,
     ).save_pretrained(SAMPLE / "model")
 
 

@@ -6,15 +6,21 @@
 """
 
 from accel_tasks.recipes.qa.errors import QADataError
-from accel_tasks.recipes.qa.features import (
+from accel_tasks.recipes.qa.postprocess import QAPredictions, postprocess_qa_predictions, squad_references
+from accel_tasks.recipes.qa.span_features import (
     EVAL_ONLY_COLUMNS,
     check_fast_tokenizer,
     prepare_eval_features,
     prepare_train_features,
     validate_examples,
 )
-from accel_tasks.recipes.qa.postprocess import QAPredictions, postprocess_qa_predictions, squad_references
-from accel_tasks.recipes.qa.squad_format import NESTED, flat_rows_under_data, flatten_squad, is_nested_squad, squad_json_layout
+from accel_tasks.recipes.qa.squad_format import (
+    NESTED,
+    flat_rows_under_data,
+    flatten_squad,
+    is_nested_squad,
+    squad_json_layout,
+)
 
 __all__ = [
     "EVAL_ONLY_COLUMNS",

@@ -124,8 +124,10 @@ def read_offsets(features: Any) -> ContextOffsets:
     """Context mask and character lookup from a Dataset or a dict/Mapping with an `offset_mapping` column."""
     names = getattr(features, "column_names", None) or list(features.keys())
     if "offset_mapping" not in names:
-        raise QADataError(f"postprocessing needs an 'offset_mapping' column (has: {', '.join(names)}); build eval "
-                          "features with prepare_eval_features and keep example_id and offset_mapping")
+        raise QADataError(
+            f"postprocessing needs an 'offset_mapping' column (has: {', '.join(names)}); build eval "
+            "features with prepare_eval_features and keep example_id and offset_mapping"
+        )
     if hasattr(features, "with_format"):
         return _from_arrow(features)
     return _from_lists(features["offset_mapping"])

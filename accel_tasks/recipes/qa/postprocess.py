@@ -59,8 +59,10 @@ class QAPredictions:
         """
         if not self.version_2_with_negative:
             return [{"id": i, "prediction_text": t} for i, t in zip(self.ids, self.texts)]
-        return [{"id": i, "prediction_text": t, "no_answer_probability": 1.0 if null else 0.0}
-                for i, t, null in zip(self.ids, self.texts, self.is_null.tolist())]
+        return [
+            {"id": i, "prediction_text": t, "no_answer_probability": 1.0 if null else 0.0}
+            for i, t, null in zip(self.ids, self.texts, self.is_null.tolist())
+        ]
 
     def records(self) -> list[dict]:
         """Rows for predictions.jsonl: id, prediction_text, score (+ null_odds for v2, + nbest when computed).
@@ -84,16 +86,20 @@ def _finite_or_none(value: float) -> float | None:
 
 def squad_references(examples: Any) -> list[dict]:
     """References for the squad/squad_v2 metrics: `{"id", "answers": {"text", "answer_start"}}` per example."""
-    return [{"id": str(qid), "answers": {"text": list(a["text"]), "answer_start": list(a["answer_start"])}}
-            for qid, a in zip(_column(examples, "id"), _column(examples, "answers"))]
+    return [
+        {"id": str(qid), "answers": {"text": list(a["text"]), "answer_start": list(a["answer_start"])}}
+        for qid, a in zip(_column(examples, "id"), _column(examples, "answers"))
+    ]
 
 
 def _column(table: Any, name: str) -> list:
     """A column as a Python list; a `datasets.Dataset` is read through Arrow rather than row by row."""
     names = getattr(table, "column_names", None) or list(table.keys())
     if name not in names:
-        raise QADataError(f"postprocessing needs a {name!r} column (has: {', '.join(names)}); build eval features "
-                          "with prepare_eval_features and keep example_id and offset_mapping for postprocessing")
+        raise QADataError(
+            f"postprocessing needs a {name!r} column (has: {', '.join(names)}); build eval features "
+            "with prepare_eval_features and keep example_id and offset_mapping for postprocessing"
+        )
     if hasattr(table, "with_format"):
         return table.with_format("arrow")[name].to_pylist()
     return list(table[name])
@@ -104,24 +110,33 @@ def _feature_example_index(features: Any, example_ids: list[str]) -> np.ndarray:
     feature_ids = [str(e) for e in _column(features, "example_id")]
     unknown = sorted({e for e in feature_ids if e not in position})
     if unknown:
-        raise QADataError(f"features refer to example ids not among the examples: {unknown[:5]}; pass the same "
-                          "split to preprocessing and postprocessing")
+        raise QADataError(
+            f"features refer to example ids not among the examples: {unknown[:5]}; pass the same "
+            "split to preprocessing and postprocessing"
+        )
     index = np.fromiter((position[e] for e in feature_ids), dtype=np.int64, count=len(feature_ids))
     missing = np.setdiff1d(np.arange(len(example_ids)), index)
     if missing.size:
-        raise QADataError(f"{missing.size} example(s) have no features (first: {[example_ids[m] for m in missing[:5]]}); "
-                          "predictions must cover every eval feature (use gather_for_metrics)")
+        raise QADataError(
+            f"{missing.size} example(s) have no features (first: {[example_ids[m] for m in missing[:5]]}); "
+            "predictions must cover every eval feature (use gather_for_metrics)"
+        )
     return index
 
 
-def _check_arguments(start_logits: np.ndarray, end_logits: np.ndarray, n_features: int,
-                     n_best_size: int, max_answer_length: int) -> None:
+def _check_arguments(
+    start_logits: np.ndarray, end_logits: np.ndarray, n_features: int, n_best_size: int, max_answer_length: int
+) -> None:
     if start_logits.ndim != 2 or start_logits.shape != end_logits.shape:
-        raise QADataError(f"start/end logits must be 2-d arrays of one shape (features, positions); got "
-                          f"{start_logits.shape} and {end_logits.shape}")
+        raise QADataError(
+            f"start/end logits must be 2-d arrays of one shape (features, positions); got "
+            f"{start_logits.shape} and {end_logits.shape}"
+        )
     if start_logits.shape[0] != n_features:
-        raise QADataError(f"{start_logits.shape[0]} rows of logits for {n_features} features; gather the logits of "
-                          "every eval feature in feature order (gather_for_metrics drops the duplicated tail)")
+        raise QADataError(
+            f"{start_logits.shape[0]} rows of logits for {n_features} features; gather the logits of "
+            "every eval feature in feature order (gather_for_metrics drops the duplicated tail)"
+        )
     if start_logits.shape[1] < 1:
         raise QADataError("logits have no positions; the model output is empty")
     if n_best_size < 1 or max_answer_length < 1:
@@ -152,17 +167,26 @@ def postprocess_qa_predictions(
     contexts = list(_column(examples, "context"))
     if not example_ids:
         empty = np.zeros(0)
-        return QAPredictions(ids=[], texts=[], scores=empty, start_chars=empty.astype(np.int64),
-                             end_chars=empty.astype(np.int64), is_null=empty.astype(bool),
-                             null_odds=empty if version_2_with_negative else None, nbest=[] if return_nbest else None)
+        return QAPredictions(
+            ids=[],
+            texts=[],
+            scores=empty,
+            start_chars=empty.astype(np.int64),
+            end_chars=empty.astype(np.int64),
+            is_null=empty.astype(bool),
+            null_odds=empty if version_2_with_negative else None,
+            nbest=[] if return_nbest else None,
+        )
     offsets = read_offsets(features)
     lengths = offsets.lengths
     n_features = lengths.size
     _check_arguments(start_logits, end_logits, n_features, n_best_size, max_answer_length)
     width = start_logits.shape[1]
     if n_features and lengths.max() > width:
-        raise QADataError(f"a feature has {int(lengths.max())} tokens but the logits only {width} positions; "
-                          "pad logits to the longest feature instead of truncating them")
+        raise QADataError(
+            f"a feature has {int(lengths.max())} tokens but the logits only {width} positions; "
+            "pad logits to the longest feature instead of truncating them"
+        )
     feature_example = _feature_example_index(features, example_ids)
 
     valid = offsets.mask(width)
@@ -174,8 +198,8 @@ def postprocess_qa_predictions(
     # Top-k context positions per feature, crossed into a (features, k, k) candidate matrix. Scores are
     # summed in float64; a masked position is -inf, so its spans are -inf without a separate mask.
     k = min(n_best_size, width)
-    start_idx = np.argpartition(masked_start, width - k, axis=1)[:, width - k:]
-    end_idx = np.argpartition(masked_end, width - k, axis=1)[:, width - k:]
+    start_idx = np.argpartition(masked_start, width - k, axis=1)[:, width - k :]
+    end_idx = np.argpartition(masked_end, width - k, axis=1)[:, width - k :]
     start_score = np.take_along_axis(masked_start, start_idx, axis=1).astype(np.float64)
     end_score = np.take_along_axis(masked_end, end_idx, axis=1).astype(np.float64)
     span_length = end_idx.astype(np.int32)[:, None, :] - start_idx.astype(np.int32)[:, :, None]
@@ -198,16 +222,18 @@ def postprocess_qa_predictions(
     start_char = np.full(len(example_ids), -1, dtype=np.int64)
     end_char = np.full(len(example_ids), -1, dtype=np.int64)
     span_feature = chosen[has_span]
-    start_char[has_span], end_char[has_span] = offsets.chars(span_feature, feature_start[span_feature],
-                                                             feature_end[span_feature])
+    start_char[has_span], end_char[has_span] = offsets.chars(
+        span_feature, feature_start[span_feature], feature_end[span_feature]
+    )
 
     scores = np.where(has_span, best_score, np.nan)
     is_null = ~has_span
     null_odds = None
     if version_2_with_negative:
         cls = _cls_positions(features, n_features, width)
-        feature_null = (start_logits[np.arange(n_features), cls].astype(np.float64)
-                        + end_logits[np.arange(n_features), cls].astype(np.float64))
+        feature_null = start_logits[np.arange(n_features), cls].astype(np.float64) + end_logits[
+            np.arange(n_features), cls
+        ].astype(np.float64)
         null_score = np.full(len(example_ids), np.inf)
         np.minimum.at(null_score, feature_example, feature_null)
         null_odds = np.where(has_span, null_score - best_score, np.inf)
@@ -220,8 +246,16 @@ def postprocess_qa_predictions(
     nbest = None
     if return_nbest:
         nbest = _nbest(candidates, start_idx, end_idx, k, feature_example, offsets, contexts, n_best_size)
-    return QAPredictions(ids=example_ids, texts=texts, scores=scores, start_chars=start_char, end_chars=end_char,
-                         is_null=is_null, null_odds=null_odds, nbest=nbest)
+    return QAPredictions(
+        ids=example_ids,
+        texts=texts,
+        scores=scores,
+        start_chars=start_char,
+        end_chars=end_char,
+        is_null=is_null,
+        null_odds=null_odds,
+        nbest=nbest,
+    )
 
 
 def _cls_positions(features: Any, n_features: int, width: int) -> np.ndarray:
@@ -234,13 +268,20 @@ def _cls_positions(features: Any, n_features: int, width: int) -> np.ndarray:
     return cls
 
 
-def _nbest(candidates: np.ndarray, start_idx: np.ndarray, end_idx: np.ndarray, k: int,
-           feature_example: np.ndarray, offsets: ContextOffsets, contexts: Sequence[str],
-           n_best_size: int) -> list[list[dict]]:
+def _nbest(
+    candidates: np.ndarray,
+    start_idx: np.ndarray,
+    end_idx: np.ndarray,
+    k: int,
+    feature_example: np.ndarray,
+    offsets: ContextOffsets,
+    contexts: Sequence[str],
+    n_best_size: int,
+) -> list[list[dict]]:
     """Up to n_best_size spans per example: per-feature top-n, then the top-n of each example's union."""
     n_features, width = candidates.shape
     n = min(n_best_size, width)
-    top = np.argpartition(candidates, width - n, axis=1)[:, width - n:]
+    top = np.argpartition(candidates, width - n, axis=1)[:, width - n :]
     score = np.take_along_axis(candidates, top, axis=1).ravel()
     feature = np.repeat(np.arange(n_features), n)
     top = top.ravel()

@@ -50,8 +50,10 @@ def flat_rows_under_data(document: dict) -> list[dict]:
 
 def _require(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(obj, dict) or key not in obj:
-        raise QADataError(f"nested SQuAD json: {where} has no '{key}'; expected the official SQuAD layout "
-                          "{'data': [{'title', 'paragraphs': [{'context', 'qas': [{'id', 'question', 'answers'}]}]}]}")
+        raise QADataError(
+            f"nested SQuAD json: {where} has no '{key}'; expected the official SQuAD layout "
+            "{'data': [{'title', 'paragraphs': [{'context', 'qas': [{'id', 'question', 'answers'}]}]}]}"
+        )
     value = obj[key]
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
@@ -83,11 +85,13 @@ def flatten_squad(nested: dict) -> list[dict]:
                     for n, answer in enumerate(_require(qa, "answers", where_q, list)):
                         texts.append(_require(answer, "text", f"{where_q}.answers[{n}]", str))
                         starts.append(int(_require(answer, "answer_start", f"{where_q}.answers[{n}]", (int, float))))
-                rows.append({
-                    "id": str(qid),
-                    "title": str(title),
-                    "context": context,
-                    "question": question,
-                    "answers": {"text": texts, "answer_start": starts},
-                })
+                rows.append(
+                    {
+                        "id": str(qid),
+                        "title": str(title),
+                        "context": context,
+                        "question": question,
+                        "answers": {"text": texts, "answer_start": starts},
+                    }
+                )
     return rows

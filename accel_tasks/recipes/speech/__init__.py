@@ -4,17 +4,23 @@ Imported only by the speech recipe; the recipe class stays a thin layer over the
 ``tiny_whisper`` is not re-exported: it exists for tests and docs.
 """
 
-from .audio import AudioLoadError, audio_info, load_audio, undecoded_audio
-from .decode import ctc_collapse, ctc_greedy_ids, decode_ctc_ids, decode_ctc_predictions, decode_labels
-from .features import (
+from accel_tasks.recipes.speech.audio import AudioLoadError, audio_info, load_audio, undecoded_audio
+from accel_tasks.recipes.speech.audio_features import (
     CTCCollator,
     EmptyTranscriptError,
     SpeechSeq2SeqCollator,
     filter_by_duration,
     prepare_speech_features,
 )
-from .normalize import TextNormalizer
-from .vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
+from accel_tasks.recipes.speech.decode import (
+    ctc_collapse,
+    ctc_greedy_ids,
+    decode_ctc_ids,
+    decode_ctc_predictions,
+    decode_labels,
+)
+from accel_tasks.recipes.speech.normalize import TextNormalizer
+from accel_tasks.recipes.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
 
 __all__ = [
     "AudioLoadError",

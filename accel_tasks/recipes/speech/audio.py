@@ -88,9 +88,7 @@ def _header_info(source: Any, row_id: Any, shown: str) -> tuple[float, int]:
     return len(audio) / sr, sr
 
 
-def audio_info(
-    value: Any, row_id: Any = None, base_dir: str | os.PathLike[str] | None = None
-) -> tuple[float, int]:
+def audio_info(value: Any, row_id: Any = None, base_dir: str | os.PathLike[str] | None = None) -> tuple[float, int]:
     """Duration (s) and sampling rate of one audio value, read from the header where there is one.
 
     Why: filtering by duration and checking that every file exists and is readable must be cheap
@@ -111,9 +109,7 @@ def audio_info(
     return len(audio) / sr, sr
 
 
-def _decode_value(
-    value: Any, base_dir: str | os.PathLike[str] | None, row_id: Any
-) -> tuple[np.ndarray, int]:
+def _decode_value(value: Any, base_dir: str | os.PathLike[str] | None, row_id: Any) -> tuple[np.ndarray, int]:
     """Return (mono waveform, sampling rate) for any supported input form."""
     if isinstance(value, (str, os.PathLike)):
         return _read_path(value, base_dir, row_id)
@@ -162,9 +158,7 @@ def load_audio(
     """
     audio, sr = _decode_value(value, base_dir, row_id)
     if audio.size == 0:
-        raise AudioLoadError(
-            f"{_where(row_id)}audio is empty (0 samples). Fix: remove the row or replace the file."
-        )
+        raise AudioLoadError(f"{_where(row_id)}audio is empty (0 samples). Fix: remove the row or replace the file.")
     if sr != target_sr:
         import soxr
 

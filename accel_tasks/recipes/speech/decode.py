@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .features import LABEL_PAD
+from accel_tasks.recipes.speech.audio_features import LABEL_PAD
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -44,9 +44,7 @@ def ctc_collapse(ids: Sequence[int], blank_id: int) -> list[int]:
     return out
 
 
-def decode_ctc_predictions(
-    logits: Any, tokenizer: Any, lengths: Sequence[int] | Any | None = None
-) -> list[str]:
+def decode_ctc_predictions(logits: Any, tokenizer: Any, lengths: Sequence[int] | Any | None = None) -> list[str]:
     """Greedy CTC decode: argmax, mask padded frames, merge repeats, drop blanks.
 
     The collapse is done here, not by the tokenizer: ``Wav2Vec2CTCTokenizer`` with

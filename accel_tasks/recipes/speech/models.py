@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import ConfigError
+from accel_tasks.errors import ConfigError
 
 CTC = "ctc"
 SEQ2SEQ = "seq2seq"

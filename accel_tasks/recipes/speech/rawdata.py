@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ...errors import list_rows
-from .audio import audio_info
+from accel_tasks.errors import list_rows
+from accel_tasks.recipes.speech.audio import audio_info
 
 # Columns added by the probe (and removed again by the recipe); double underscores keep clear of user columns.
 PROBE_DURATION = "__duration_s"
@@ -32,7 +32,9 @@ def audio_feature_columns(dataset: Any) -> list[str]:
     return [name for name, feature in (dataset.features or {}).items() if isinstance(feature, Audio)]
 
 
-def pick_column(column_names: Sequence[str], explicit: str | None, candidates: Sequence[str], preferred: Sequence[str] = ()) -> str | None:
+def pick_column(
+    column_names: Sequence[str], explicit: str | None, candidates: Sequence[str], preferred: Sequence[str] = ()
+) -> str | None:
     """The user's column, else the first ``preferred`` one (typed columns), else the first known name present."""
     if explicit:
         return explicit

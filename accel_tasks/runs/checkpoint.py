@@ -1,0 +1,222 @@
+"""Checkpoints (save / resume / retention), safe under ZeRO-3 and many processes.
+
+A checkpoint is written to ``step_N.tmp``, ends with a manifest (every file and its size) and is then
+renamed to ``step_N``; only a directory that matches its manifest counts as a checkpoint, so neither a
+crash mid-save nor an interrupted retention leaves something that ``resume_from`` would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from accel_tasks.engines.accelerator import unwrap_model
+from accel_tasks.engines.reshard import (
+    UNIVERSAL_SUFFIX,
+    announce,
+    checkpoint_layout,
+    load_resharded,
+    rescale_position,
+    rescale_scheduler,
+)
+from accel_tasks.errors import ConfigError, notice
+from accel_tasks.files import write_json
+from accel_tasks.models.adapters import is_peft_model
+from accel_tasks.models.loading import PEFT_CHECKPOINT_MARKER, RUN_CONFIG_FILE
+from accel_tasks.runs.manifest import has_manifest, manifest_problem, write_manifest
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase, ProcessorMixin
+
+LOOP_STATE_FILE = "loop_state.json"
+CHECKPOINT_PREFIX = "step_"
+CHECKPOINT_NAME = re.compile(r"step_\d+")
+DELETING_SUFFIX = ".deleting"
+# What an interrupted save, retention or universal conversion (reshard.py) of ours leaves behind.
+LEFTOVER_NAME = re.compile(r"step_\d+(\.tmp|\.deleting|" + re.escape(UNIVERSAL_SUFFIX) + ")")
+
+
+@dataclass
+class LoopState:
+    """The loop's position: enough to continue at the exact next batch."""
+
+    global_step: int = 0
+    epoch: int = 0
+    # Micro-batches of the current epoch already consumed, per process (reshard.py rescales it for another process count).
+    batches_in_epoch: int = 0
+    # The best periodic evaluation so far (see best.py) and how many evaluations since have not beaten it.
+    best_step: int = -1
+    best_value: Optional[float] = None
+    evals_without_improvement: int = 0
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Every ``step_N`` directory under ``root``, complete or not, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """The checkpoints under ``root`` that match their manifest, oldest first."""
+    return [p for p in checkpoint_dirs(root) if manifest_problem(p) is None]
+
+
+def resolve_resume(resume_from: Optional[str], checkpoints_root: Path) -> Optional[Path]:
+    """``latest`` or a path -> a complete checkpoint directory; errors name what is wrong.
+
+    ``latest`` skips incomplete checkpoints (a crash mid-save, a file lost since) with a one-line warning
+    each and takes the newest complete one; a named checkpoint that is incomplete is an error.
+    """
+    if resume_from is None:
+        return None
+    if resume_from == "latest":
+        for candidate in reversed(checkpoint_dirs(checkpoints_root)):
+            problem = manifest_problem(candidate)
+            if problem is None:
+                return candidate
+            notice(f"skipping incomplete checkpoint {candidate}: {problem}")
+        raise ConfigError(
+            f"train.resume_from=latest but {checkpoints_root} holds no complete checkpoint; "
+            "start a new run (another output_dir or train.overwrite_output_dir=true)"
+        )
+    path = Path(resume_from)
+    if not (path / LOOP_STATE_FILE).is_file() and not has_manifest(path):
+        raise ConfigError(f"train.resume_from={resume_from!r} is not a checkpoint directory (no {LOOP_STATE_FILE})")
+    problem = manifest_problem(path)
+    if problem is not None:
+        raise ConfigError(
+            f"train.resume_from={resume_from!r} is an incomplete checkpoint: {problem}; resume from another one (train.resume_from=latest takes the newest complete one)"
+        )
+    return path
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    root: Path,
+    state: LoopState,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    keep: Optional[int],
+    run_config: str,
+    protect: Optional[Path] = None,
+    write_extra: Optional[Callable[[Path], None]] = None,
+) -> Path:
+    """All ranks call this: DeepSpeed writes its shards from every rank.
+
+    Written to ``step_N.tmp``; the manifest comes last, then the directory is renamed to ``step_N``, so a
+    crash at any point leaves nothing that looks complete. ``run_config`` (the resolved config as YAML)
+    is saved inside, so the checkpoint says how it was made. ``write_extra(dir)`` (main process, before the
+    manifest, so the manifest lists what it writes) adds files of the run's own, e.g. a stream's position.
+    """
+    final = root / f"{CHECKPOINT_PREFIX}{state.global_step}"
+    tmp = root / f"{final.name}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    # Every rank writes its own files (RNG state, ZeRO shards) and save_state ends without a barrier:
+    # renaming the directory before the last rank is done loses its files (seen with 2 processes).
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = unwrap_model(accelerator, model)
+        unwrapped.config.save_pretrained(tmp)
+        generation_config = getattr(unwrapped, "generation_config", None)
+        if generation_config is not None:
+            generation_config.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        mark_peft_checkpoint(unwrapped, tmp)
+        (tmp / RUN_CONFIG_FILE).write_text(run_config)
+        write_json(tmp / LOOP_STATE_FILE, asdict(state))
+        if write_extra is not None:
+            write_extra(tmp)
+        write_manifest(tmp, kind="checkpoint", step=state.global_step)
+        if final.exists():
+            _remove_checkpoint(final)
+        os.replace(tmp, final)
+        _apply_retention(root, keep, protect)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(
+    accelerator: Accelerator, path: Path, scheduler: Any = None, work_root: Optional[Path] = None, batch_size: int = 1
+) -> LoopState:
+    """Weights, optimizer, scheduler, RNG and loop position of ``path``, on this run's number of processes.
+
+    A checkpoint written by another number of processes goes through reshard.py (universal conversion
+    under DeepSpeed, in ``work_root``); the schedule and the data position are then rescaled to this
+    world size (``scheduler``: the prepared one; ``batch_size``: per process).
+    """
+    state = read_loop_state(path)
+    layout = checkpoint_layout(path)
+    now = accelerator.num_processes
+    if layout.processes == now:
+        accelerator.load_state(str(path))
+        return state
+    load_resharded(accelerator, path, layout, work_root if work_root is not None else path.parent)
+    if scheduler is not None:
+        rescale_scheduler(scheduler, layout.processes, now)
+    state.batches_in_epoch, repeated = rescale_position(state.batches_in_epoch, layout.processes, now, batch_size)
+    accelerator.step = state.batches_in_epoch  # gradient accumulation counts micro-batches of the epoch
+    if accelerator.is_main_process:
+        print(f"[accel_tasks] {announce(layout, now, state.global_step, repeated)}", flush=True)
+    return state
+
+
+def read_loop_state(path: Path) -> LoopState:
+    """The loop position saved in a checkpoint (fields a checkpoint predates keep their defaults)."""
+    data = json.loads((path / LOOP_STATE_FILE).read_text())
+    known = {f for f in LoopState.__dataclass_fields__}
+    return LoopState(**{k: v for k, v in data.items() if k in known})
+
+
+def _apply_retention(root: Path, keep: Optional[int], protect: Optional[Path] = None) -> None:
+    """Keep the newest ``keep`` complete checkpoints (and ``protect``, the best one); older leftovers go too."""
+    if keep is None:
+        return
+    complete = complete_checkpoints(root)
+    if len(complete) <= keep:
+        return
+    oldest_kept = int(complete[-keep].name[len(CHECKPOINT_PREFIX) :])
+    for old in checkpoint_dirs(root):
+        if int(old.name[len(CHECKPOINT_PREFIX) :]) < oldest_kept and (
+            protect is None or old.resolve() != protect.resolve()
+        ):
+            _remove_checkpoint(old)
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Rename first, then delete: interrupted at any point, what is left is never named like a checkpoint."""
+    doomed = path.with_name(path.name + DELETING_SUFFIX)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def clear_leftovers(root: Path) -> None:
+    """Remove what an interrupted save or retention of ours left (``step_N.tmp``, ``step_N.deleting``)."""
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        if path.is_dir() and LEFTOVER_NAME.fullmatch(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def mark_peft_checkpoint(model: torch.nn.Module, checkpoint_dir: Path) -> None:
+    """Label a training checkpoint of an adapter run, so that no one loads its adapter-wrapped weights as a plain model."""
+    if is_peft_model(model):
+        config = model.peft_config[model.active_adapter]
+        data = {
+            "peft_type": str(getattr(config.peft_type, "value", config.peft_type)),
+            "resume_with": "train.resume_from",
+        }
+        (Path(checkpoint_dir) / PEFT_CHECKPOINT_MARKER).write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,184 @@
+"""The output directory's ownership: one live run at a time, and nothing deleted that a run of ours did not write.
+
+- A lock file (pid, host, start time) is taken in preflight by the first process: a second run in the
+  same output_dir is refused while the first is alive; a stale lock (its pid is dead on this host) is
+  taken over with a notice. The lock goes when the run ends.
+- A marker file says "a run of accel_tasks wrote here". ``train.overwrite_output_dir=true`` deletes
+  only our own artifacts, only where the marker is, and only after every check has passed (the loop
+  calls :func:`prepare_output_dir` once the data is ready).
+- A run that failed before its first checkpoint or export left only its config and logs: the same
+  command can be run again in place.
+- A resume never overwrites the config of the run it continues: it writes ``config.resume-N.yaml``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from accel_tasks.errors import ConfigError, is_first_process, notice
+
+LOCK_FILE = ".accel_tasks.lock"
+MARKER_FILE = ".accel_tasks_run"
+CONFIG_FILE = "config.yaml"
+# What a run writes at the top of output_dir: the only things overwrite_output_dir deletes.
+RUN_ARTIFACTS = (
+    "checkpoints",
+    "model",
+    "model_merged",
+    "logs",
+    CONFIG_FILE,
+    "metrics.json",
+    "predictions.jsonl",
+    "eval_history.jsonl",
+    # The report, and the tracker stores a run puts into output_dir (trackers.point_trackers_at).
+    "report.html",
+    "mlruns",
+    "wandb",
+)
+# Outputs that show a run got somewhere: a directory holding none of them can be reused by a retry.
+RESULTS = ("checkpoints", "model", "model_merged", "metrics.json")
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    host: str
+    started: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, started {self.started}"
+
+
+def read_lock(output_dir: Path) -> Optional[LockHolder]:
+    try:
+        data = json.loads((output_dir / LOCK_FILE).read_text())
+        return LockHolder(int(data["pid"]), str(data["host"]), str(data["started"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(output_dir: Path) -> None:
+    """Take output_dir's lock for this process (first process only), or refuse with one line.
+
+    Called in preflight, before anything is loaded; released at exit. A lock whose pid is dead on this
+    host is stale and taken over; a live one, or one held on another host, refuses the run.
+    """
+    if not is_first_process():
+        return
+    created = not output_dir.exists()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"output_dir {str(output_dir)!r} cannot be created ({exc.strerror}); pass a directory you can write to"
+        ) from None
+    lock = output_dir / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = read_lock(output_dir)
+            if holder is None or (holder.host == me["host"] and not _alive(holder.pid)):
+                what = "unreadable lock" if holder is None else f"stale lock of {holder.describe()} (no longer running)"
+                notice(f"output_dir {str(output_dir)!r}: taking over the {what}")
+                lock.unlink(missing_ok=True)
+                continue
+            where = "" if holder.host == me["host"] else f"; if that run is gone, delete {lock}"
+            raise ConfigError(
+                f"output_dir {str(output_dir)!r} is in use by a live run ({holder.describe()}); wait for it to end "
+                f"or choose another output_dir{where}"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+        atexit.register(release_lock, output_dir, os.getpid(), created)
+        return
+    raise ConfigError(f"output_dir {str(output_dir)!r}: could not take its lock {lock}; another run is starting there")
+
+
+def release_lock(output_dir: Path, pid: int, created: bool = False) -> None:
+    """Remove the lock if this process still holds it (a takeover by another run is left alone).
+
+    A directory the lock created and nothing else was written to (the run failed before its outputs) goes too.
+    """
+    holder = read_lock(output_dir)
+    if holder is not None and holder.pid == pid and holder.host == socket.gethostname():
+        (output_dir / LOCK_FILE).unlink(missing_ok=True)
+        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()
+
+
+def _ours(path: Path) -> list[Path]:
+    """What output_dir holds besides our lock file."""
+    return [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
+
+
+def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
+    """A previous run's output is never silently replaced, and files not written by us are never deleted."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {str(output_dir)!r} is a file; pass a directory")
+    present = _ours(output_dir)
+    if not present or resuming:
+        return
+    marked = (output_dir / MARKER_FILE).is_file()
+    if overwrite:
+        if not marked:
+            raise ConfigError(
+                f"train.overwrite_output_dir=true, but output_dir {str(output_dir)!r} holds files no accel_tasks run wrote "
+                f"(no {MARKER_FILE}); nothing is deleted: choose another output_dir or empty it yourself"
+            )
+        return
+    if marked and not any((output_dir / name).exists() for name in RESULTS):
+        return  # a run that failed before its first checkpoint: the retry reuses the directory
+    raise ConfigError(
+        f"output_dir {str(output_dir)!r} already holds a previous run; pass another output_dir, "
+        "train.resume_from=latest to continue it, or train.overwrite_output_dir=true to replace it"
+    )
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool, resume_step: Optional[int], config_yaml: str) -> Path:
+    """Make output_dir ours and write this run's config; returns the config file written.
+
+    Called by the first process once every check has passed (model loaded, data read and preprocessed).
+    A fresh run (or a retry, or an overwrite) clears our earlier artifacts; a resume keeps everything and
+    writes its config beside the old one.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if resume_step is None and (output_dir / MARKER_FILE).is_file():
+        # Only a marked directory gets here with contents (check_output_dir): either overwrite=true or a retry.
+        for name in RUN_ARTIFACTS:
+            target = output_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    (output_dir / MARKER_FILE).write_text(
+        json.dumps({"written_by": "accel_tasks", "overwrite_deletes": list(RUN_ARTIFACTS)}) + "\n"
+    )
+    target = output_dir / CONFIG_FILE
+    if resume_step is not None and target.exists():
+        index = 1
+        while (output_dir / f"config.resume-{index}.yaml").exists():
+            index += 1
+        target = output_dir / f"config.resume-{index}.yaml"
+        config_yaml = f"# resumed from step {resume_step}\n{config_yaml}"
+    target.write_text(config_yaml)
+    return target
