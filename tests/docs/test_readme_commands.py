@@ -1,32 +1,37 @@
-"""The README's short commands, run exactly as written through the installed ``accel-tasks`` console script
-(hub ids replaced by a local directory holding the same config, nothing else changed)."""
+"""The short commands of README.md and docs/, run exactly as written through the installed ``accel-tasks`` console
+script (hub ids replaced by a local directory holding the same config, nothing else changed), and the README's
+30-line plugin, copied from the README as it stands and run with the README's two lines."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
-from helpers import REPO, cli_env
+
+from helpers import REPO, check, cli_env, read_json, read_jsonl, run_cli, save_untrained_default
 
 CONSOLE = Path(sys.executable).parent / "accel-tasks"
 README = (REPO / "README.md").read_text()
+USAGE = (REPO / "docs" / "usage.md").read_text()  # the command and its forms
+SCALING = (REPO / "docs" / "scaling-and-engines.md").read_text()  # estimate-memory and its table
 
 
 def accel_tasks(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(CONSOLE), *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
 
 
-def test_the_commands_below_are_the_readme_s():
-    for line in (
-        "accel-tasks --list",
-        "accel-tasks recipe=translation --print-config",
-        "accel-tasks recipe=translation --help",
-        "accel-tasks estimate-memory recipe=summarization model.name_or_path=facebook/bart-large --gpus-per-node 8 --nodes 1 --gpu-memory 16",
-    ):
-        assert line in README, line
+def test_the_commands_below_are_the_docs_own():
+    for line in ("--list", "recipe=translation --print-config", "recipe=translation --help"):
+        assert f"accel-tasks {line}" in USAGE, line
+    assert (
+        "accel-tasks estimate-memory recipe=summarization model.name_or_path=facebook/bart-large --gpus-per-node 8 "
+        "--nodes 1 --gpu-memory 16" in SCALING
+    )
 
 
 def test_list_shows_each_recipe_with_its_preset(tmp_path: Path):
@@ -84,7 +89,7 @@ def test_estimate_memory_prints_the_readme_table(tmp_path: Path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    pasted = README[README.index("BartForConditionalGeneration: 406,291,456") :]
+    pasted = SCALING[SCALING.index("BartForConditionalGeneration: 406,291,456") :]
     pasted = pasted[: pasted.index("```")].splitlines()
     # DeepSpeed logs its accelerator choice on stdout when imported ("[date] [WARNING] ..."); the table is the rest.
     printed = [line for line in result.stdout.splitlines() if not line.startswith("[")]
@@ -95,9 +100,50 @@ def test_estimate_memory_prints_the_readme_table(tmp_path: Path):
 
 
 def test_help_of_a_plugin_file_lists_its_options_with_their_docs(tmp_path: Path):
-    """README (Plugins): `accel-tasks recipe=file.py:Class --help` documents the plugin's task.* keys."""
+    """docs/recipes-and-plugins.md: `accel-tasks recipe=file.py:Class --help` documents the plugin's task.* keys."""
     recipe = REPO / "examples" / "text_classification_plugin" / "accel_tasks_textcls" / "recipe.py"
     result = accel_tasks(f"recipe={recipe}:TextClassificationRecipe", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"task\.labels = \['negative', 'positive'\]\s+The label names in id order", result.stdout)
     assert re.search(r"task\.max_length = 32\s+Tokens kept per text", result.stdout)  # 32: the plugin's own preset
+
+
+# -- the README's plugin ----------------------------------------------------------------------------------------
+
+
+def readme_plugin() -> tuple[str, list[str]]:
+    """The README's plugin source and its command lines (backslash continuations joined), as the README has them."""
+    section = README[README.index("## A plugin in 30 lines") :]
+    source = section.split("```python\n", 1)[1].split("```", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return source, [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_the_readme_plugin_runs_as_written(tmp_path: Path):
+    """README: the 30-line HeadlineRecipe, its --help line, and its training line on `make run`'s model directory
+    (here the bundled model's starting weights saved where `make run` exports, to keep the test short)."""
+    source, (help_line, train_line) = readme_plugin()
+    assert len(source.splitlines()) <= 40
+    (tmp_path / "headline.py").write_text(source)
+    sample = REPO / "accel_tasks" / "samples" / "summarization"
+    for name, split, count in (("train.jsonl", "train", 64), ("dev.jsonl", "validation", 16)):
+        rows = read_jsonl(sample / f"{split}.jsonl")[:count]
+        lines = [json.dumps({"text": row["document"], "headline": row["summary"]}) for row in rows]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    save_untrained_default(tmp_path / "outputs" / "summarization" / "model", "summarization")
+
+    assert help_line.startswith("accel-tasks ")
+    result = accel_tasks(*shlex.split(help_line)[1:], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"task\.text_column = text\s+Column holding the article\.", result.stdout)
+    assert re.search(r"task\.headline_column = headline\s+Column holding its headline", result.stdout)
+
+    launch, args = train_line.split(" -m accel_tasks.run ")
+    assert launch == "accelerate launch"
+    check(run_cli(shlex.split(args), tmp_path, launcher="accelerate", timeout=900))
+    out = tmp_path / "outputs" / "headline"
+    metrics = read_json(out / "metrics.json")
+    assert {"rouge1", "rougeL", "train_loss"} <= set(metrics), metrics
+    predictions = read_jsonl(out / "predictions.jsonl")
+    assert len(predictions) == 16 and all("reference" in record for record in predictions)
+    assert (out / "model" / "config.json").is_file()

@@ -1,7 +1,8 @@
-"""The README's "Recipes at a glance" and eval-only lines, typed as written: each recipe trains on its
-bundled offline default, then ``recipe=NAME mode=eval model.name_or_path=outputs/NAME/model`` (nothing
-else) reproduces the final metrics and predictions exactly. extractive_qa is cut to ``train.max_steps=40``
-(a setting a user types; its default takes 7 minutes); translation and speech_recognition run their defaults.
+"""The "Recipes at a glance" lines of docs/recipes-and-plugins.md and the eval-only line of README.md, typed as
+written: each recipe trains on its bundled offline default, then ``recipe=NAME mode=eval
+model.name_or_path=outputs/NAME/model`` (nothing else) reproduces the final metrics and predictions exactly.
+extractive_qa is cut to ``train.max_steps=40`` (a setting a user types; its default takes 7 minutes); translation and
+speech_recognition run their defaults.
 
 These are the recipes' learning tests as well (bounds below). Measured through this CLI on 2 shared cores with
 one thread (2026-12-01): translation default (1128 steps, 57 s) sacreBLEU 96.12 / chrF 97.77; extractive_qa
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from helpers import check, read_json, read_jsonl, run_cli
 
 # recipe -> (what the user types for training beyond recipe=NAME, metric keys, {metric: (low, high)}).
