@@ -60,7 +60,8 @@ def resolve(spec: str) -> RecipeSource:
     if spec not in recipes:
         names = ", ".join(sorted(recipes))
         raise ConfigError(
-            f"unknown recipe {spec!r}; available: {names} (or recipe=path/to/file.py:ClassName, recipe=package.module:ClassName)"
+            f"unknown recipe {spec!r}; available: {names} "
+            "(or recipe=path/to/file.py:ClassName, recipe=package.module:ClassName)"
         )
     return recipes[spec]
 
@@ -79,7 +80,8 @@ def load_recipe_class(spec: str) -> type:
         raise ConfigError(f"recipe {spec!r}: {module_part} has no class {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Recipe)):
         raise ConfigError(
-            f"recipe {spec!r} ({source.origin} {source.target}) is not a Recipe: {class_name} must subclass accel_tasks.recipe.Recipe"
+            f"recipe {spec!r} ({source.origin} {source.target}) is not a Recipe: "
+            f"{class_name} must subclass accel_tasks.recipe.Recipe"
         )
     if not cls.name:
         cls.name = source.name if source.origin not in ("file", "module") else class_name

@@ -143,7 +143,8 @@ def main() -> int:
     )
     print(f"{'':28}{'cold cache':>14}{'warm cache':>14}{'ratio':>9}")
     print(
-        f"{'header checks (clips/s)':28}{clips / probe_cold:>14.0f}{clips / probe_warm:>14.0f}{probe_cold / probe_warm:>8.1f}x"
+        f"{'header checks (clips/s)':28}{clips / probe_cold:>14.0f}{clips / probe_warm:>14.0f}"
+        f"{probe_cold / probe_warm:>8.1f}x"
     )
     print(f"{'decode+features (clips/s)':28}{clips / cold_s:>14.1f}{clips / warm_s:>14.0f}{cold_s / warm_s:>8.1f}x")
     print(
@@ -151,7 +152,8 @@ def main() -> int:
         f"{(probe_cold + cold_s) / (probe_warm + warm_s):>8.1f}x"
     )
     print(
-        f"  of which: soundfile decode (+ resampling) {decode_rate:.0f} clips/s, feature extractor {extract_rate:.0f} clips/s"
+        f"  of which: soundfile decode (+ resampling) {decode_rate:.0f} clips/s, "
+        f"feature extractor {extract_rate:.0f} clips/s"
     )
     print(
         f"training step (batch {cfg.train.batch_size}, {workers} DataLoader workers): median {1000 * step_s:.0f} ms, "

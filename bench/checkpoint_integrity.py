@@ -77,7 +77,8 @@ def main() -> None:
                     release_lock(out, os.getpid())
                     checks.append(time.perf_counter() - start)
             print(
-                f"pair {pair + 1} ({order[0]} first): save {saves[-1] * 1000:.1f} ms, manifest+verify+lock {checks[-1] * 1000:.2f} ms, "
+                f"pair {pair + 1} ({order[0]} first): save {saves[-1] * 1000:.1f} ms, "
+                f"manifest+verify+lock {checks[-1] * 1000:.2f} ms, "
                 f"ratio {checks[-1] / saves[-1]:.4f}"
             )
         size = sum(p.stat().st_size for p in (work / "pair0" / "checkpoints" / "step_1").rglob("*") if p.is_file())
@@ -85,7 +86,8 @@ def main() -> None:
         print(f"checkpoint: {files} files, {size / 2**20:.1f} MiB")
         ratios = [c / s for c, s in zip(checks, saves)]
         print(
-            f"median: save {statistics.median(saves) * 1000:.1f} ms, integrity {statistics.median(checks) * 1000:.2f} ms, "
+            f"median: save {statistics.median(saves) * 1000:.1f} ms, "
+            f"integrity {statistics.median(checks) * 1000:.2f} ms, "
             f"ratio integrity/save {statistics.median(ratios):.4f}"
         )
     finally:

@@ -163,7 +163,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         features = setup[-1]
         lengths = [len(ids) for ids in features["input_ids"]]
         print(
-            f"{len(features)} examples, source tokens {min(lengths)}-{max(lengths)} (mean {statistics.mean(lengths):.1f}), "
+            f"{len(features)} examples, source tokens {min(lengths)}-{max(lengths)} "
+            f"(mean {statistics.mean(lengths):.1f}), "
             f"batch {args.batch_size}, greedy, {torch.get_num_threads()} thread(s)",
             flush=True,
         )
@@ -179,16 +180,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"in-order batches:       {plain:8.2f} s  ({len(lengths) / plain:6.1f} examples/s)  runs: {_fmt(times[False])}"
     )
     print(
-        f"length-grouped batches: {grouped:8.2f} s  ({len(lengths) / grouped:6.1f} examples/s)  runs: {_fmt(times[True])}"
+        f"length-grouped batches: {grouped:8.2f} s  ({len(lengths) / grouped:6.1f} examples/s)  "
+        f"runs: {_fmt(times[True])}"
     )
     print(
-        f"speed-up: {plain / grouped:.2f}x  (predicted words {min(generated)}-{max(generated)}, mean {statistics.mean(generated):.1f})"
+        f"speed-up: {plain / grouped:.2f}x  (predicted words {min(generated)}-{max(generated)}, "
+        f"mean {statistics.mean(generated):.1f})"
     )
     differing = [i for i, (a, b) in enumerate(zip(predictions[False], predictions[True])) if a != b]
     if differing:
         i = differing[0]
         print(
-            f"predictions differ in {len(differing)} of {len(lengths)} examples; first, #{i}:\n  in-order: {predictions[False][i]}\n  grouped:  {predictions[True][i]}"
+            f"predictions differ in {len(differing)} of {len(lengths)} examples; first, #{i}:\n"
+            f"  in-order: {predictions[False][i]}\n"
+            f"  grouped:  {predictions[True][i]}"
         )
         return 1
     print(f"predictions identical: {len(lengths)} of {len(lengths)}")

@@ -11,8 +11,9 @@ optional ``--compile`` (torch.compile of the training forward, as train.compile=
 
 Model FLOPs per step are counted once by ``torch.utils.flop_counter.FlopCounterMode`` on a real forward and
 backward of the same batch (with eager attention, whose matmuls it counts on every device; no recompute is
-included: these are model FLOPs, not hardware FLOPs) and printed beside the 6 x parameters x tokens rule of thumb (which over-counts an encoder-decoder about twice:
-it charges every parameter for every token, embeddings included).
+included: these are model FLOPs, not hardware FLOPs) and printed beside the 6 x parameters x tokens rule of
+thumb (which over-counts an encoder-decoder about twice: it charges every parameter for every token, embeddings
+included).
 MFU = FLOPs per step / seconds per step / peak, with the device's dense bf16 peak from the table below (matched on
 ``torch.cuda.get_device_name()``) or ``--peak-tflops``. On a CPU the script runs too, with smaller defaults, and
 prints tokens/s; MFU only with ``--peak-tflops`` (there is no table of CPU peaks).

@@ -203,7 +203,8 @@ def main() -> int:
             if not payload:
                 payload = payload_bytes([tuple(s) for s in result["shapes"]], args.rank)
                 print(
-                    f"model: Marian d_model={args.d_model}, {result['parameters']:,} trainable parameters in {len(result['shapes'])} tensors; "
+                    f"model: Marian d_model={args.d_model}, {result['parameters']:,} trainable parameters "
+                    f"in {len(result['shapes'])} tensors; "
                     f"batch {args.batch} x {args.length} tokens per process, 2 processes (gloo)"
                 )
             if (
@@ -211,19 +212,23 @@ def main() -> int:
                 and abs(result["hook_elements_per_step"] * 4 - payload["powersgd"]) > 0.5
             ):
                 raise RuntimeError(
-                    f"PowerSGD's own count {result['hook_elements_per_step'] * 4:.0f} bytes/step != computed {payload['powersgd']}"
+                    f"PowerSGD's own count {result['hook_elements_per_step'] * 4:.0f} bytes/step "
+                    f"!= computed {payload['powersgd']}"
                 )
         print(
             f"repeat {repeat + 1} ({', '.join(order)}): "
             + ", ".join(f"{m} {times[m][-1] * 1000:.1f} ms" for m in MODES)
-            + f"; powersgd/none {times['powersgd'][-1] / times['none'][-1]:.3f}, fp16/none {times['fp16'][-1] / times['none'][-1]:.3f}"
+            + f"; powersgd/none {times['powersgd'][-1] / times['none'][-1]:.3f}, "
+            f"fp16/none {times['fp16'][-1] / times['none'][-1]:.3f}"
         )
     print(
-        "PowerSGD's own count of elements sent per step (PowerSGDState.total_numel_after_compression) matches the computed bytes"
+        "PowerSGD's own count of elements sent per step (PowerSGDState.total_numel_after_compression) "
+        "matches the computed bytes"
     )
     for mode in MODES:
         print(
-            f"all-reduced per step, {mode}: {payload[mode]:,} bytes ({payload[mode] / payload['none']:.4f} of uncompressed)"
+            f"all-reduced per step, {mode}: {payload[mode]:,} bytes "
+            f"({payload[mode] / payload['none']:.4f} of uncompressed)"
             + (f" after the warm-up (rank {args.rank})" if mode == "powersgd" else "")
         )
     ratios = {m: statistics.median(t / n for t, n in zip(times[m], times["none"])) for m in ("powersgd", "fp16")}

@@ -90,7 +90,8 @@ def main() -> None:
     cfg, _ = resolve_config(base, None)
     padding = epoch_padding(base, cfg.train.batch_size, cfg.seed)
     print(
-        f"data: recipe={args.recipe} {' '.join(args.overrides) or '(its offline default)'}; batch {cfg.train.batch_size}, seed {cfg.seed}"
+        f"data: recipe={args.recipe} {' '.join(args.overrides) or '(its offline default)'}; "
+        f"batch {cfg.train.batch_size}, seed {cfg.seed}"
     )
     for name, (source, label) in padding.items():
         print(f"padding fraction, group_by_length={name:<3}: source ids {source:.3f}  labels {label:.3f}")
@@ -106,7 +107,8 @@ def main() -> None:
                 f"pair {pair + 1}: tokens/s off {measured['off']:.0f}  on {measured['on']:.0f}  on/off {ratios[-1]:.3f}"
             )
     print(
-        f"median ratios: tokens_per_s={statistics.median(ratios):.3f} padding_off={padding['off'][0]:.3f} padding_on={padding['on'][0]:.3f}"
+        f"median ratios: tokens_per_s={statistics.median(ratios):.3f} "
+        f"padding_off={padding['off'][0]:.3f} padding_on={padding['on'][0]:.3f}"
     )
 
 

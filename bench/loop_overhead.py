@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(ratio)
             print(
                 f"round {index + 1} ({order[0]} first): bare {times['bare'] * 1000:.1f} ms/step  "
-                f"accel_tasks {times['accel_tasks'] * 1000:.1f} ms/step  ratio {ratio:.3f}  | same {len(digests['bare'])} "
+                f"accel_tasks {times['accel_tasks'] * 1000:.1f} ms/step  ratio {ratio:.3f}  "
+                f"| same {len(digests['bare'])} "
                 f"batches on both sides (first input_ids sha1 {digests['bare'][0]}, batch-order sha1 {order_hash})",
                 flush=True,
             )

@@ -128,7 +128,7 @@ def run_variant(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"[bench] {name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    line = next(l for l in proc.stdout.splitlines() if l.startswith(MARKER))
+    line = next(text for text in proc.stdout.splitlines() if text.startswith(MARKER))
     result = json.loads(line[len(MARKER) :])
     # Skip the first steps (allocation, warm-up); the median ignores a step that includes a checkpoint save.
     times = result["step_times_s"][2:]
@@ -196,7 +196,7 @@ def report(fulls: list[dict], loras: list[dict]) -> None:
     for label, get, show in getters:
         a = median([get(x) for x in fulls])
         b = median([get(x) for x in loras])
-        per_pair = [get(l) / get(f) if get(f) else None for f, l in zip(fulls, loras)]
+        per_pair = [get(lora) / get(full) if get(full) else None for full, lora in zip(fulls, loras)]
         spread = ", ".join("-" if v is None else f"{v:.3f}" for v in per_pair)
         mid = median(per_pair)
         print(f"{label:<{width}}  {show(a):>14}  {show(b):>14}  {'-' if mid is None else f'{mid:.3f}':>9}  {spread}")
@@ -232,7 +232,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     source = args.model_dir or (recipe_cls.sample_dir / "model" if recipe_cls.sample_dir else None)
     if source is None or not (Path(source) / "config.json").is_file():
         sys.exit(
-            f"[bench] no model dir: pass --model-dir (the bundled {source} is missing; build it with scripts/build_samples.py)"
+            f"[bench] no model dir: pass --model-dir "
+            f"(the bundled {source} is missing; build it with scripts/build_samples.py)"
         )
     work = Path(tempfile.mkdtemp(prefix="lora_vs_full_")) if args.keep is None else args.keep
     work.mkdir(parents=True, exist_ok=True)
@@ -272,7 +273,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             flush=True,
         )
     print(
-        f"[bench] model {model_dir} ({args.d_model}-d, {args.layers}+{args.layers} layers), {args.steps} steps of batch {args.batch_size}, LoRA r={args.r}, {args.pairs} pairs"
+        f"[bench] model {model_dir} ({args.d_model}-d, {args.layers}+{args.layers} layers), "
+        f"{args.steps} steps of batch {args.batch_size}, LoRA r={args.r}, {args.pairs} pairs"
     )
     report(results["full"], results["lora"])
     if args.keep is None:

@@ -1,9 +1,10 @@
 """Preprocessing cache: a second identical run tokenizes nothing; its preprocessing time over the first one's.
 
-A data set of ``--rows`` distinct rows (default 24,000) is made from the bundled 3,000-row summarization sample: row
-i is sample row i mod 3,000 with its sentences rotated by k = i div 3,000 places and, from the second pass on, the
-first sentence of another sample row appended (its summary is the document's first sentence, as in the sample). Each repeat starts with an empty datasets
-cache (its own ``HF_DATASETS_CACHE``) and runs two fresh processes one after the other, each doing what a run
+A data set of ``--rows`` distinct rows (default 24,000) is made from the bundled 3,000-row summarization sample:
+row i is sample row i mod 3,000 with its sentences rotated by k = i div 3,000 places and, from the second pass on,
+the first sentence of another sample row appended (its summary is the document's first sentence, as in the
+sample). Each repeat starts with an empty datasets cache (its own ``HF_DATASETS_CACHE``) and runs two fresh
+processes one after the other, each doing what a run
 does before training, through the same functions the loop calls: build the recipe and its tokenizer, read the
 jsonl files (``recipe.load_data``) and make the features (``features.make_features``, batched ``map`` cached
 under a fingerprint of data, recipe code, task options and tokenizer). Timed per process: reading the raw
@@ -56,7 +57,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def write_data(work: Path, count: int) -> tuple[list[dict], Path, Path]:
-    """The benchmark's files in ``work``: ``count`` distinct train rows and every 10th of the first min(1000, count) rows as validation."""
+    """The benchmark's files in ``work``: ``count`` distinct train rows, and as validation every 10th of the
+    first min(1000, count) rows."""
     rows = make_rows(count)
     train = write_jsonl(work / "train.jsonl", rows)
     validation = write_jsonl(work / "validation.jsonl", make_rows(min(1000, count))[::10])
@@ -147,8 +149,9 @@ def main() -> int:
             ratio = second["features_s"] / first["features_s"]
             ratios.append(ratio)
             print(
-                f"repeat {repeat + 1}: features first {first['features_s']:.3f} s, second {second['features_s']:.4f} s, "
-                f"second/first {ratio:.4f}; reading the jsonl first {first['read_s']:.3f} s, second {second['read_s']:.3f} s; "
+                f"repeat {repeat + 1}: features first {first['features_s']:.3f} s, "
+                f"second {second['features_s']:.4f} s, second/first {ratio:.4f}; "
+                f"reading the jsonl first {first['read_s']:.3f} s, second {second['read_s']:.3f} s; "
                 f"rows tokenized first {first['rows_tokenized']}, second {second['rows_tokenized']}"
             )
             for which, result in (("first", first), ("second", second)):

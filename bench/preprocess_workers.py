@@ -39,7 +39,8 @@ def main() -> int:
         work = Path(tmp)
         rows, train, validation = write_data(work, args.rows)
         print(
-            f"data: {len(rows)} train rows ({train.stat().st_size / 1e6:.1f} MB), {sum(1 for _ in validation.open())} validation rows; "
+            f"data: {len(rows)} train rows ({train.stat().st_size / 1e6:.1f} MB), "
+            f"{sum(1 for _ in validation.open())} validation rows; "
             f"1 worker against data.preprocessing_num_workers={args.workers}"
         )
         for repeat in range(args.repeats):
@@ -54,7 +55,8 @@ def main() -> int:
             one, many = result[1]["features_s"], result[args.workers]["features_s"]
             ratios.append(many / one)
             print(
-                f"repeat {repeat + 1} (order {order[0]}, {order[1]}): 1 worker {one:.2f} s, {args.workers} workers {many:.2f} s, "
+                f"repeat {repeat + 1} (order {order[0]}, {order[1]}): 1 worker {one:.2f} s, "
+                f"{args.workers} workers {many:.2f} s, "
                 f"{args.workers}/1 {many / one:.3f}"
             )
     print(f"median preprocessing time {args.workers} workers / 1 worker: {statistics.median(ratios):.3f}")

@@ -185,7 +185,8 @@ def main() -> int:
         text=True,
     ).stdout.strip()
     print(
-        f"accel_tasks from {where}; Trainer script {TRAINER_SCRIPT.relative_to(REPO)}; {args.pairs} pairs, {args.threads} thread(s)"
+        f"accel_tasks from {where}; Trainer script {TRAINER_SCRIPT.relative_to(REPO)}; "
+        f"{args.pairs} pairs, {args.threads} thread(s)"
     )
     results: dict[str, dict[str, list[dict]]] = {s: {m: [] for m in measures} for s in ("accel_tasks", "trainer")}
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
@@ -208,7 +209,8 @@ def main() -> int:
             print(f"pair {pair + 1} ({order[0]} first) seconds accel_tasks/Trainer=ratio  {line}", flush=True)
     print()
     print(
-        f"{'measure':<14}{'accel_tasks s':>14}{'Trainer s':>11}{'ratio':>8}   per-pair ratios   exit statuses (accel_tasks, Trainer)"
+        f"{'measure':<14}{'accel_tasks s':>14}{'Trainer s':>11}{'ratio':>8}   "
+        "per-pair ratios   exit statuses (accel_tasks, Trainer)"
     )
     medians = {}
     for m in measures:

@@ -5,7 +5,8 @@ jsonl, max source/target lengths 128/48, batch 16, AdamW lr 2e-3 with 30 warm-up
 training (as the example does and as accel_tasks' preflight does), greedy generation for eval.
 
     python bench/startup_trainer_script.py --model_dir accel_tasks/samples/summarization/model \\
-        --train_file accel_tasks/samples/summarization/train.jsonl --validation_file accel_tasks/samples/summarization/validation.jsonl \\
+        --train_file accel_tasks/samples/summarization/train.jsonl \\
+        --validation_file accel_tasks/samples/summarization/validation.jsonl \\
         --metric accel_tasks/metrics/rouge --output_dir /tmp/trainer-run --max_steps 1200 --logging_steps 1
     ... --print_config        # the parsed arguments as JSON, then exit (the peer of accel-tasks --print-config)
 

@@ -1,4 +1,5 @@
-"""data.streaming keeps memory flat as the data grows: peak RSS of the same training run on a file and on a 10x larger one.
+"""data.streaming keeps memory flat as the data grows: peak RSS of the same training run on a file and on a
+10x larger one.
 
 Two jsonl files are made from the bundled summarization sample (``make_rows`` of bench/preprocess_cache.py:
 distinct rows, the document's first sentence as summary): 10x ``--rows`` rows (default 5,000) and, as the small
@@ -77,7 +78,7 @@ def one_run(train: Path, streaming: bool, steps: int, work: Path, name: str) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=5000, help="rows of the small file; the large one has 10x")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps of every run (batch 16)")
     parser.add_argument("--pairs", type=int, default=2, help="repeats of the four runs, alternating")
@@ -85,12 +86,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="streaming-bench-") as tmp:
         work = Path(tmp)
         rows = make_rows(opts.rows * 10)
-        # Every 10th row of the large file: the same mix of lengths (later rows of make_rows are longer), so only the size differs.
+        # Every 10th row of the large file: the same mix of lengths (make_rows' later rows are longer),
+        # so only the size differs.
         small = write_jsonl(work / "small.jsonl", rows[::10])
         large = write_jsonl(work / "large.jsonl", rows)
         print(
             f"files: {small.name} {opts.rows} rows ({small.stat().st_size / 2**20:.1f} MiB), "
-            f"{large.name} {len(rows)} rows ({large.stat().st_size / 2**20:.1f} MiB); {opts.steps} steps of batch 16 each",
+            f"{large.name} {len(rows)} rows ({large.stat().st_size / 2**20:.1f} MiB); "
+            f"{opts.steps} steps of batch 16 each",
             flush=True,
         )
         ratios: dict[str, list[float]] = {"stream": [], "map": [], "time": []}
@@ -104,14 +107,16 @@ def main() -> None:
             ):
                 runs[name] = one_run(train, streaming, opts.steps, work, f"{name}-{pair}")
                 print(
-                    f"  pair {pair} {name}: peak RSS {runs[name]['rss_mib']:.0f} MiB, {1000 * runs[name]['step_s']:.1f} ms/step",
+                    f"  pair {pair} {name}: peak RSS {runs[name]['rss_mib']:.0f} MiB, "
+                    f"{1000 * runs[name]['step_s']:.1f} ms/step",
                     flush=True,
                 )
             ratios["stream"].append(runs["stream-large"]["rss_mib"] / runs["stream-small"]["rss_mib"])
             ratios["map"].append(runs["map-large"]["rss_mib"] / runs["map-small"]["rss_mib"])
             ratios["time"].append(runs["stream-large"]["step_s"] / runs["map-large"]["step_s"])
             print(
-                f"pair {pair}: streaming peak RSS large/small {ratios['stream'][-1]:.3f}; map-style large/small {ratios['map'][-1]:.3f}; "
+                f"pair {pair}: streaming peak RSS large/small {ratios['stream'][-1]:.3f}; "
+                f"map-style large/small {ratios['map'][-1]:.3f}; "
                 f"step time streaming/map-style {ratios['time'][-1]:.3f}",
                 flush=True,
             )

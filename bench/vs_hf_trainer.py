@@ -1,4 +1,5 @@
-"""accel_tasks against transformers' Seq2SeqTrainer on the same work: train + eval wall time, eval generation speed, memory, ROUGE.
+"""accel_tasks against transformers' Seq2SeqTrainer on the same work: train + eval wall time, eval generation speed,
+memory, ROUGE.
 
 Both systems train the same model (the bundled tiny summarization Marian, built from its config with the
 same seed, so the same initial weights; Marian's sinusoidal position table frozen on both sides, as
@@ -20,10 +21,10 @@ settings (greedy unless --num-beams, max_new_tokens), in a fresh process each:
 The runs alternate A B A B ... (``--pairs``, default 3). Per pair and as the median over pairs:
 train_eval_wall (whole process, command to exit, imports included), eval_gen_throughput (eval examples/s of
 the final generation pass: generate + decode + ROUGE; accel_tasks' ``eval_runtime_s``, the Trainer's
-``predict`` timed around the call, with the share of it spent in ``generate``), peak RSS (the process's ru_maxrss), and ROUGE-1 / ROUGE-L of each,
-scored the same way on both sides (the package's rouge module on the raw reference texts, stemmed, one
-sentence per line, as the summarization recipe scores). Ratios are accel_tasks / Trainer; rougeL_delta is accel_tasks
-minus Trainer in ROUGE points (0-100). The last line reads
+``predict`` timed around the call, with the share of it spent in ``generate``), peak RSS (the process's
+ru_maxrss), and ROUGE-1 / ROUGE-L of each, scored the same way on both sides (the package's rouge module on the
+raw reference texts, stemmed, one sentence per line, as the summarization recipe scores). Ratios are
+accel_tasks / Trainer; rougeL_delta is accel_tasks minus Trainer in ROUGE points (0-100). The last line reads
 ``median ratios: train_eval_wall=X eval_gen_throughput=Y rougeL_delta=Z``.
 
     OMP_NUM_THREADS=1 ACCEL_TASKS_NUM_THREADS=1 python bench/vs_hf_trainer.py               # 300 steps, 3 pairs
@@ -432,7 +433,8 @@ def ablation_main(settings: dict[str, Any], model_dir: str, repeats: int) -> Non
             predictions[label] = result.predictions
     base = statistics.median(times[ABLATION[0][0]])
     print(
-        f"[ablation] accel_tasks' eval pass on {model_dir}: {len(features)} rows, median of {repeats}, speed-up over the first line"
+        f"[ablation] accel_tasks' eval pass on {model_dir}: {len(features)} rows, median of {repeats}, "
+        "speed-up over the first line"
     )
     for label, *_ in ABLATION:
         t = statistics.median(times[label])
@@ -551,7 +553,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             r = results[name][-1]
             print(
                 f"[bench] pair {pair + 1} {name:<11}: wall {r['wall_s']:6.1f} s  eval {r['eval_s']:5.2f} s "
-                f"({r['eval_per_s']:6.1f} ex/s{_generate_share(r)})  peak RSS {r['rss'] / 2**20:6.0f} MiB  ROUGE-1 {r['rouge1']:5.2f}  ROUGE-L {r['rougeL']:5.2f}",
+                f"({r['eval_per_s']:6.1f} ex/s{_generate_share(r)})  peak RSS {r['rss'] / 2**20:6.0f} MiB  "
+                f"ROUGE-1 {r['rouge1']:5.2f}  ROUGE-L {r['rougeL']:5.2f}",
                 flush=True,
             )
         if pair == 0:
@@ -609,7 +612,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         shutil.rmtree(work, ignore_errors=True)
     print(
-        f"median ratios: train_eval_wall={med['train_eval_wall']:.3f} eval_gen_throughput={med['eval_gen_throughput']:.3f} rougeL_delta={med['rougeL_delta']:+.2f}"
+        f"median ratios: train_eval_wall={med['train_eval_wall']:.3f} "
+        f"eval_gen_throughput={med['eval_gen_throughput']:.3f} rougeL_delta={med['rougeL_delta']:+.2f}"
     )
     return 0
 

@@ -3,8 +3,10 @@
 Each side is a plain ``accelerate launch ... -m accel_tasks.run`` training run of the summarization
 recipe on the bundled sample data, with the repo's own accelerate configs and the toolkit's defaults:
 
-    zero3: accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml --num_processes 2 -m accel_tasks.run ...
-    zero0: accelerate launch --config_file accelerate_configs/deepspeed_zero1.yaml --num_processes 2 --zero_stage 0 -m accel_tasks.run ...
+    zero3: accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml --num_processes 2 \\
+               -m accel_tasks.run ...
+    zero0: accelerate launch --config_file accelerate_configs/deepspeed_zero1.yaml --num_processes 2 --zero_stage 0 \\
+               -m accel_tasks.run ...
 
 (`--zero_stage 0` is what deepspeed_zero1.yaml's header says gives plain DeepSpeed DDP). The model is a
 BART built from a config (random weights, ~60M parameters with the default sizes) in a local directory
@@ -32,7 +34,7 @@ Pairs alternate which side runs first (pair 1 zero3 first, pair 2 zero0 first, .
 ZeRO-3 / ZeRO-0 (worst rank of each side) and their medians are printed.
 
     python bench/zero_memory.py --pairs 3
-    python bench/zero_memory.py --pairs 3 --mixed-precision no   # fp32 instead of the configs' bf16 (a non-default knob)
+    python bench/zero_memory.py --pairs 3 --mixed-precision no   # fp32, not the configs' bf16 (a non-default knob)
 
 On a CPU-only machine the ranks share one RAM and torch.empty pages are not resident until written,
 so peak RSS is a weaker signal than the model-state bytes; GPUs allocate a buffer in full.
@@ -141,13 +143,15 @@ def walk(obj, path, out, seen, depth=0):
             out.setdefault(found[0], (found[1], path))
         return
     if isinstance(obj, dict):
-        items = [(f"{path}[]", v) for v in obj.values()] + [(f"{path}[]", k) for k in obj if isinstance(k, torch.Tensor)]
+        items = [(f"{path}[]", v) for v in obj.values()]
+        items += [(f"{path}[]", k) for k in obj if isinstance(k, torch.Tensor)]
     elif isinstance(obj, (list, tuple, set)):
         items = [(f"{path}[]", v) for v in obj]
     elif isinstance(obj, torch.nn.Module) and depth > 0:
         return  # the model itself is counted from its parameters
     elif hasattr(obj, "__dict__") and type(obj).__module__.split(".")[0] in ("deepspeed", "accelerate", "torch"):
-        items = [(f"{path}.{k}", v) for k, v in vars(obj).items() if k not in ("_modules", "_parameters", "_buffers", "module")]
+        skipped = ("_modules", "_parameters", "_buffers", "module")
+        items = [(f"{path}.{k}", v) for k, v in vars(obj).items() if k not in skipped]
     else:
         return
     for sub_path, value in items:
@@ -159,7 +163,11 @@ def innermost_torch_optimizers(root, found, seen, depth=0):
         return
     seen.add(id(root))
     inner = getattr(root, "optimizer", None)
-    if isinstance(root, torch.optim.Optimizer) and type(root).__module__.startswith("torch.optim") and not isinstance(inner, torch.optim.Optimizer):
+    if (
+        isinstance(root, torch.optim.Optimizer)
+        and type(root).__module__.startswith("torch.optim")
+        and not isinstance(inner, torch.optim.Optimizer)
+    ):
         found.append(root)
         return
     if inner is not None:
@@ -380,15 +388,18 @@ def main() -> None:
         print(f"model: BART from {model_dir.name}/config.json, random weights: {json.dumps(MODEL)}")
         for setting in SETTINGS:
             extra = [] if args.mixed_precision == "config" else ["--mixed_precision", args.mixed_precision]
+            launcher_args = " ".join(a.replace(str(REPO) + "/", "") for a in SETTINGS[setting] + extra)
             print(
-                f"{setting}: accelerate launch {' '.join(a.replace(str(REPO) + '/', '') for a in SETTINGS[setting] + extra)} "
+                f"{setting}: accelerate launch {launcher_args} "
                 f"-m accel_tasks.run recipe=<tmp>/zero_memory_probe.py:ZeroMemoryProbe model.name_or_path=<tmp>/bart"
             )
         print(
-            f"run settings (both sides): {' '.join(run_settings(args))}; bundled sample data; everything else the toolkit's defaults"
+            f"run settings (both sides): {' '.join(run_settings(args))}; bundled sample data; "
+            "everything else the toolkit's defaults"
         )
         print(
-            "non-default knobs: none (DeepSpeed buffers, threads, optimizer: as the toolkit and the shipped configs set them)"
+            "non-default knobs: none "
+            "(DeepSpeed buffers, threads, optimizer: as the toolkit and the shipped configs set them)"
             if args.mixed_precision == "config"
             else f"non-default knob: --mixed_precision {args.mixed_precision} on the launcher"
         )
@@ -419,18 +430,22 @@ def main() -> None:
                 b = r["bytes"]
                 print(
                     f"{number:>4} {setting:<6} {r['rank']:>4} {b['weights'] / mib:>8.1f} {b['gradients'] / mib:>8.1f} "
-                    f"{b['optimizer'] / mib:>8.1f} {r['model_state_bytes'] / mib:>8.1f} {r['model_state_bytes'] / params:>7.2f} "
+                    f"{b['optimizer'] / mib:>8.1f} {r['model_state_bytes'] / mib:>8.1f} "
+                    f"{r['model_state_bytes'] / params:>7.2f} "
                     f"{b['buffers'] / mib:>8.1f} {b['other'] / mib:>6.1f} {r['live_tensor_bytes'] / mib:>9.1f} "
-                    f"{r['peak_rss_at_probe'] / mib:>10.0f} {r['peak_rss_run'] / mib:>9.0f} {key_value(r, 'peak_rss_increase') / mib:>11.0f}"
+                    f"{r['peak_rss_at_probe'] / mib:>10.0f} {r['peak_rss_run'] / mib:>9.0f} "
+                    f"{key_value(r, 'peak_rss_increase') / mib:>11.0f}"
                 )
     print(
         "states = weights + gradients + optimizer (what the ZeRO formulas count); buffers = other tensors the DeepSpeed"
     )
     print(
-        "engine/optimizer holds; peak@probe = ru_maxrss when counted (model built, 1 step, 3 micro-batches); peak RSS = ru_maxrss"
+        "engine/optimizer holds; peak@probe = ru_maxrss when counted (model built, 1 step, 3 micro-batches); "
+        "peak RSS = ru_maxrss"
     )
     print(
-        "over the whole run (export and final eval included); + over base = peak RSS minus the RSS just before the model was built"
+        "over the whole run (export and final eval included); "
+        "+ over base = peak RSS minus the RSS just before the model was built"
     )
     for setting in SETTINGS:
         biggest = first[setting][0]["held_by_path"]

@@ -112,7 +112,10 @@ def launcher(config: str, precision: str, *flags: str) -> list[str]:
 
 
 def torchrun_rank_codes(stderr: str) -> dict[int, int]:
-    """rank -> exit code from torchrun's ChildFailedError report (``rank : 1 (local_rank: 1)`` then ``exitcode : -6``)."""
+    """rank -> exit code from torchrun's ChildFailedError report.
+
+    The report names a rank (``rank : 1 (local_rank: 1)``), then its code (``exitcode : -6``).
+    """
     codes: dict[int, int] = {}
     rank = None
     for line in stderr.splitlines():
@@ -213,7 +216,8 @@ def main() -> int:
         codes = " ".join(f"rank{rank}={code}" for rank, code in sorted(result.ranks.items()))
         aborts = "; ".join(result.abort_lines[:3]) or "none"
         print(
-            f"run {index + 1}/{args.runs} {layout:<9} mixed_precision={precision:<4} {codes}  abort text: {aborts}  {result.seconds:.0f} s",
+            f"run {index + 1}/{args.runs} {layout:<9} mixed_precision={precision:<4} {codes}  "
+            f"abort text: {aborts}  {result.seconds:.0f} s",
             flush=True,
         )
     clean = sum(r.clean for r in results)

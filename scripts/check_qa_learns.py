@@ -121,7 +121,8 @@ def main() -> None:
     train_features = prepare_train_features(train, tokenizer, args.max_seq_length, args.doc_stride)
     eval_features = prepare_eval_features(valid, tokenizer, args.max_seq_length, args.doc_stride)
     print(
-        f"threads={torch.get_num_threads()} train examples={len(train['id'])} features={len(train_features['input_ids'])}; "
+        f"threads={torch.get_num_threads()} train examples={len(train['id'])} "
+        f"features={len(train_features['input_ids'])}; "
         f"validation examples={len(valid['id'])} features={len(eval_features['input_ids'])}"
     )
     print(

@@ -70,8 +70,13 @@ def test_the_fused_optimizer_steps_like_the_plain_one():
     weights = torch.randn(64, 32)
     grads = torch.randn(64, 32)
     moved = []
-    built = lambda param: build_adamw([{"params": [param], "weight_decay": 0.01}], TrainConfig(lr=1e-2), "cpu")
-    plain = lambda param: torch.optim.AdamW([{"params": [param], "weight_decay": 0.01}], lr=1e-2, foreach=True)
+
+    def built(param):
+        return build_adamw([{"params": [param], "weight_decay": 0.01}], TrainConfig(lr=1e-2), "cpu")
+
+    def plain(param):
+        return torch.optim.AdamW([{"params": [param], "weight_decay": 0.01}], lr=1e-2, foreach=True)
+
     for make in (built, plain):
         param = torch.nn.Parameter(weights.clone())
         optimizer = make(param)

@@ -74,6 +74,9 @@ def test_entry_point_recipes_are_found_and_duplicates_name_both_sources(monkeypa
     monkeypatch.setattr(registry, "entry_points", lambda group: [clash])
     with pytest.raises(
         ConfigError,
-        match=r"'summarization' is defined twice: built-in accel_tasks\.recipes\.summarization:SummarizationRecipe and entry point .* other_pkg\.sum:Sum",
+        match=(
+            r"'summarization' is defined twice: built-in accel_tasks\.recipes\.summarization:SummarizationRecipe "
+            r"and entry point .* other_pkg\.sum:Sum"
+        ),
     ):
         registry.available_recipes()

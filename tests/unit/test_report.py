@@ -147,8 +147,10 @@ def test_report_command_is_the_line_to_type(work: Path, tmp_path: Path):
 
 def test_the_report_module_loads_no_loop_machinery():
     code = (
-        "import sys, accel_tasks.reporting.report; heavy = [m for m in ('torch', 'accelerate', 'deepspeed', 'transformers', 'datasets', "
-        "'accel_tasks.training.loop', 'accel_tasks.evaluation.eval_pass', 'accel_tasks.runs.export', 'matplotlib') if m in sys.modules]; print(heavy)"
+        "import sys, accel_tasks.reporting.report; "
+        "heavy = [m for m in ('torch', 'accelerate', 'deepspeed', 'transformers', 'datasets', "
+        "'accel_tasks.training.loop', 'accel_tasks.evaluation.eval_pass', 'accel_tasks.runs.export', 'matplotlib') "
+        "if m in sys.modules]; print(heavy)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert result.returncode == 0, result.stderr
@@ -304,7 +306,10 @@ def test_best_and_worst_predictions_by_per_example_rouge_l(work: Path):
     assert "<h4>5 best</h4>" in section and "<h4>5 worst</h4>" in section
     assert "<th>#</th><th>ROUGE-L</th><th>id</th><th>input</th><th>prediction</th><th>reference</th>" in section
     for _, record in ranking.best + ranking.worst:
-        row = f'<td class="text">{html.escape(record["prediction"])}</td><td class="text">{html.escape(record["reference"])}</td>'
+        row = (
+            f'<td class="text">{html.escape(record["prediction"])}</td>'
+            f'<td class="text">{html.escape(record["reference"])}</td>'
+        )
         assert row in section, "each prediction beside its reference"
 
 
@@ -343,7 +348,10 @@ def test_recipes_without_a_per_example_score_or_not_installed_still_report(work:
     assert rank_examples(run).note == "no per-example scores: the recipe 'plain' does not define example_scores()"
     run.recipe_cls, run.recipe_problem = None, "unknown recipe 'mine'; available: ..."
     run.config["recipe"] = "mine"
-    note = "no per-example scores: the recipe &#x27;mine&#x27; cannot be loaded here (unknown recipe &#x27;mine&#x27;; available: ...)"
+    note = (
+        "no per-example scores: the recipe &#x27;mine&#x27; cannot be loaded here "
+        "(unknown recipe &#x27;mine&#x27;; available: ...)"
+    )
     assert note in render([run])
 
 
