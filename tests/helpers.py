@@ -9,16 +9,19 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from forked_run import forkable, run_forked
+
 REPO = Path(__file__).resolve().parent.parent
 ACCELERATE_CONFIGS = REPO / "accelerate_configs"
 
 
 def cli_env(extra: Optional[dict] = None) -> dict:
-    """Offline and unbuffered; one torch thread per process when pytest-xdist runs tests side by side, since
-    oversubscribed cores were up to 20x slower (accelerate overwrites OMP_NUM_THREADS, hence our own variable)."""
+    """Offline and unbuffered; one torch thread per process: tests run side by side (pytest-xdist), where
+    oversubscribed cores were up to 20x slower, and a forked run (forked_run.py) must not start a second OpenMP
+    thread team after its parent used one (GNU OpenMP hangs); the same count in every mode keeps runs comparable
+    bit for bit (accelerate overwrites OMP_NUM_THREADS, hence our own variable)."""
     env = dict(os.environ)
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        env.setdefault("ACCEL_TASKS_NUM_THREADS", "1")
+    env.setdefault("ACCEL_TASKS_NUM_THREADS", "1")
     env["HF_HUB_OFFLINE"] = "1"
     env["TOKENIZERS_PARALLELISM"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
@@ -29,14 +32,24 @@ def cli_env(extra: Optional[dict] = None) -> dict:
 def run_cli(
     args: Sequence[str],
     cwd: Path,
-    launcher: Optional[str] = "accelerate",
+    launcher: Optional[str] = None,
     config_file: Optional[Path] = None,
     num_processes: int = 1,
     env: Optional[dict] = None,
     timeout: int = 600,
     mixed_precision: str = "no",
 ) -> subprocess.CompletedProcess:
-    """Run ``accel_tasks.run`` through ``accelerate launch`` (default) or plain ``python -m``."""
+    """Run ``accel_tasks.run`` as ``accelerate launch -m accel_tasks.run ARGS`` would, in its own process.
+
+    ``launcher``: ``"accelerate"`` (the launcher for real), ``"python"`` (``python -m accel_tasks.run``), or None:
+    one process with no config file runs as a fork of the test process (tests/forked_run.py: the same code path and
+    environment without 7-11 s of imports); anything else goes through ``accelerate launch``. Name the launcher
+    where the launcher, start-up or the interpreter's exit is what the test is about.
+    """
+    if launcher is None:
+        if num_processes == 1 and config_file is None and forkable(env or {}, args):
+            return run_forked(args, cwd, cli_env(env), mixed_precision, timeout)
+        launcher = "accelerate"
     if launcher == "python":
         command = [sys.executable, "-m", "accel_tasks.run", *args]
     else:

@@ -34,8 +34,9 @@ FLOWS = {
 @pytest.mark.parametrize("recipe", sorted(FLOWS))
 def test_default_run_then_the_readme_eval_line(recipe: str, tmp_path: Path):
     extra, keys, bounds = FLOWS[recipe]
-    check(run_cli([f"recipe={recipe}", *extra], tmp_path, timeout=1500))
-    check(run_cli([f"recipe={recipe}", "mode=eval", f"model.name_or_path=outputs/{recipe}/model"], tmp_path))
+    check(run_cli([f"recipe={recipe}", *extra], tmp_path, launcher="accelerate", timeout=1500))
+    eval_line = [f"recipe={recipe}", "mode=eval", f"model.name_or_path=outputs/{recipe}/model"]
+    check(run_cli(eval_line, tmp_path, launcher="accelerate"))
     trained = read_json(tmp_path / "outputs" / recipe / "metrics.json")
     evaluated = read_json(tmp_path / "outputs" / f"{recipe}-eval" / "metrics.json")
     for key, (low, high) in bounds.items():  # it learned, and its output is real, not empty or perfect

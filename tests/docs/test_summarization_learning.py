@@ -1,13 +1,14 @@
 """The README's first promise, typed as written: ``accelerate launch -m accel_tasks.run recipe=summarization``
 (what ``make run`` runs: the bundled tiny model, 1200 steps) learns, and the README's eval-only line on its
 export, ``mode=eval model.name_or_path=outputs/summarization/model`` with nothing else, gives the same
-metrics and predictions. Thresholds come from measured runs (README, "Measured")."""
+metrics and predictions. Thresholds come from measured runs (docs/performance.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
 from helpers import check, read_json, read_jsonl, run_cli, save_untrained_default
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -20,7 +21,7 @@ MIN_GAIN = 0.4
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("readme")
-    check(run_cli(["recipe=summarization"], work, timeout=1500))
+    check(run_cli(["recipe=summarization"], work, launcher="accelerate", timeout=1500))
     return work
 
 
@@ -36,7 +37,6 @@ def test_the_default_run_learns(default_run: Path, tmp_path: Path):
                 "output_dir=untrained",
             ],
             tmp_path,
-            launcher="python",
         )
     )
     untrained = read_json(tmp_path / "untrained" / "metrics.json")["rougeL"]
@@ -55,7 +55,13 @@ def test_the_default_run_learns(default_run: Path, tmp_path: Path):
 
 @pytest.mark.slow
 def test_the_readme_eval_line_reproduces_the_run(default_run: Path):
-    check(run_cli(["recipe=summarization", "mode=eval", "model.name_or_path=outputs/summarization/model"], default_run))
+    check(
+        run_cli(
+            ["recipe=summarization", "mode=eval", "model.name_or_path=outputs/summarization/model"],
+            default_run,
+            launcher="accelerate",
+        )
+    )
     trained = read_json(default_run / "outputs" / "summarization" / "metrics.json")
     evaluated = read_json(default_run / "outputs" / "summarization-eval" / "metrics.json")
     assert {k: evaluated[k] for k in ROUGE_KEYS} == {k: trained[k] for k in ROUGE_KEYS}
@@ -85,6 +91,7 @@ def test_the_readme_predict_line_on_documents_alone(default_run: Path):
                 "data.test_file=documents.jsonl",
             ],
             default_run,
+            launcher="accelerate",
         )
     )
     predicted = read_jsonl(default_run / "outputs" / "summarization-predict" / "predictions.jsonl")
