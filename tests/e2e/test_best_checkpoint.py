@@ -33,7 +33,6 @@ def test_early_stopping_after_patience_evaluations(tmp_path: Path):
                 "output_dir=run",
             ],
             tmp_path,
-            launcher="python",
         )
     )
     assert "early stopping at step 15: rougeL has not improved for 2 evaluations (best" in result.stdout
@@ -58,7 +57,6 @@ def test_export_best_exports_the_best_checkpoint_and_retention_keeps_it(tmp_path
                 "output_dir=run",
             ],
             tmp_path,
-            launcher="python",
         )
     )
     out = tmp_path / "run"
@@ -80,7 +78,6 @@ def test_export_best_exports_the_best_checkpoint_and_retention_keeps_it(tmp_path
         run_cli(
             ["recipe=summarization", "mode=eval", "model.name_or_path=run/model", "output_dir=eval"],
             tmp_path,
-            launcher="python",
         )
     )
     evaluated = read_json(tmp_path / "eval" / "metrics.json")
@@ -105,7 +102,7 @@ def test_export_best_exports_the_best_checkpoint_and_retention_keeps_it(tmp_path
 )
 def test_bad_best_and_smoothing_settings_are_one_line(tmp_path: Path, args, message):
     assert message in one_error_line(
-        run_cli(["recipe=summarization", *args, "output_dir=out"], tmp_path, launcher="python")
+        run_cli(["recipe=summarization", *args, "output_dir=out"], tmp_path)
     )
 
 

@@ -188,7 +188,6 @@ def test_one_process_has_nothing_to_compress_and_says_so(tmp_path: Path):
                 "output_dir=out",
             ],
             tmp_path,
-            launcher="python",
             env={"HF_DATASETS_CACHE": str(tmp_path / "ds_cache"), "ACCEL_TASKS_NUM_THREADS": "1"},
         )
     )
@@ -272,7 +271,7 @@ def test_bad_compression_settings_are_one_line_before_anything_loads(tmp_path: P
         pytest.skip("the CPU-only refusals need a machine without a CUDA GPU")
     config = dict(DS_JSON, **({"optimizer": {"type": ds_optimizer, "params": {"lr": "auto"}}} if ds_optimizer else {}))
     (tmp_path / "ds.json").write_text(json.dumps(config))
-    result = run_cli(["recipe=summarization", "output_dir=out", *args], tmp_path, launcher="python")
+    result = run_cli(["recipe=summarization", "output_dir=out", *args], tmp_path)
     assert message in one_error_line(result)
     assert "model:" not in result.stdout, "the model was loaded before the check"
     assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO, check, read_json, read_jsonl, run_cli
 
 PLUGIN = REPO / "examples" / "text_classification_plugin"
@@ -24,7 +25,7 @@ def installed_plugin():
 
 
 def test_the_entry_point_recipe_is_listed_with_its_package(installed_plugin, tmp_path: Path):
-    result = check(run_cli(["--list"], tmp_path, launcher="python"))
+    result = check(run_cli(["--list"], tmp_path))
     row = next(line for line in result.stdout.splitlines() if line.startswith("text_classification "))
     assert "entry point (accel-tasks-textcls 0.1.0)" in row
     assert "accel_tasks_textcls.recipe:TextClassificationRecipe" in row
@@ -33,7 +34,10 @@ def test_the_entry_point_recipe_is_listed_with_its_package(installed_plugin, tmp
 def test_the_plugin_trains_and_scores_through_accelerate_launch_in_bf16(installed_plugin, tmp_path: Path):
     result = check(
         run_cli(
-            ["recipe=text_classification", "train.max_steps=60", "output_dir=run"], tmp_path, mixed_precision="bf16"
+            ["recipe=text_classification", "train.max_steps=60", "output_dir=run"],
+            tmp_path,
+            launcher="accelerate",
+            mixed_precision="bf16",
         )
     )
     assert "mixed_precision=bf16" in result.stdout
@@ -45,7 +49,7 @@ def test_the_plugin_trains_and_scores_through_accelerate_launch_in_bf16(installe
 
 def test_eval_only_takes_the_label_order_from_the_trained_model(installed_plugin, tmp_path: Path):
     """Labels typed in another order than training used must not silently mis-score: the model's id2label wins."""
-    check(run_cli(["recipe=text_classification", "train.max_steps=60", "output_dir=run"], tmp_path, launcher="python"))
+    check(run_cli(["recipe=text_classification", "train.max_steps=60", "output_dir=run"], tmp_path))
     result = check(
         run_cli(
             [
@@ -56,7 +60,6 @@ def test_eval_only_takes_the_label_order_from_the_trained_model(installed_plugin
                 "output_dir=eval",
             ],
             tmp_path,
-            launcher="python",
         )
     )
     assert "task.labels=['negative', 'positive'] from the model" in result.stdout
@@ -75,7 +78,6 @@ def test_eval_only_takes_the_label_order_from_the_trained_model(installed_plugin
                 "output_dir=predict",
             ],
             tmp_path,
-            launcher="python",
         )
     )
     predicted = read_jsonl(tmp_path / "predict" / "predictions.jsonl")

@@ -248,7 +248,6 @@ def test_a_resume_that_cannot_work_is_one_line_before_anything_loads(tmp_path, c
     result = run_cli(
         ["recipe=summarization", f"train.resume_from={checkpoint}", f"output_dir={out}"],
         tmp_path,
-        launcher="python",
         env=env,
     )
     line = one_error_line(result)

@@ -61,7 +61,7 @@ def batches_of(tmp_path: Path, rank: int) -> list[list[str]]:
 )
 def test_settings_a_stream_cannot_take_are_one_line_before_loading(tmp_path: Path, args: list[str], expected: str):
     result = run_cli(
-        ["recipe=summarization", "data.streaming=true", *args, "output_dir=out"], tmp_path, launcher="python"
+        ["recipe=summarization", "data.streaming=true", *args, "output_dir=out"], tmp_path
     )
     assert expected in one_error_line(result)
     assert not (tmp_path / "out").exists()
@@ -95,7 +95,7 @@ def test_a_recipe_that_fixes_up_whole_splits_cannot_stream(tmp_path: Path):
     """A plugin with a prepare_raw and no prepare_stream is refused in one line (the built-in recipes all stream)."""
     (tmp_path / "plugin.py").write_text(WHOLE_SPLIT_PLUGIN)
     spec = f"recipe={tmp_path / 'plugin.py'}:WholeSplit"
-    result = run_cli([spec, "data.streaming=true", "output_dir=out"], tmp_path, launcher="python")
+    result = run_cli([spec, "data.streaming=true", "output_dir=out"], tmp_path)
     line = one_error_line(result)
     assert (
         "cannot stream its train data: its prepare_raw checks or fixes up the whole split and it has no prepare_stream"
@@ -124,7 +124,6 @@ def test_a_bad_row_far_into_a_stream_is_one_line(tmp_path: Path):
             *FAST,
         ],
         tmp_path,
-        launcher="python",
     )
     line = one_error_line(result, alone=False)
     assert "the train stream cannot be read on (pass 1, after 0 batches): ArrowInvalid: JSON parse error" in line, line
@@ -316,11 +315,11 @@ def test_a_resumed_stream_ends_with_the_uninterrupted_weights(
 
     # The same checkpoint with another stream layout, or as map-style data: one line, before anything loads.
     other = run_cli(
-        [*args, "data.shuffle_buffer=4", "output_dir=b", "train.resume_from=latest"], tmp_path, launcher="python"
+        [*args, "data.shuffle_buffer=4", "output_dir=b", "train.resume_from=latest"], tmp_path
     )
     line = one_error_line(other)
     assert "streamed with other settings (" in line and "shuffle_buffer 8 -> 4" in line
     plain = run_cli(
-        [*args, "data.streaming=false", "output_dir=b", "train.resume_from=latest"], tmp_path, launcher="python"
+        [*args, "data.streaming=false", "output_dir=b", "train.resume_from=latest"], tmp_path
     )
     assert "was trained on a stream; resume it with data.streaming=true" in one_error_line(plain)

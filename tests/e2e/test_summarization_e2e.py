@@ -172,12 +172,12 @@ def test_the_readme_eval_line_on_other_data_and_the_test_split(trained):
 
 def test_overwrite_output_dir_replaces_our_run_and_keeps_other_files(tmp_path: Path):
     args = [*SMALL, "train.max_steps=2", "output_dir=run"]
-    check(run_cli(args, tmp_path, launcher="python"))
+    check(run_cli(args, tmp_path))
     (tmp_path / "run" / "notes.txt").write_text("mine")
-    refused = run_cli(args, tmp_path, launcher="python")
+    refused = run_cli(args, tmp_path)
     assert refused.returncode == 2 and "already holds a previous run" in refused.stderr
     first = (tmp_path / "run" / "model" / "model.safetensors").stat().st_mtime_ns
-    check(run_cli([*args, "train.overwrite_output_dir=true"], tmp_path, launcher="python"))
+    check(run_cli([*args, "train.overwrite_output_dir=true"], tmp_path))
     assert (tmp_path / "run" / "model" / "model.safetensors").stat().st_mtime_ns != first
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine", "overwrite deletes only what a run of ours wrote"
 
@@ -193,7 +193,7 @@ def test_resume_from_the_saved_config_matches_the_uninterrupted_run(tmp_path: Pa
         "train.save_total_limit=2",
         "train.log_every=1",
     ]
-    first = check(run_cli([*args, "output_dir=a"], tmp_path, launcher="python", env=env))
+    first = check(run_cli([*args, "output_dir=a"], tmp_path, env=env))
     assert "(preprocessed)" in first.stdout
     (tmp_path / "b" / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "a" / "checkpoints" / "step_3", tmp_path / "b" / "checkpoints" / "step_3")

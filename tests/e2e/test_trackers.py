@@ -68,7 +68,7 @@ def test_report_to_none_writes_no_tracker_files(tmp_path: Path):
 
 def test_an_unknown_tracker_is_one_line(tmp_path: Path):
     line = one_error_line(
-        run_cli(["recipe=summarization", "train.report_to=[tensorbord]"], tmp_path, launcher="python")
+        run_cli(["recipe=summarization", "train.report_to=[tensorbord]"], tmp_path)
     )
     assert "'tensorbord' is not a tracker accelerate knows" in line and "tensorboard" in line
     assert not (tmp_path / "outputs").exists()
@@ -80,6 +80,6 @@ def test_a_tracker_that_is_not_installed_is_one_line_naming_the_pip_command(tmp_
     )
     if absent is None:
         pytest.skip("every candidate tracker package is installed here")
-    line = one_error_line(run_cli(["recipe=summarization", f"train.report_to=[{absent}]"], tmp_path, launcher="python"))
+    line = one_error_line(run_cli(["recipe=summarization", f"train.report_to=[{absent}]"], tmp_path))
     assert f"train.report_to: {absent} is not installed here; pip install" in line
     assert not (tmp_path / "outputs").exists()

@@ -187,7 +187,6 @@ def test_contradicting_deepspeed_json_stops_the_cli_before_any_work(tmp_path):
             f"output_dir={tmp_path / 'out'}",
         ],
         tmp_path,
-        launcher="python",
         timeout=300,
     )
     assert result.returncode == 2, result.stderr

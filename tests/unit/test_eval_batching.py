@@ -164,7 +164,6 @@ def test_a_budget_below_one_token_is_one_error_line(tmp_path):
     result = run_cli(
         ["recipe=summarization", "eval.max_tokens_per_batch=0", f"output_dir={tmp_path / 'out'}"],
         cwd=tmp_path,
-        launcher="python",
     )
     assert "eval.max_tokens_per_batch=0 must be at least 1 token" in one_error_line(result)
 
@@ -183,7 +182,7 @@ def test_budget_batches_on_two_processes_predict_what_fixed_batches_predict_on_o
         f"data.validation_file={data}",
         "generation.max_new_tokens=6",
     ]
-    check(run_cli([*common, "eval.batch_size=4", f"output_dir={tmp_path / 'fixed'}"], cwd=tmp_path, launcher="python"))
+    check(run_cli([*common, "eval.batch_size=4", f"output_dir={tmp_path / 'fixed'}"], cwd=tmp_path))
     budget = check(
         run_cli(
             [*common, "eval.max_tokens_per_batch=300", f"output_dir={tmp_path / 'budget'}"],

@@ -48,12 +48,11 @@ def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("report")
     # One torch thread: these 2 cores are shared (with 2 threads a loaded machine made the 30 steps 20x slower).
     env = {"HF_DATASETS_CACHE": str(work / "ds_cache"), "ACCEL_TASKS_NUM_THREADS": "1"}
-    check(run_cli(TRAIN, work, launcher="python", env=env))
+    check(run_cli(TRAIN, work, env=env))
     check(
         run_cli(
             ["recipe=summarization", "mode=eval", "model.name_or_path=run/model", "output_dir=evalrun"],
             work,
-            launcher="python",
             env=env,
         )
     )
