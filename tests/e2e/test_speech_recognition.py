@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import check, read_json, read_jsonl, run_cli
 
 from accel_tasks.errors import ConfigError
 from accel_tasks.preflight import resolve_config
+from accel_tasks.recipes.speech_ctc import SpeechCTCRecipe
+from accel_tasks.recipes.speech_recognition import SpeechRecognitionRecipe
+from accel_tasks.recipes.speech_seq2seq import SpeechSeq2SeqRecipe
+
+from helpers import check, read_json, read_jsonl, run_cli
 
 sf = pytest.importorskip("soundfile")
+torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 SAMPLE = Path(__file__).resolve().parents[2] / "accel_tasks" / "samples" / "speech_recognition"
@@ -49,14 +55,25 @@ def write_split(folder: Path, name: str, rows: list[tuple[str, float, str]], sr:
     return path
 
 
+@pytest.fixture
+def logs(monkeypatch) -> list[str]:
+    """The progress lines recipes print through accel_tasks.log.info during the test, collected instead.
+
+    Only where a test asks: a run forked from the test process (helpers.run_cli) must print as any run does.
+    """
+    from accel_tasks import log
+
+    lines: list[str] = []
+    monkeypatch.setattr(log, "info", lines.append)
+    return lines
+
+
 def make_recipe(*overrides: str):
-    """A recipe object from the real config merge, logging into a list."""
+    """A recipe object from the real config merge."""
     cfg, cls = resolve_config(["recipe=speech_recognition", *overrides], None)
     recipe = cls(cfg)
     recipe.validate_options()
-    logs: list[str] = []
-    recipe.log = logs.append
-    return recipe, logs
+    return recipe
 
 
 def prepared(recipe, split: str):
@@ -131,8 +148,8 @@ def test_bad_options_fail_before_loading(overrides, message):
         cls(cfg).validate_options()
 
 
-def test_bundled_model_loads_as_ctc_and_orders_eval_by_its_input():
-    recipe, logs = make_recipe()
+def test_bundled_model_loads_as_ctc_and_orders_eval_by_its_input(logs):
+    recipe = make_recipe()
     model, processor = recipe.load_model()
     assert recipe.model_type == "ctc" and type(model).__name__ == "Wav2Vec2BertForCTC"
     assert recipe.length_column == "input_features"
@@ -140,6 +157,31 @@ def test_bundled_model_loads_as_ctc_and_orders_eval_by_its_input():
     # apply_spec_augment=false: the mask embedding never gets a gradient, which would stop DDP; it is frozen.
     assert not model.wav2vec2_bert.masked_spec_embed.requires_grad
     assert all(p.requires_grad for n, p in model.named_parameters() if not n.endswith("masked_spec_embed"))
+
+
+class Plugin(SpeechRecognitionRecipe):
+    """A plugin of recipe=speech_recognition, as a user writes one: an override that calls super()."""
+
+    name = "plugin"
+
+    def count_tokens(self, batch):
+        return 1000 + super().count_tokens(batch)
+
+
+def test_the_model_picks_the_recipe_class(tmp_path: Path):
+    """recipe=speech_recognition makes the recipe of the model's family: the model type is the class."""
+    from accel_tasks.recipes.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
+
+    assert type(make_recipe()) is SpeechCTCRecipe
+    save_tiny_whisper_assets(build_tiny_whisper(["one two three"]), tmp_path / "whisper")
+    assert type(make_recipe(f"model.name_or_path={tmp_path / 'whisper'}")) is SpeechSeq2SeqRecipe
+    assert type(make_recipe("task.model_type=seq2seq")) is SpeechSeq2SeqRecipe  # the option wins, unread config
+    cfg, _ = resolve_config(["recipe=speech_recognition"], None)
+    plugin = Plugin(cfg)
+    assert isinstance(plugin, Plugin) and isinstance(plugin, SpeechCTCRecipe) and plugin.name == "plugin"
+    assert plugin.count_tokens({"labels": torch.tensor([[5, 6, -100]])}) == 1002
+    copy = pickle.loads(pickle.dumps(plugin))  # as preprocessing workers receive it
+    assert type(copy) is type(plugin) and copy.cfg == plugin.cfg
 
 
 # ---------------------------------------------------------------- building the CTC vocabulary
@@ -158,11 +200,9 @@ def model_without_vocab(tmp_path: Path) -> Path:
     return folder
 
 
-def test_build_vocab_from_training_transcripts(data_dir: Path, model_without_vocab: Path):
+def test_build_vocab_from_training_transcripts(data_dir: Path, model_without_vocab: Path, logs):
     before = tree_digest(model_without_vocab)
-    recipe, logs = make_recipe(
-        *data_args(data_dir), f"model.name_or_path={model_without_vocab}", "task.build_vocab=true"
-    )
+    recipe = make_recipe(*data_args(data_dir), f"model.name_or_path={model_without_vocab}", "task.build_vocab=true")
     model, processor = recipe.load_model()
     vocab = processor.tokenizer.get_vocab()
     # Normalised transcripts "one two three four five": letters e f h i n o r t u v w, then | [UNK] [PAD].
@@ -176,7 +216,7 @@ def test_build_vocab_from_training_transcripts(data_dir: Path, model_without_voc
 
 
 def test_model_without_vocab_asks_for_build_vocab(data_dir: Path, model_without_vocab: Path):
-    recipe, _ = make_recipe(*data_args(data_dir), f"model.name_or_path={model_without_vocab}")
+    recipe = make_recipe(*data_args(data_dir), f"model.name_or_path={model_without_vocab}")
     with pytest.raises(ConfigError, match="task.build_vocab=true"):
         recipe.load_model()
 
@@ -184,8 +224,8 @@ def test_model_without_vocab_asks_for_build_vocab(data_dir: Path, model_without_
 # ---------------------------------------------------------------- raw data: filters, resampling, errors
 
 
-def test_duration_filter_counts_and_resampling_are_logged(data_dir: Path):
-    recipe, logs = make_recipe(*data_args(data_dir), "task.min_duration_s=0.8", "task.max_duration_s=2.5")
+def test_duration_filter_counts_and_resampling_are_logged(data_dir: Path, logs):
+    recipe = make_recipe(*data_args(data_dir), "task.min_duration_s=0.8", "task.max_duration_s=2.5")
     recipe.load_model()
     kept = prepared(recipe, "train")
     assert kept["id"] == ["b", "c", "e"]
@@ -196,13 +236,13 @@ def test_duration_filter_counts_and_resampling_are_logged(data_dir: Path):
     assert features["duration"] == pytest.approx([1.0, 2.0, 1.5], abs=1e-3)
 
 
-def test_whisper_window_drops_longer_clips(tmp_path: Path):
+def test_whisper_window_drops_longer_clips(tmp_path: Path, logs):
     from accel_tasks.recipes.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
 
     write_split(tmp_path, "train", [("short", 1.0, "one"), ("long", 5.0, "two")])
     write_split(tmp_path, "validation", [("v", 1.0, "one")])
     save_tiny_whisper_assets(build_tiny_whisper(["one two three"]), tmp_path / "whisper")  # 4 s window
-    recipe, logs = make_recipe(*data_args(tmp_path), f"model.name_or_path={tmp_path / 'whisper'}")
+    recipe = make_recipe(*data_args(tmp_path), f"model.name_or_path={tmp_path / 'whisper'}")
     recipe.load_model()
     assert recipe.model_type == "seq2seq"
     assert prepared(recipe, "train")["id"] == ["short"]
@@ -213,7 +253,7 @@ def test_missing_and_unreadable_audio_name_row_and_path(tmp_path: Path):
     write_split(tmp_path, "train", [("ok", 1.0, "one")])
     with (tmp_path / "train.jsonl").open("a") as handle:
         handle.write(json.dumps({"id": "gone", "audio": "clips/gone.wav", "text": "two"}) + "\n")
-    recipe, _ = make_recipe(
+    recipe = make_recipe(
         f"data.train_file={tmp_path / 'train.jsonl'}", f"data.validation_file={tmp_path / 'train.jsonl'}"
     )
     recipe.load_model()
@@ -229,7 +269,7 @@ def test_rows_without_ids_are_named_by_row_number(tmp_path: Path):
     sf.write(tmp_path / "clips" / "a.wav", tone(1.0), SR)
     rows = [{"audio": "clips/a.wav", "text": "one"}, {"audio": "clips/missing.wav", "text": "two"}]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe, _ = make_recipe(
+    recipe = make_recipe(
         f"data.train_file={tmp_path / 'train.jsonl'}", f"data.validation_file={tmp_path / 'train.jsonl'}"
     )
     recipe.load_model()
@@ -237,24 +277,24 @@ def test_rows_without_ids_are_named_by_row_number(tmp_path: Path):
         prepared(recipe, "train")
 
 
-def test_empty_transcripts_are_reported_or_dropped(tmp_path: Path):
+def test_empty_transcripts_are_reported_or_dropped(tmp_path: Path, logs):
     write_split(tmp_path, "train", [("a", 1.0, "one"), ("blank", 1.0, " ?! "), ("b", 1.0, "two")])
     args = [f"data.train_file={tmp_path / 'train.jsonl'}", f"data.validation_file={tmp_path / 'train.jsonl'}"]
-    recipe, _ = make_recipe(*args)
+    recipe = make_recipe(*args)
     recipe.load_model()
     with pytest.raises(
         ConfigError, match=r"1 row\(s\) with an empty transcript .*'blank'.*task.drop_empty_transcripts=true"
     ):
         prepared(recipe, "train")
-    recipe, logs = make_recipe(*args, "task.drop_empty_transcripts=true")
+    recipe = make_recipe(*args, "task.drop_empty_transcripts=true")
     recipe.load_model()
     assert prepared(recipe, "validation")["id"] == ["a", "b"]
     assert "validation: dropped 1 of 3 rows with an empty transcript (rows 'blank')" in logs
 
 
-def test_characters_outside_the_ctc_vocabulary_are_reported(tmp_path: Path):
+def test_characters_outside_the_ctc_vocabulary_are_reported(tmp_path: Path, logs):
     write_split(tmp_path, "train", [("a", 1.0, "one"), ("b", 1.0, "Hello zero!")])
-    recipe, logs = make_recipe(
+    recipe = make_recipe(
         f"data.train_file={tmp_path / 'train.jsonl'}", f"data.validation_file={tmp_path / 'train.jsonl'}"
     )
     recipe.load_model()  # the bundled vocabulary holds the letters of the digit words only
@@ -267,7 +307,7 @@ def test_characters_outside_the_ctc_vocabulary_are_reported(tmp_path: Path):
     ), logs
 
 
-def test_audio_feature_column_is_read_without_torchcodec(tmp_path: Path):
+def test_audio_feature_column_is_read_without_torchcodec(tmp_path: Path, logs):
     """A hub-style Audio column (bytes in a parquet file) goes through soundfile, resampled to 16 kHz."""
     from datasets import Audio, Dataset
 
@@ -281,12 +321,11 @@ def test_audio_feature_column_is_read_without_torchcodec(tmp_path: Path):
     dataset = Dataset.from_dict({"speech": buffers, "sentence": ["one", "two"]}).cast_column("speech", Audio())
     assert isinstance(dataset.features["speech"], Audio) and dataset.features["speech"].decode
     dataset.to_parquet(str(tmp_path / "d.parquet"))
-    recipe, logs = make_recipe(
-        f"data.train_file={tmp_path / 'd.parquet'}", f"data.validation_file={tmp_path / 'd.parquet'}"
-    )
+    recipe = make_recipe(f"data.train_file={tmp_path / 'd.parquet'}", f"data.validation_file={tmp_path / 'd.parquet'}")
     recipe.load_model()
     rows = prepared(recipe, "train")
-    assert (recipe.audio_column, recipe.text_column) == ("speech", "sentence")
+    columns = recipe.columns(rows[:8])
+    assert (columns.audio, columns.text) == ("speech", "sentence")
     assert "train: 2 of 2 clips at 8000 Hz are resampled to 16000 Hz" in logs
     features = rows.map(recipe.preprocess, fn_kwargs={"split": "train"}, batched=True, remove_columns=rows.column_names)
     assert features["duration"] == pytest.approx([1.0, 2.0], abs=1e-3)
@@ -296,7 +335,7 @@ def test_audio_feature_column_is_read_without_torchcodec(tmp_path: Path):
 
 
 def test_ctc_records_keep_raw_and_normalised_text(data_dir: Path):
-    recipe, _ = make_recipe(*data_args(data_dir))
+    recipe = make_recipe(*data_args(data_dir))
     _, processor = recipe.load_model()
     examples = prepared(recipe, "validation")
     vocab = processor.tokenizer.get_vocab()
@@ -325,10 +364,10 @@ def test_ctc_records_keep_raw_and_normalised_text(data_dir: Path):
 
 
 def test_whisper_english_normaliser_applies_to_both_sides(data_dir: Path):
-    recipe, _ = make_recipe(*data_args(data_dir), "task.normalizer=whisper_english")
+    recipe = make_recipe(*data_args(data_dir), "task.normalizer=whisper_english")
     normalize = recipe.normalizer()
     assert normalize("Mr. Smith won't go.") == "mister smith will not go"
-    recipe, _ = make_recipe(*data_args(data_dir), "task.normalizer=none")
+    recipe = make_recipe(*data_args(data_dir), "task.normalizer=none")
     assert recipe.normalizer()("Hello, World!") == "Hello, World!"
 
 
@@ -350,12 +389,12 @@ def test_ctc_predictions_mask_frames_beyond_each_clip():
 
 
 def test_feature_cache_key_follows_the_vocabulary(data_dir: Path, model_without_vocab: Path):
-    first, _ = make_recipe(*data_args(data_dir))
+    first = make_recipe(*data_args(data_dir))
     first.load_model()
-    second, _ = make_recipe(*data_args(data_dir))
+    second = make_recipe(*data_args(data_dir))
     second.load_model()
     assert first.preprocess_fingerprint() == second.preprocess_fingerprint()
-    built, _ = make_recipe(*data_args(data_dir), f"model.name_or_path={model_without_vocab}", "task.build_vocab=true")
+    built = make_recipe(*data_args(data_dir), f"model.name_or_path={model_without_vocab}", "task.build_vocab=true")
     built.load_model()
     assert built.preprocess_fingerprint() != first.preprocess_fingerprint()
 
@@ -419,7 +458,7 @@ def test_ctc_eval_only_on_the_export_reproduces_the_metrics(ctc_run):
     before = tree_digest(work / "run" / "model")
     # The line a user types: the export brings back the data, lengths and eval settings it was scored with.
     args = ["recipe=speech_recognition", "mode=eval", "model.name_or_path=run/model", "output_dir=eval"]
-    check(run_cli(args, work, launcher="python", env={"HF_DATASETS_CACHE": str(work / "cache")}))
+    check(run_cli(args, work, env={"HF_DATASETS_CACHE": str(work / "cache")}))
     trained, evaluated = read_json(work / "run" / "metrics.json"), read_json(work / "eval" / "metrics.json")
     assert (evaluated["wer"], evaluated["cer"]) == (trained["wer"], trained["cer"])
     assert read_jsonl(work / "eval" / "predictions.jsonl") == read_jsonl(work / "run" / "predictions.jsonl")
@@ -431,7 +470,8 @@ def test_ctc_eval_only_on_the_export_reproduces_the_metrics(ctc_run):
 
 @pytest.fixture(scope="module")
 def whisper_run(tmp_path_factory) -> tuple[Path, str]:
-    """A tiny Whisper with a tokenizer trained here on the sample's transcripts; weights saved so from_pretrained loads."""
+    """A tiny Whisper with a tokenizer trained here on the sample's transcripts; weights saved so from_pretrained
+    loads."""
     from accel_tasks.recipes.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
 
     work = tmp_path_factory.mktemp("whisper")
@@ -487,7 +527,7 @@ def test_whisper_trains_with_language_and_task_and_exports_them(whisper_run):
 def test_whisper_eval_only_on_the_export_reproduces_the_metrics(whisper_run):
     work, _ = whisper_run
     args = ["recipe=speech_recognition", "mode=eval", "model.name_or_path=run/model", "output_dir=eval"]
-    result = check(run_cli(args, work, launcher="python", env={"HF_DATASETS_CACHE": str(work / "cache")}))
+    result = check(run_cli(args, work, env={"HF_DATASETS_CACHE": str(work / "cache")}))
     assert "speech model family: seq2seq" in result.stdout
     trained, evaluated = read_json(work / "run" / "metrics.json"), read_json(work / "eval" / "metrics.json")
     assert (evaluated["wer"], evaluated["cer"]) == (trained["wer"], trained["cer"])

@@ -21,6 +21,7 @@ from accel_tasks.recipes.speech.audio_features import (
 )
 from accel_tasks.recipes.speech.decode import decode_ctc_predictions, decode_labels
 from accel_tasks.recipes.speech.normalize import TextNormalizer
+from accel_tasks.recipes.speech.rawdata import SpeechColumns
 from accel_tasks.recipes.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
 
 SAMPLE = Path(__file__).resolve().parents[2] / "accel_tasks" / "samples" / "speech_recognition"
@@ -208,7 +209,7 @@ def test_prepare_features_through_datasets_map_names_rows_by_index(ctc_parts) ->
             prepare_speech_features,
             batched=True,
             with_indices=True,
-            fn_kwargs={"feature_extractor": fe, "tokenizer": tok, "id_column": None},
+            fn_kwargs={"feature_extractor": fe, "tokenizer": tok, "columns": SpeechColumns("audio", "text", None)},
         )
 
 
@@ -380,3 +381,59 @@ def test_sample_audio_decodes_at_16k_via_bytes() -> None:
     path = SAMPLE / "audio" / "train-0000.flac"
     audio = load_audio({"bytes": path.read_bytes(), "path": path.name}, 16000)
     assert 0.2 < len(audio) / 16000 < 5.0 and np.abs(audio).max() > 0.1
+
+
+# ---------------------------------------------------------------- the row filter (map-style and streamed alike)
+
+
+def test_row_filter_verdicts_errors_and_counts(tmp_path: Path, monkeypatch) -> None:
+    from accel_tasks import log
+    from accel_tasks.errors import ConfigError
+    from accel_tasks.recipes.speech.rows import (
+        EMPTY_TRANSCRIPT,
+        KEPT,
+        TOO_LONG,
+        UNREADABLE,
+        VERDICT,
+        RowRule,
+        judge_rows,
+        kept_rows,
+        row_verdicts,
+    )
+
+    lines: list[str] = []
+    monkeypatch.setattr(log, "info", lines.append)
+    for name, seconds, rate in (("a", 1.0, 16000), ("b", 1.0, 16000), ("d", 3.0, 8000)):
+        sf.write(tmp_path / f"{name}.wav", sine(440, rate, seconds), rate)
+    batch = {
+        "id": ["a", "b", "c", "d"],
+        "audio": ["a.wav", "b.wav", "c.wav", "d.wav"],  # c.wav is missing
+        "text": ["one", " ?! ", "two", "three"],
+    }
+    rule = RowRule(
+        columns=SpeechColumns("audio", "text", "id"),
+        transcript_normalizers=(TextNormalizer(),),
+        base_dir=str(tmp_path),
+        min_duration_s=None,
+        max_duration_s=2.0,
+        window_s=None,
+        drop_empty_transcripts=False,
+        sampling_rate=16000,
+    )
+    verdicts = row_verdicts(batch, rule)
+    assert verdicts[VERDICT] == [KEPT, EMPTY_TRANSCRIPT, UNREADABLE, TOO_LONG]
+    # Empty transcripts are named first, whatever else is wrong.
+    with pytest.raises(ConfigError, match=r"the train data has 1 row\(s\) with an empty transcript .*rows 'b'"):
+        judge_rows(batch["id"], verdicts, rule, "the train data", "train")
+    dropping = RowRule(**{**rule.__dict__, "drop_empty_transcripts": True})
+    with pytest.raises(ConfigError, match=r"row 'c': audio file not found.*\(relative paths: task.audio_dir"):
+        kept_rows(batch, dropping, "the train stream")
+    readable = {key: [value[i] for i in (0, 1, 3)] for key, value in batch.items()}
+    assert kept_rows(readable, dropping, "the train stream") == [True, False, False]
+    assert lines == []  # a streamed batch is filtered silently
+    judge_rows(readable["id"], row_verdicts(readable, dropping), dropping, "the train data", "train")
+    assert lines == [
+        "train: dropped 1 of 3 rows with an empty transcript (rows 'b')",
+        "train: 1 of 2 clips at 8000 Hz are resampled to 16000 Hz",
+        "train: duration filter [0, 2] s removed 1 of 2 clips (0 shorter, 1 longer), kept 1",
+    ]

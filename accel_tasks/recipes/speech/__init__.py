@@ -1,44 +1,45 @@
-"""Speech-recognition task logic (CTC and encoder-decoder) as plain functions.
+"""Speech-recognition task logic (CTC and encoder-decoder): the shared recipe base and plain functions.
 
-Imported only by the speech recipe; the recipe class stays a thin layer over these.
-``tiny_whisper`` is not re-exported: it exists for tests and docs.
+``base`` holds :class:`~accel_tasks.recipes.speech.base.SpeechRecipe`, which the two family recipes
+(``accel_tasks.recipes.speech_ctc``, ``accel_tasks.recipes.speech_seq2seq``) extend; ``rows`` holds the one row
+filter of map-style and streamed data; the other modules are plain functions (audio, features, text, vocabulary,
+decoding). ``tiny_whisper`` is not re-exported: it exists for tests and docs.
+
+The names below are imported on first use, not with the package: the recipe modules import ``speech.base``
+when a recipe is listed or resolved, and that must not import torch (``audio_features`` and ``decode`` do).
 """
 
-from accel_tasks.recipes.speech.audio import AudioLoadError, audio_info, load_audio, undecoded_audio
-from accel_tasks.recipes.speech.audio_features import (
-    CTCCollator,
-    EmptyTranscriptError,
-    SpeechSeq2SeqCollator,
-    filter_by_duration,
-    prepare_speech_features,
-)
-from accel_tasks.recipes.speech.decode import (
-    ctc_collapse,
-    ctc_greedy_ids,
-    decode_ctc_ids,
-    decode_ctc_predictions,
-    decode_labels,
-)
-from accel_tasks.recipes.speech.normalize import TextNormalizer
-from accel_tasks.recipes.speech.vocab import build_ctc_vocab, make_ctc_tokenizer, write_vocab
+from __future__ import annotations
 
-__all__ = [
-    "AudioLoadError",
-    "CTCCollator",
-    "EmptyTranscriptError",
-    "SpeechSeq2SeqCollator",
-    "TextNormalizer",
-    "audio_info",
-    "build_ctc_vocab",
-    "ctc_collapse",
-    "ctc_greedy_ids",
-    "decode_ctc_ids",
-    "decode_ctc_predictions",
-    "decode_labels",
-    "filter_by_duration",
-    "load_audio",
-    "make_ctc_tokenizer",
-    "prepare_speech_features",
-    "undecoded_audio",
-    "write_vocab",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AudioLoadError": "audio",
+    "audio_info": "audio",
+    "load_audio": "audio",
+    "undecoded_audio": "audio",
+    "CTCCollator": "audio_features",
+    "EmptyTranscriptError": "audio_features",
+    "SpeechSeq2SeqCollator": "audio_features",
+    "filter_by_duration": "audio_features",
+    "prepare_speech_features": "audio_features",
+    "ctc_collapse": "decode",
+    "ctc_greedy_ids": "decode",
+    "decode_ctc_ids": "decode",
+    "decode_ctc_predictions": "decode",
+    "decode_labels": "decode",
+    "TextNormalizer": "normalize",
+    "build_ctc_vocab": "vocab",
+    "make_ctc_tokenizer": "vocab",
+    "write_vocab": "vocab",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

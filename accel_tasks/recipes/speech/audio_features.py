@@ -16,12 +16,15 @@ import numpy as np
 import torch
 
 from accel_tasks.recipes.speech.audio import load_audio
+from accel_tasks.recipes.speech.rawdata import SpeechColumns
 
 DURATION_COLUMN = "duration"
 # Cached model inputs are raw float32 bytes plus this shape column: reading a batch back from Arrow is then
 # a memcpy instead of one Python float per value (36 ms -> 2 ms for 16 clips; bench/audio_pipeline.py).
 SHAPE_COLUMN = "input_shape"
 LABEL_PAD = -100  # ignored by the loss
+# The columns prepare_speech_features reads unless told otherwise.
+DEFAULT_COLUMNS = SpeechColumns(audio="audio", text="text", id="id")
 
 
 class EmptyTranscriptError(ValueError):
@@ -52,9 +55,7 @@ def prepare_speech_features(
     feature_extractor: Any,
     tokenizer: Any,
     normalizer: Callable[[str], str] | None = None,
-    audio_column: str = "audio",
-    text_column: str | None = "text",
-    id_column: str | None = "id",
+    columns: SpeechColumns = DEFAULT_COLUMNS,
     base_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, list]:
     """Batched ``datasets.map`` function for CTC and encoder-decoder models alike.
@@ -64,9 +65,10 @@ def prepare_speech_features(
     Encoder-decoder (e.g. Whisper): labels are the tokenizer's full sequence with its prefix tokens
     (start-of-transcript, language, task, no-timestamps) and end-of-text, so set the tokenizer's language/task
     first (``tokenizer.set_prefix_tokens``); the collator removes the leading start token; no normaliser by
-    default, Whisper is trained on cased, punctuated text. Errors name rows by ``id_column``, else by
-    ``indices`` (``map(..., with_indices=True)``). ``text_column=None``: audio alone (no labels), for predictions.
+    default, Whisper is trained on cased, punctuated text. Errors name rows by ``columns.id``, else by
+    ``indices`` (``map(..., with_indices=True)``). ``columns.text=None``: audio alone (no labels), for predictions.
     """
+    audio_column, text_column, id_column = columns.audio, columns.text, columns.id
     _check_columns(batch, audio_column, text_column)
     n = len(batch[audio_column])
     ids = _row_ids(batch, id_column, indices, n)

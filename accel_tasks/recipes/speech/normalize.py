@@ -110,3 +110,13 @@ class TextNormalizer:
             f"collapse_whitespace={self.collapse_whitespace}, whisper_english={self.whisper_english}, "
             f"keep_apostrophes={self.keep_apostrophes})"
         )
+
+
+class NoNormalization:
+    """Scoring on the raw text (task.normalizer=none); a stable repr keeps the feature cache key stable."""
+
+    def __call__(self, text: str) -> str:
+        return text
+
+    def __repr__(self) -> str:
+        return "NoNormalization()"

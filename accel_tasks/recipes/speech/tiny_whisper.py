@@ -98,17 +98,24 @@ class TinyWhisper:
     processor: Any
 
 
+@dataclass(frozen=True)
+class TinyWhisperSize:
+    """The sizes of a tiny Whisper (one object, so that build_tiny_whisper keeps a short signature)."""
+
+    d_model: int = 64
+    layers: int = 2
+    heads: int = 2
+    ffn_dim: int = 128
+    chunk_length_s: int = 4
+    num_mel_bins: int = 80
+    max_target_positions: int = 64
+    vocab_size: int = 400
+
+
 def build_tiny_whisper(
     texts: Iterable[str],
     *,
-    d_model: int = 64,
-    layers: int = 2,
-    heads: int = 2,
-    ffn_dim: int = 128,
-    chunk_length_s: int = 4,
-    num_mel_bins: int = 80,
-    max_target_positions: int = 64,
-    vocab_size: int = 400,
+    size: TinyWhisperSize = TinyWhisperSize(),
     language: str = "en",
     task: str = "transcribe",
     seed: int = 0,
@@ -123,24 +130,24 @@ def build_tiny_whisper(
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     tokenizer = build_tiny_whisper_tokenizer(
-        texts, vocab_size=vocab_size, language=LANGUAGES.get(language, language), task=task
+        texts, vocab_size=size.vocab_size, language=LANGUAGES.get(language, language), task=task
     )
-    feature_extractor = build_tiny_whisper_feature_extractor(chunk_length_s, num_mel_bins)
+    feature_extractor = build_tiny_whisper_feature_extractor(size.chunk_length_s, size.num_mel_bins)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in whisper_special_tokens()}
     eot, sot = ids[END_OF_TEXT], ids[START_OF_TRANSCRIPT]
     config = WhisperConfig(
         vocab_size=len(tokenizer),
-        num_mel_bins=num_mel_bins,
-        d_model=d_model,
-        encoder_layers=layers,
-        decoder_layers=layers,
-        encoder_attention_heads=heads,
-        decoder_attention_heads=heads,
-        encoder_ffn_dim=ffn_dim,
-        decoder_ffn_dim=ffn_dim,
+        num_mel_bins=size.num_mel_bins,
+        d_model=size.d_model,
+        encoder_layers=size.layers,
+        decoder_layers=size.layers,
+        encoder_attention_heads=size.heads,
+        decoder_attention_heads=size.heads,
+        encoder_ffn_dim=size.ffn_dim,
+        decoder_ffn_dim=size.ffn_dim,
         # The encoder's two convolutions halve the frame rate; its input length is fixed.
-        max_source_positions=chunk_length_s * _FRAMES_PER_SECOND // 2,
-        max_target_positions=max_target_positions,
+        max_source_positions=size.chunk_length_s * _FRAMES_PER_SECOND // 2,
+        max_target_positions=size.max_target_positions,
         pad_token_id=eot,
         bos_token_id=eot,
         eos_token_id=eot,
@@ -151,7 +158,7 @@ def build_tiny_whisper(
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
     gen = GenerationConfig.from_model_config(config)
-    gen.max_length = max_target_positions
+    gen.max_length = size.max_target_positions
     gen.is_multilingual = True
     gen.lang_to_id = {t: i for t, i in ids.items() if t[2:-2] in LANGUAGES}
     gen.task_to_id = {"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]}
