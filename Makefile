@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup run test test-quick bench
+.PHONY: setup run lint test test-quick bench
 
 setup: $(VENV)/.setup-done
 
@@ -19,6 +19,11 @@ $(VENV)/.setup-done: pyproject.toml
 run: setup
 	$(VENV)/bin/accelerate launch -m accel_tasks.run recipe=summarization
 	$(VENV)/bin/accel-tasks report outputs/summarization
+
+# ruff, as configured in pyproject.toml (line length 120); CI runs it before the tests.
+lint: setup
+	$(VENV)/bin/ruff check accel_tasks tests bench examples scripts
+	$(VENV)/bin/ruff format --check accel_tasks tests bench examples scripts
 
 test: setup
 	$(PY) -m pytest -q -n auto --dist loadfile

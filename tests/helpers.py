@@ -17,9 +17,9 @@ ACCELERATE_CONFIGS = REPO / "accelerate_configs"
 
 def cli_env(extra: Optional[dict] = None) -> dict:
     """Offline and unbuffered; one torch thread per process: tests run side by side (pytest-xdist), where
-    oversubscribed cores were up to 20x slower, and a forked run (forked_run.py) must not start a second OpenMP
-    thread team after its parent used one (GNU OpenMP hangs); the same count in every mode keeps runs comparable
-    bit for bit (accelerate overwrites OMP_NUM_THREADS, hence our own variable)."""
+    oversubscribed cores were up to 20x slower, and the same count in every mode (forked, ``python -m``,
+    ``accelerate launch``) keeps runs comparable bit for bit (accelerate overwrites OMP_NUM_THREADS, hence our own
+    variable)."""
     env = dict(os.environ)
     env.setdefault("ACCEL_TASKS_NUM_THREADS", "1")
     env["HF_HUB_OFFLINE"] = "1"
@@ -47,7 +47,7 @@ def run_cli(
     where the launcher, start-up or the interpreter's exit is what the test is about.
     """
     if launcher is None:
-        if num_processes == 1 and config_file is None and forkable(env or {}, args):
+        if num_processes == 1 and config_file is None and forkable(env or {}):
             return run_forked(args, cwd, cli_env(env), mixed_precision, timeout)
         launcher = "accelerate"
     if launcher == "python":

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO, check, read_json, read_jsonl, run_cli
 
 SAMPLE = REPO / "accel_tasks" / "samples" / "summarization"
@@ -22,16 +23,6 @@ SMALL = [
     "train.batch_size=8",
     "eval.batch_size=8",
 ]
-# Long enough that the model writes real summaries (ROUGE-L about 0.15), so reproducing them means something.
-TRAINED = [
-    "recipe=summarization",
-    "data.max_eval_samples=12",
-    "train.max_steps=240",
-    "train.log_every=80",
-    "train.eval_every=120",
-    "train.save_every=120",
-    "train.save_total_limit=1",
-]
 
 
 def tree_digest(path: Path) -> dict[str, str]:
@@ -43,17 +34,12 @@ def tree_digest(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, str]:
-    """One short training run shared by the checks below."""
+def trained(tmp_path_factory, shared_summarization_run) -> tuple[Path, str]:
+    """The session's trained summarization run (conftest.py: 240 steps, checkpoints at 120 and 240), copied here
+    because the checks below write next to it."""
     work = tmp_path_factory.mktemp("summ")
-    result = check(
-        run_cli(
-            [*TRAINED, "output_dir=run"],
-            work,
-            env={"HF_DATASETS_CACHE": str(work / "ds_cache")},
-        )
-    )
-    return work, result.stdout
+    shared_summarization_run.copy_to(work)
+    return work, shared_summarization_run.stdout
 
 
 def test_training_logs_evaluates_checkpoints_and_exports(trained):
@@ -206,7 +192,7 @@ def test_resume_from_the_saved_config_matches_the_uninterrupted_run(tmp_path: Pa
     def losses(text: str) -> dict[int, str]:
         return {int(m.group(1)): m.group(2) for m in re.finditer(r"step (\d+)/6 loss (\S+)", text)}
 
-    assert {s: l for s, l in losses(first.stdout).items() if s > 3} == losses(second.stdout)
+    assert {step: loss for step, loss in losses(first.stdout).items() if step > 3} == losses(second.stdout)
     from safetensors.torch import load_file
 
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
