@@ -37,7 +37,7 @@ TRAINED_SUMMARIZATION = [
 
 
 @pytest.fixture(scope="session")
-def shared_summarization_run(tmp_path_factory, worker_id: str) -> SharedRun:
+def shared_summarization_run(tmp_path_factory) -> SharedRun:
     """The TRAINED_SUMMARIZATION run, trained once per test session and shared by every file and xdist worker.
 
     Why: a dozen files need "a trained model" and nothing more particular; each training its own cost minutes.
@@ -48,7 +48,8 @@ def shared_summarization_run(tmp_path_factory, worker_id: str) -> SharedRun:
 
     from helpers import check, run_cli
 
-    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    under_xdist = "PYTEST_XDIST_WORKER" in os.environ  # (xdist's worker_id fixture is absent with -p no:xdist)
+    root = tmp_path_factory.getbasetemp().parent if under_xdist else tmp_path_factory.getbasetemp()
     work = root / "shared_summarization_run"
     with FileLock(str(work) + ".lock"):
         done = work / "stdout.txt"
