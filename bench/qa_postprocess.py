@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from accel_tasks.recipes.qa import postprocess_qa_predictions
+from accel_tasks.recipes.qa import SpanRules, postprocess_qa_predictions
 
 QUESTION_TOKENS = 16
 PAD_VALUE = -1e4
@@ -247,10 +247,11 @@ def main() -> None:
             "max_answer_length": args.max_answer_length,
             "version_2_with_negative": v2,
         }
+        rules = SpanRules(**common)
         sides = {
             "loop": partial(loop_postprocess, examples, features, start, end, **common),
-            "vectorised/list": partial(postprocess_qa_predictions, examples, features, start, end, **common),
-            "vectorised/Dataset": partial(postprocess_qa_predictions, examples, feature_ds, start, end, **common),
+            "vectorised/list": partial(postprocess_qa_predictions, examples, features, start, end, rules),
+            "vectorised/Dataset": partial(postprocess_qa_predictions, examples, feature_ds, start, end, rules),
         }
         if args.naive:
             sides["naive loop"] = partial(naive_loop_postprocess, examples, features, start, end, **common)

@@ -22,6 +22,7 @@ import torch
 
 from accel_tasks.metrics import load_metric
 from accel_tasks.recipes.qa import (
+    SpanRules,
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,
@@ -84,7 +85,7 @@ def evaluate_model(
         starts.append(torch.nn.functional.pad(out.start_logits, (0, pad), value=-1e4).numpy())
         ends.append(torch.nn.functional.pad(out.end_logits, (0, pad), value=-1e4).numpy())
     predictions = postprocess_qa_predictions(
-        examples, features, np.concatenate(starts), np.concatenate(ends), version_2_with_negative=args.v2
+        examples, features, np.concatenate(starts), np.concatenate(ends), SpanRules(version_2_with_negative=args.v2)
     )
     return score(predictions.metric_predictions(), squad_references(examples), args.v2)
 

@@ -226,18 +226,9 @@ def compacting_greedy(
     next_length = 1 if model_kwargs.get("use_cache", True) else None
     outputs = model._prefill(input_ids, generation_config, model_kwargs, is_first_iteration=True)
     decode_context = getattr(model, "_optimize_model_for_decode", contextlib.nullcontext)
+    rules = _DecodeRules(logits_processor, stopping_criteria, pad_token_id, next_length, can_compact)
     with decode_context():
-        input_ids, rows, finished = _greedy_steps(
-            model,
-            outputs,
-            input_ids,
-            model_kwargs,
-            logits_processor,
-            stopping_criteria,
-            pad_token_id,
-            next_length,
-            can_compact,
-        )
+        input_ids, rows, finished = _greedy_steps(model, outputs, input_ids, model_kwargs, rules)
     final_length = input_ids.shape[1]
     out = torch.full(
         (batch_size, final_length),
@@ -252,20 +243,32 @@ def compacting_greedy(
     return out
 
 
+@dataclass(frozen=True)
+class _DecodeRules:
+    """What every decode step applies: generate's logits processors and stopping criteria, the pad id of finished
+    rows, the sequence length of a step's new input (None without a cache), and whether finished rows may be taken
+    out of the batch (every processor and criterion row-wise)."""
+
+    logits_processor: Any
+    stopping_criteria: Any
+    pad_token_id: Optional[torch.Tensor]
+    next_length: Optional[int]
+    can_compact: bool
+
+
 def _greedy_steps(
-    model: Any,
-    outputs: Any,
-    input_ids: torch.LongTensor,
-    model_kwargs: dict[str, Any],
-    logits_processor: Any,
-    stopping_criteria: Any,
-    pad_token_id: Optional[torch.Tensor],
-    next_length: Optional[int],
-    can_compact: bool,
+    model: Any, outputs: Any, input_ids: torch.LongTensor, model_kwargs: dict[str, Any], rules: _DecodeRules
 ) -> tuple[torch.LongTensor, torch.Tensor, dict[int, torch.Tensor]]:
-    """The decode steps after the prefill: (ids of the rows still in the batch, their batch positions, finished rows)."""
+    """The decode steps after the prefill: (ids of the rows still in the batch, their batch positions, finished
+    rows)."""
     import torch
 
+    logits_processor, stopping_criteria, pad_token_id = (
+        rules.logits_processor,
+        rules.stopping_criteria,
+        rules.pad_token_id,
+    )
+    next_length, can_compact = rules.next_length, rules.can_compact
     device = input_ids.device
     has_eos_stopping = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
     # Rows taken out, by batch position; rows[i] is the batch position of row i of the shrinking batch.

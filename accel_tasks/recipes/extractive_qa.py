@@ -23,6 +23,7 @@ from accel_tasks.recipes.qa import (
     EVAL_ONLY_COLUMNS,
     NESTED,
     QADataError,
+    SpanRules,
     check_fast_tokenizer,
     flat_rows_under_data,
     flatten_squad,
@@ -164,8 +165,8 @@ class ExtractiveQARecipe(Recipe):
             check_fast_tokenizer(self.processor)
         except QADataError as exc:
             raise _as_config_error(exc) from None
-        opts = self.options
         if self.cap_to_positions(self.model, "task.max_seq_length"):
+            opts = self.options  # the capped settings (cap_to_positions decides a new config)
             limit = opts.max_seq_length
             if opts.doc_stride >= limit:
                 raise ConfigError(
@@ -251,7 +252,8 @@ class ExtractiveQARecipe(Recipe):
         return stream.filter(self._rows_checked, batched=True, fn_kwargs={"split": split})
 
     def _standard_columns(self, dataset: Any) -> Any:
-        """The user's columns renamed to STANDARD_COLUMNS (a standard name already taken by another column is dropped)."""
+        """The user's columns renamed to STANDARD_COLUMNS (a standard name already taken by another column is
+        dropped)."""
         renames = {column: std for std, column in self._column_options().items() if column != std}
         clashing = [std for std in renames.values() if std in dataset.column_names and std not in renames]
         if clashing:
@@ -328,15 +330,14 @@ class ExtractiveQARecipe(Recipe):
         """Best span per example -> squad / squad_v2 metric inputs and one predictions.jsonl row per example."""
         opts = self.options
         try:
-            predictions = postprocess_qa_predictions(
-                examples,
-                features,
-                outputs["start_logits"],
-                outputs["end_logits"],
+            rules = SpanRules(
                 n_best_size=opts.n_best_size,
                 max_answer_length=opts.max_answer_length,
                 version_2_with_negative=opts.version_2_with_negative,
                 null_score_diff_threshold=opts.null_score_diff_threshold,
+            )
+            predictions = postprocess_qa_predictions(
+                examples, features, outputs["start_logits"], outputs["end_logits"], rules
             )
         except QADataError as exc:
             raise _as_config_error(exc) from None

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerFast
 
 from accel_tasks.recipes.qa import (
     QADataError,
+    SpanRules,
     check_fast_tokenizer,
     flatten_squad,
     is_nested_squad,
@@ -334,7 +335,7 @@ def test_postprocess_respects_max_answer_length():
     start = np.stack([logits(p3=5.0, p5=1.0), logits()])
     end = np.stack([logits(p6=5.0, p5=2.0), logits()])
     assert postprocess_qa_predictions(examples, features, start, end).texts == ["the cat sat on"]
-    short = postprocess_qa_predictions(examples, features, start, end, max_answer_length=2)
+    short = postprocess_qa_predictions(examples, features, start, end, SpanRules(max_answer_length=2))
     # (3, 6) = 10 spans 4 tokens; allowed: (3, 3) = 5, (3, 4) = 5, (5, 5) = 3, (5, 6) = 1 + 5 = 6 "sat on".
     assert short.texts == ["sat on"] and short.scores.tolist() == [6.0]
 
@@ -344,11 +345,11 @@ def test_postprocess_v2_null_threshold_both_ways():
     # best span: "cat" = 2 + 2 = 4; null: CLS of window 0 = 3 + 3 = 6, window 1 = 5 + 5 = 10 -> min 6.
     start = np.stack([logits(p0=3.0, p4=2.0), logits(p0=5.0)])
     end = np.stack([logits(p0=3.0, p4=2.0), logits(p0=5.0)])
-    null = postprocess_qa_predictions(examples, features, start, end, version_2_with_negative=True)
+    null = postprocess_qa_predictions(examples, features, start, end, SpanRules(version_2_with_negative=True))
     assert null.texts == [""] and null.null_odds.tolist() == [2.0] and null.scores.tolist() == [6.0]
     assert null.metric_predictions() == [{"id": "ex", "prediction_text": "", "no_answer_probability": 1.0}]
     kept = postprocess_qa_predictions(
-        examples, features, start, end, version_2_with_negative=True, null_score_diff_threshold=2.5
+        examples, features, start, end, SpanRules(version_2_with_negative=True, null_score_diff_threshold=2.5)
     )
     assert kept.texts == ["cat"] and kept.scores.tolist() == [4.0]
     assert kept.metric_predictions() == [{"id": "ex", "prediction_text": "cat", "no_answer_probability": 0.0}]
@@ -361,7 +362,7 @@ def test_postprocess_v2_reads_null_score_at_cls_index():
     # position 1 of window 0 holds the CLS score 1 + 1 = 2 (< window 1's 5 + 5); best span "cat" = 4.
     start = np.stack([logits(p0=9.0, p1=1.0, p4=2.0), logits(p0=5.0)])
     end = np.stack([logits(p0=9.0, p1=1.0, p4=2.0), logits(p0=5.0)])
-    pred = postprocess_qa_predictions(examples, features, start, end, version_2_with_negative=True)
+    pred = postprocess_qa_predictions(examples, features, start, end, SpanRules(version_2_with_negative=True))
     assert pred.texts == ["cat"] and pred.null_odds.tolist() == [-2.0]
 
 
@@ -444,10 +445,7 @@ def test_vectorised_matches_loop_reference_on_random_logits(v2):
         features,
         start,
         end,
-        n_best_size=5,
-        max_answer_length=4,
-        version_2_with_negative=v2,
-        null_score_diff_threshold=-0.5,
+        SpanRules(n_best_size=5, max_answer_length=4, version_2_with_negative=v2, null_score_diff_threshold=-0.5),
         return_nbest=True,
     )
     texts, scores, nbests = reference(examples, features, start, end, 5, 4, v2, -0.5)
@@ -464,10 +462,7 @@ def test_vectorised_matches_loop_reference_on_random_logits(v2):
         datasets.Dataset.from_dict(features),
         start,
         end,
-        n_best_size=5,
-        max_answer_length=4,
-        version_2_with_negative=v2,
-        null_score_diff_threshold=-0.5,
+        SpanRules(n_best_size=5, max_answer_length=4, version_2_with_negative=v2, null_score_diff_threshold=-0.5),
     )
     assert from_dataset.texts == texts and from_dataset.scores.tolist() == scores
 

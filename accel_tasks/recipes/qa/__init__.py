@@ -6,7 +6,7 @@
 """
 
 from accel_tasks.recipes.qa.errors import QADataError
-from accel_tasks.recipes.qa.postprocess import QAPredictions, postprocess_qa_predictions, squad_references
+from accel_tasks.recipes.qa.postprocess import QAPredictions, SpanRules, postprocess_qa_predictions, squad_references
 from accel_tasks.recipes.qa.span_features import (
     EVAL_ONLY_COLUMNS,
     check_fast_tokenizer,
@@ -26,6 +26,7 @@ __all__ = [
     "EVAL_ONLY_COLUMNS",
     "QADataError",
     "QAPredictions",
+    "SpanRules",
     "check_fast_tokenizer",
     "NESTED",
     "flat_rows_under_data",

@@ -143,15 +143,27 @@ def _check_arguments(
         raise QADataError(f"n_best_size ({n_best_size}) and max_answer_length ({max_answer_length}) must be >= 1")
 
 
+@dataclass(frozen=True)
+class SpanRules:
+    """How answer spans are chosen (the recipe's task.* options of the same names).
+
+    `n_best_size`: start and end candidates per window crossed into spans; `max_answer_length`: longest span in
+    tokens; `version_2_with_negative`: SQuAD v2, an example may be unanswerable, decided by
+    `null_score_diff_threshold` (see the module docstring).
+    """
+
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    version_2_with_negative: bool = False
+    null_score_diff_threshold: float = 0.0
+
+
 def postprocess_qa_predictions(
     examples: Any,
     features: Any,
     start_logits: np.ndarray,
     end_logits: np.ndarray,
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
-    version_2_with_negative: bool = False,
-    null_score_diff_threshold: float = 0.0,
+    rules: SpanRules = SpanRules(),
     return_nbest: bool = False,
 ) -> QAPredictions:
     """Best answer span per example from window logits.
@@ -166,21 +178,11 @@ def postprocess_qa_predictions(
     example_ids = [str(i) for i in _column(examples, "id")]
     contexts = list(_column(examples, "context"))
     if not example_ids:
-        empty = np.zeros(0)
-        return QAPredictions(
-            ids=[],
-            texts=[],
-            scores=empty,
-            start_chars=empty.astype(np.int64),
-            end_chars=empty.astype(np.int64),
-            is_null=empty.astype(bool),
-            null_odds=empty if version_2_with_negative else None,
-            nbest=[] if return_nbest else None,
-        )
+        return _no_predictions(rules, return_nbest)
     offsets = read_offsets(features)
     lengths = offsets.lengths
     n_features = lengths.size
-    _check_arguments(start_logits, end_logits, n_features, n_best_size, max_answer_length)
+    _check_arguments(start_logits, end_logits, n_features, rules.n_best_size, rules.max_answer_length)
     width = start_logits.shape[1]
     if n_features and lengths.max() > width:
         raise QADataError(
@@ -188,30 +190,14 @@ def postprocess_qa_predictions(
             "pad logits to the longest feature instead of truncating them"
         )
     feature_example = _feature_example_index(features, example_ids)
-
-    valid = offsets.mask(width)
-
-    dtype = np.promote_types(start_logits.dtype, np.float32)
-    masked_start = np.where(valid, start_logits.astype(dtype, copy=False), -np.inf)
-    masked_end = np.where(valid, end_logits.astype(dtype, copy=False), -np.inf)
-
-    # Top-k context positions per feature, crossed into a (features, k, k) candidate matrix. Scores are
-    # summed in float64; a masked position is -inf, so its spans are -inf without a separate mask.
-    k = min(n_best_size, width)
-    start_idx = np.argpartition(masked_start, width - k, axis=1)[:, width - k :]
-    end_idx = np.argpartition(masked_end, width - k, axis=1)[:, width - k :]
-    start_score = np.take_along_axis(masked_start, start_idx, axis=1).astype(np.float64)
-    end_score = np.take_along_axis(masked_end, end_idx, axis=1).astype(np.float64)
-    span_length = end_idx.astype(np.int32)[:, None, :] - start_idx.astype(np.int32)[:, :, None]
-    candidates = start_score[:, :, None] + end_score[:, None, :]
-    candidates[(span_length < 0) | (span_length >= max_answer_length)] = -np.inf
-    candidates = candidates.reshape(n_features, k * k)
+    spans = _span_candidates(start_logits, end_logits, offsets.mask(width), rules)
 
     # Best span per feature, then best feature per example (ties: earliest feature).
-    best_flat = np.argmax(candidates, axis=1)
-    feature_best = candidates[np.arange(n_features), best_flat]
-    feature_start = start_idx[np.arange(n_features), best_flat // k]
-    feature_end = end_idx[np.arange(n_features), best_flat % k]
+    rows = np.arange(n_features)
+    best_flat = np.argmax(spans.scores, axis=1)
+    feature_best = spans.scores[rows, best_flat]
+    feature_start = spans.start_idx[rows, best_flat // spans.k]
+    feature_end = spans.end_idx[rows, best_flat % spans.k]
     order = np.lexsort((-feature_best, feature_example))
     first = np.ones(n_features, dtype=bool)
     first[1:] = feature_example[order][1:] != feature_example[order][:-1]
@@ -225,37 +211,89 @@ def postprocess_qa_predictions(
     start_char[has_span], end_char[has_span] = offsets.chars(
         span_feature, feature_start[span_feature], feature_end[span_feature]
     )
-
-    scores = np.where(has_span, best_score, np.nan)
-    is_null = ~has_span
-    null_odds = None
-    if version_2_with_negative:
-        cls = _cls_positions(features, n_features, width)
-        feature_null = start_logits[np.arange(n_features), cls].astype(np.float64) + end_logits[
-            np.arange(n_features), cls
-        ].astype(np.float64)
-        null_score = np.full(len(example_ids), np.inf)
-        np.minimum.at(null_score, feature_example, feature_null)
-        null_odds = np.where(has_span, null_score - best_score, np.inf)
-        is_null = null_odds > null_score_diff_threshold
-        scores = np.where(is_null, null_score, best_score)
-        start_char = np.where(is_null, -1, start_char)
-        end_char = np.where(is_null, -1, end_char)
-
-    texts = [contexts[n][s:e] if s >= 0 else "" for n, (s, e) in enumerate(zip(start_char.tolist(), end_char.tolist()))]
-    nbest = None
-    if return_nbest:
-        nbest = _nbest(candidates, start_idx, end_idx, k, feature_example, offsets, contexts, n_best_size)
-    return QAPredictions(
+    predictions = QAPredictions(
         ids=example_ids,
-        texts=texts,
-        scores=scores,
+        texts=[],
+        scores=np.where(has_span, best_score, np.nan),
         start_chars=start_char,
         end_chars=end_char,
-        is_null=is_null,
-        null_odds=null_odds,
-        nbest=nbest,
+        is_null=~has_span,
     )
+    if rules.version_2_with_negative:
+        null_score = _null_scores(features, start_logits, end_logits, feature_example, len(example_ids))
+        _choose_null_answers(predictions, null_score, best_score, has_span, rules.null_score_diff_threshold)
+    starts, ends = predictions.start_chars.tolist(), predictions.end_chars.tolist()
+    predictions.texts = [contexts[n][s:e] if s >= 0 else "" for n, (s, e) in enumerate(zip(starts, ends))]
+    if return_nbest:
+        predictions.nbest = _nbest(spans, feature_example, offsets, contexts, rules.n_best_size)
+    return predictions
+
+
+def _no_predictions(rules: SpanRules, return_nbest: bool) -> QAPredictions:
+    """The predictions of no examples."""
+    empty = np.zeros(0)
+    return QAPredictions(
+        ids=[],
+        texts=[],
+        scores=empty,
+        start_chars=empty.astype(np.int64),
+        end_chars=empty.astype(np.int64),
+        is_null=empty.astype(bool),
+        null_odds=empty if rules.version_2_with_negative else None,
+        nbest=[] if return_nbest else None,
+    )
+
+
+@dataclass
+class _Spans:
+    """Per feature, the top-k start and end positions and the (features, k * k) scores of the spans they make."""
+
+    scores: np.ndarray
+    start_idx: np.ndarray
+    end_idx: np.ndarray
+    k: int
+
+
+def _span_candidates(start_logits: np.ndarray, end_logits: np.ndarray, valid: np.ndarray, rules: SpanRules) -> _Spans:
+    """Top-k context positions per feature, crossed into a (features, k, k) candidate matrix. Scores are
+    summed in float64; a masked position is -inf, so its spans are -inf without a separate mask."""
+    n_features, width = start_logits.shape
+    dtype = np.promote_types(start_logits.dtype, np.float32)
+    masked_start = np.where(valid, start_logits.astype(dtype, copy=False), -np.inf)
+    masked_end = np.where(valid, end_logits.astype(dtype, copy=False), -np.inf)
+    k = min(rules.n_best_size, width)
+    start_idx = np.argpartition(masked_start, width - k, axis=1)[:, width - k :]
+    end_idx = np.argpartition(masked_end, width - k, axis=1)[:, width - k :]
+    start_score = np.take_along_axis(masked_start, start_idx, axis=1).astype(np.float64)
+    end_score = np.take_along_axis(masked_end, end_idx, axis=1).astype(np.float64)
+    span_length = end_idx.astype(np.int32)[:, None, :] - start_idx.astype(np.int32)[:, :, None]
+    candidates = start_score[:, :, None] + end_score[:, None, :]
+    candidates[(span_length < 0) | (span_length >= rules.max_answer_length)] = -np.inf
+    return _Spans(candidates.reshape(n_features, k * k), start_idx, end_idx, k)
+
+
+def _null_scores(
+    features: Any, start_logits: np.ndarray, end_logits: np.ndarray, feature_example: np.ndarray, n_examples: int
+) -> np.ndarray:
+    """SQuAD v2: per example, the minimum over its features of the start+end logit at the CLS token."""
+    n_features, width = start_logits.shape
+    cls = _cls_positions(features, n_features, width)
+    rows = np.arange(n_features)
+    feature_null = start_logits[rows, cls].astype(np.float64) + end_logits[rows, cls].astype(np.float64)
+    null_score = np.full(n_examples, np.inf)
+    np.minimum.at(null_score, feature_example, feature_null)
+    return null_score
+
+
+def _choose_null_answers(
+    predictions: QAPredictions, null_score: np.ndarray, best_score: np.ndarray, has_span: np.ndarray, threshold: float
+) -> None:
+    """SQuAD v2: the null answer where null score - best span score exceeds ``threshold`` (set on ``predictions``)."""
+    predictions.null_odds = np.where(has_span, null_score - best_score, np.inf)
+    predictions.is_null = predictions.null_odds > threshold
+    predictions.scores = np.where(predictions.is_null, null_score, best_score)
+    predictions.start_chars = np.where(predictions.is_null, -1, predictions.start_chars)
+    predictions.end_chars = np.where(predictions.is_null, -1, predictions.end_chars)
 
 
 def _cls_positions(features: Any, n_features: int, width: int) -> np.ndarray:
@@ -269,16 +307,14 @@ def _cls_positions(features: Any, n_features: int, width: int) -> np.ndarray:
 
 
 def _nbest(
-    candidates: np.ndarray,
-    start_idx: np.ndarray,
-    end_idx: np.ndarray,
-    k: int,
+    spans: _Spans,
     feature_example: np.ndarray,
     offsets: ContextOffsets,
     contexts: Sequence[str],
     n_best_size: int,
 ) -> list[list[dict]]:
     """Up to n_best_size spans per example: per-feature top-n, then the top-n of each example's union."""
+    candidates, start_idx, end_idx, k = spans.scores, spans.start_idx, spans.end_idx, spans.k
     n_features, width = candidates.shape
     n = min(n_best_size, width)
     top = np.argpartition(candidates, width - n, axis=1)[:, width - n :]
