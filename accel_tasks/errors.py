@@ -7,7 +7,6 @@ This is the ground floor of the package: it imports nothing else of accel_tasks,
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 
 # How many offending rows an error or warning quotes before it only counts the rest.
@@ -32,15 +31,6 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library errors can span a screen)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def notice(message: str) -> None:
-    """A one-line warning on stderr from the first process only (before the Accelerator exists).
-
-    Why the environment and not the Accelerator: preflight runs before it is built, on every rank.
-    """
-    if is_first_process():
-        print(f"accel-tasks: warning: {message}", file=sys.stderr, flush=True)
 
 
 def is_first_process() -> bool:

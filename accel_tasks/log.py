@@ -28,3 +28,8 @@ def warning(message: str) -> None:
     """A one-line warning on stderr, in the format of the error line (``accel-tasks: warning: ...``)."""
     if is_first_process():
         print(f"accel-tasks: warning: {message}", file=sys.stderr, flush=True)
+
+
+def interactive() -> bool:
+    """Whether stderr is a terminal: only then do progress bars redraw a line (else they fill log files with \\r)."""
+    return sys.stderr.isatty()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from accel_tasks import log
 from accel_tasks.config import RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
 from accel_tasks.data.raw import check_data_files
 from accel_tasks.data.streaming import check_streaming
@@ -22,7 +23,7 @@ from accel_tasks.engines.deepspeed_config import check_deepspeed_config, deepspe
 from accel_tasks.engines.performance import check_compile_supported, compile_settings
 from accel_tasks.engines.reshard import check_resume_layout
 from accel_tasks.engines.trackers import resolve_trackers
-from accel_tasks.errors import ConfigError, first_line, notice
+from accel_tasks.errors import ConfigError, first_line
 from accel_tasks.evaluation.best import best_metric_name
 from accel_tasks.evaluation.eval_pass import load_metrics, score
 from accel_tasks.models.adapters import check_peft_config_file
@@ -88,8 +89,9 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
                 recipe_cls.Options, preset_layers + [(f"settings saved with the model ({path})", layer)] + user_layers
             )
         else:
-            notice(
-                f"{path} was made by recipe={saved_cfg.get('recipe')}, not {recipe_spec}; its saved settings are not used"
+            log.warning(
+                f"{path} was made by recipe={saved_cfg.get('recipe')}, not {recipe_spec}; "
+                "its saved settings are not used"
             )
     cfg.recipe = str(recipe_spec)
     return cfg, recipe_cls
@@ -159,7 +161,8 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     if cfg.mode != "train" and cfg.model.name_or_path is None:
         raise ConfigError(
             f"mode={cfg.mode} scores a trained model, and the bundled one has random weights: set "
-            f"model.name_or_path=<an export such as outputs/{recipe_cls.name}/model, a checkpoint, an adapter dir or a hub id>"
+            f"model.name_or_path=<an export such as outputs/{recipe_cls.name}/model, a checkpoint, "
+            "an adapter dir or a hub id>"
         )
     model_source = resolve_model_source(cfg.model, default_model)
     if cfg.mode != "train":
@@ -186,7 +189,8 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
 
 
 def check_predict_inputs(cfg: RunConfig) -> None:
-    """mode=predict reads the test split: data.test_file, or data.test_split of data.name (HF's --test_file / do_predict)."""
+    """mode=predict reads the test split: data.test_file, or data.test_split of data.name (HF's --test_file /
+    do_predict)."""
     if cfg.data.test_file is None and cfg.data.name is None:
         raise ConfigError(
             "mode=predict needs inputs: set data.test_file=FILE (jsonl/json/csv/tsv/parquet; references optional), "
@@ -252,7 +256,8 @@ def check_metrics_fit(recipe: Recipe, metric_modules: dict[str, EvaluationModule
                 score(recipe, {label: module}, probe)
             except Exception as exc:
                 raise ConfigError(
-                    f"eval.metrics: {label} cannot score {recipe.name} predictions ({type(exc).__name__}: {first_line(exc)}); "
+                    f"eval.metrics: {label} cannot score {recipe.name} predictions "
+                    f"({type(exc).__name__}: {first_line(exc)}); "
                     f"use metrics made for this task, e.g. eval.metrics=[{','.join(recipe.default_metrics) or '...'}]"
                 ) from None
         raise
@@ -282,7 +287,8 @@ def check_output_dir(
     model_dir = Path(model_source)
     if model_dir.is_dir() and _same_or_inside(output_dir, model_dir):
         raise ConfigError(
-            f"output_dir {str(output_dir)!r} is inside the model directory {model_source!r}; choose another output_dir so the model is left untouched"
+            f"output_dir {str(output_dir)!r} is inside the model directory {model_source!r}; "
+            "choose another output_dir so the model is left untouched"
         )
     # The lock before the contents check: what it sees cannot change under it (a second run starting beside it).
     if lock:

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
 import numpy as np
 
+from accel_tasks import log
 from accel_tasks.config import GenerationOptions, NoOptions, RunConfig
 from accel_tasks.errors import ConfigError
 
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 
     Processor = Union[PreTrainedTokenizerBase, ProcessorMixin]
     Batch = dict[str, torch.Tensor]
-
-_logger = logging.getLogger("accel_tasks")
 
 # The loop's padding convention for prediction outputs gathered across processes and batches.
 PAD_INT = -100
@@ -115,8 +113,6 @@ class Recipe(ABC):
         self.options = cfg.task
         self.model: Optional[PreTrainedModel] = None
         self.processor: Optional[Processor] = None
-        # The loop replaces this with its main-process console log; recipes report counts and notices through it.
-        self.log: Callable[[str], None] = _logger.info
         # False only in mode=predict on inputs without references (the loop asks has_references first):
         # then required_columns, preprocess and postprocess leave the reference columns alone.
         self.with_references = True
@@ -126,7 +122,8 @@ class Recipe(ABC):
 
     @classmethod
     def preset_path(cls) -> Optional[Path]:
-        """The recipe's YAML preset: its own ``preset_file``, else the ``.yaml`` beside its module; None when there is none.
+        """The recipe's YAML preset: its own ``preset_file``, else the ``.yaml`` beside its module; None when there
+        is none.
 
         ``preset_file`` is not inherited: a subclass of a built-in recipe (a plugin) has its own preset or none.
         """
@@ -139,7 +136,8 @@ class Recipe(ABC):
 
     # -- model and data ---------------------------------------------------------------------------
     def model_config_overrides(self) -> dict[str, Any]:
-        """Model config values the task decides (e.g. num_labels), applied when a training run loads or builds the model.
+        """Model config values the task decides (e.g. num_labels), applied when a training run loads or builds the
+        model.
 
         Not applied in eval-only runs: a trained model's config is the truth there (see settings_from_model).
         """
@@ -187,7 +185,7 @@ class Recipe(ABC):
             node = self.options if group == "task" else getattr(self.cfg, group)
             value = getattr(node, key)
             if limit is not None and value is not None and value > limit:
-                self.log(f"{dotted}={value} is more than the model's {limit} positions; capped to {limit}")
+                log.info(f"{dotted}={value} is more than the model's {limit} positions; capped to {limit}")
                 setattr(node, key, limit)
                 capped = True
         return capped
@@ -384,7 +382,8 @@ def positions_limit(model: PreTrainedModel) -> Optional[int]:
 
 
 def generation_kwargs(generation: GenerationOptions, **defaults: Any) -> dict[str, Any]:
-    """``generate`` arguments from ``generation.*``; unset ones take ``defaults``, else the model's generation_config."""
+    """``generate`` arguments from ``generation.*``; unset ones take ``defaults``, else the model's
+    generation_config."""
     kwargs = {key: value for key, value in dict(generation).items() if value is not None}
     for key, value in defaults.items():
         if value is not None:

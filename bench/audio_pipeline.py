@@ -31,7 +31,6 @@ def build_recipe(extra: list[str]):
     cfg, recipe_cls = resolve_config(["recipe=speech_recognition", *extra], None)
     recipe = recipe_cls(cfg)
     recipe.validate_options()
-    recipe.log = lambda message: None
     recipe.load_model()
     return cfg, recipe
 
@@ -45,7 +44,7 @@ def featurise(recipe, cfg, split: str = "train") -> tuple[object, float, float, 
     start = time.perf_counter()
     raw = recipe.prepare_raw(raw, split)
     checked = time.perf_counter()
-    features = make_features(recipe, raw, split, cfg.data, lambda message: None)
+    features = make_features(recipe, raw, split, cfg.data)
     done = time.perf_counter()
     return features, checked - start, done - checked, len(raw)
 
@@ -74,7 +73,7 @@ def data_wait(recipe, cfg, features, steps: int, workers: int) -> tuple[float, f
     import torch
     from torch.utils.data import DataLoader
 
-    from accel_tasks.training.loop import parameter_groups
+    from accel_tasks.training.session import parameter_groups
 
     model = recipe.model
     model.train()

@@ -52,9 +52,7 @@ def main() -> None:
                 root = work / f"pair{pair}" / "checkpoints"
                 if side == "save":
                     start = time.perf_counter()
-                    save_checkpoint(
-                        accelerator, root, LoopState(global_step=pair + 1), model, processor, None, run_config
-                    )
+                    save_checkpoint(accelerator, root, LoopState(global_step=pair + 1), model, processor, run_config)
                     saves.append(time.perf_counter() - start)
                 else:
                     target = work / "integrity" / f"step_{pair + 1}"
@@ -66,7 +64,6 @@ def main() -> None:
                             LoopState(global_step=pair + 1),
                             model,
                             processor,
-                            None,
                             run_config,
                         )
                     out = work / f"lock{pair}"

@@ -123,7 +123,7 @@ def eval_setup(
     raw = recipe.load_data(("validation",))["validation"]
     check_columns(raw, recipe.required_columns("validation", raw.column_names), "validation")
     raw = recipe.prepare_raw(raw, "validation")
-    features = make_features(recipe, raw, "validation", cfg.data, lambda message: None)
+    features = make_features(recipe, raw, "validation", cfg.data)
     return cfg, accelerator, recipe, accelerator.prepare(model_obj), raw, features
 
 
@@ -133,7 +133,7 @@ def timed_eval(setup: tuple, grouped: bool) -> tuple[float, list[str]]:
     cfg, accelerator, recipe, model, raw, features = setup
     cfg.eval.group_by_length = grouped
     start = time.perf_counter()
-    _, result = run_eval(accelerator, recipe, model, raw, features, {}, cfg, lambda message: None)
+    _, result = run_eval(accelerator, recipe, model, raw, features, {}, cfg)
     return time.perf_counter() - start, result.predictions
 
 

@@ -41,7 +41,7 @@ def epoch_padding(overrides: list[str], batch_size: int, seed: int) -> dict[str,
     raw = recipe.load_data(("train",))
     recipe.required_columns("train", raw["train"].column_names)  # the loop's order: columns are resolved here
     train = recipe.prepare_raw(raw["train"], "train")
-    features = make_features(recipe, train, "train", cfg.data, lambda message: None)
+    features = make_features(recipe, train, "train", cfg.data)
     sources = feature_lengths(features, "input_ids").tolist()
     labels = feature_lengths(features, "labels").tolist()
     orders = {

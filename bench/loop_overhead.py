@@ -92,7 +92,7 @@ def bare_loop(steps: int, log_every: int, workdir: Path, round_index: int, seen:
     from accel_tasks.data.feature_cache import make_features
     from accel_tasks.engines.accelerator import configure_threads
     from accel_tasks.preflight import resolve_config
-    from accel_tasks.training.loop import parameter_groups
+    from accel_tasks.training.session import parameter_groups
 
     cfg, recipe_cls = resolve_config(overrides(steps, log_every, workdir / f"bare{round_index}"), None)
     tcfg = cfg.train
@@ -104,7 +104,7 @@ def bare_loop(steps: int, log_every: int, workdir: Path, round_index: int, seen:
     raw = recipe.load_data(("train",))["train"]
     recipe.required_columns("train", raw.column_names)
     raw = recipe.prepare_raw(raw, "train")
-    features = make_features(recipe, raw, "train", cfg.data, lambda message: None)
+    features = make_features(recipe, raw, "train", cfg.data)
     loader = torch.utils.data.DataLoader(
         features,
         batch_size=tcfg.batch_size,

@@ -78,18 +78,18 @@ def child(overrides: list[str]) -> None:
     import transformers  # noqa: F401
 
     from accel_tasks.preflight import make_plan, resolve_config
-    from accel_tasks.training import loop as loop
+    from accel_tasks.training import finish, meter, steps
     from accel_tasks.training.loop import run
 
     # One timestamp per micro-batch, taken where the loop accounts for it (after backward and step).
     stamps: list[float] = []
-    original_add = loop.ThroughputMeter.add
+    original_add = meter.ThroughputMeter.add
 
     def timed_add(self: Any, *args: Any, **kwargs: Any) -> None:
         stamps.append(time.perf_counter())
         original_add(self, *args, **kwargs)
 
-    loop.ThroughputMeter.add = timed_add
+    meter.ThroughputMeter.add = timed_add
     # The high-water mark after the training steps, before the first checkpoint save or the export
     # (serialising weights has its own peak, the same for both variants).
     train_peak: list[int] = []
@@ -101,8 +101,8 @@ def child(overrides: list[str]) -> None:
 
         return wrapper
 
-    loop.save_checkpoint = marked(loop.save_checkpoint)
-    loop.export_model = marked(loop.export_model)
+    steps.save_checkpoint = marked(steps.save_checkpoint)
+    finish.export_model = marked(finish.export_model)
     cfg, recipe_cls = resolve_config(overrides, None)
     plan = make_plan(cfg, recipe_cls)  # loads the metric modules too, before the baseline
     baseline = current_rss_bytes()

@@ -19,6 +19,8 @@ Last line: ``median second/first preprocessing time: X (goal <= 0.1)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -67,6 +69,7 @@ def write_data(work: Path, count: int) -> tuple[list[dict], Path, Path]:
 
 def worker(train: str, validation: str, num_proc: int) -> dict:
     """One 'run' up to its features, timed; what the loop does before training, minus the model weights' use."""
+    from accel_tasks import log
     from accel_tasks.config import run_splits
     from accel_tasks.data.feature_cache import make_features
     from accel_tasks.data.raw import check_columns
@@ -96,7 +99,10 @@ def worker(train: str, validation: str, num_proc: int) -> dict:
     for split in run_splits(cfg):
         check_columns(raw[split], recipe.required_columns(split, raw[split].column_names), split)
         raw[split] = recipe.prepare_raw(raw[split], split)
-        sizes[split] = len(make_features(recipe, raw[split], split, cfg.data, logged.append))
+        printed = io.StringIO()  # the feature-cache line goes to the console (accel_tasks.log): kept from there
+        with contextlib.redirect_stdout(printed):
+            sizes[split] = len(make_features(recipe, raw[split], split, cfg.data))
+        logged += [line.removeprefix(log.PREFIX) for line in printed.getvalue().splitlines()]
     features_s = time.perf_counter() - start
     return {
         "read_s": read_s,

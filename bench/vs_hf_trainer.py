@@ -416,19 +416,19 @@ def ablation_main(settings: dict[str, Any], model_dir: str, repeats: int) -> Non
     raw = recipe.load_data(("validation",))["validation"]
     check_columns(raw, recipe.required_columns("validation", raw.column_names), "validation")
     raw = recipe.prepare_raw(raw, "validation")
-    features = make_features(recipe, raw, "validation", cfg.data, lambda message: None)
+    features = make_features(recipe, raw, "validation", cfg.data)
     model = accelerator.prepare(model)
     applies = eval_batching.compaction_applies
     times: dict[str, list[float]] = {label: [] for label, *_ in ABLATION}
     predictions: dict[str, list[str]] = {}
-    run_eval(accelerator, recipe, model, raw, features, {}, cfg, lambda message: None)  # warm-up, not timed
+    run_eval(accelerator, recipe, model, raw, features, {}, cfg)  # warm-up, not timed
     for _ in range(repeats):
         for label, budget, grouped, dropped in ABLATION:
             cfg.eval.max_tokens_per_batch = settings["max_tokens_per_batch"] if budget else None
             cfg.eval.group_by_length = grouped
             eval_batching.compaction_applies = applies if dropped else (lambda *args, **kwargs: False)
             start = time.perf_counter()
-            _, result = run_eval(accelerator, recipe, model, raw, features, {}, cfg, lambda message: None)
+            _, result = run_eval(accelerator, recipe, model, raw, features, {}, cfg)
             times[label].append(time.perf_counter() - start)
             predictions[label] = result.predictions
     base = statistics.median(times[ABLATION[0][0]])

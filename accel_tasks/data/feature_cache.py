@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
+from accel_tasks import log
 from accel_tasks.config import DataConfig
 from accel_tasks.recipe import Recipe
 
@@ -62,9 +63,7 @@ def features_cached(dataset: datasets.Dataset, fingerprint: str) -> bool:
     return any(found == set(range(count)) for count, found in ranks.items())
 
 
-def make_features(
-    recipe: Recipe, dataset: datasets.Dataset, split: str, data_cfg: DataConfig, log: Callable[[str], None]
-) -> datasets.Dataset:
+def make_features(recipe: Recipe, dataset: datasets.Dataset, split: str, data_cfg: DataConfig) -> datasets.Dataset:
     """Raw split -> features with batched ``map``; cached on disk so an identical run does not redo it."""
     fingerprint = feature_fingerprint(dataset, recipe, split)
     cached = not data_cfg.overwrite_cache and features_cached(dataset, fingerprint)
@@ -78,7 +77,8 @@ def make_features(
         new_fingerprint=fingerprint,
         desc=f"preprocessing {split}",
     )
-    log(
-        f"{split}: {len(dataset)} examples -> {len(features)} features ({'loaded from cache' if cached else 'preprocessed'})"
+    log.info(
+        f"{split}: {len(dataset)} examples -> {len(features)} features "
+        f"({'loaded from cache' if cached else 'preprocessed'})"
     )
     return features

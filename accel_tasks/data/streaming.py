@@ -34,6 +34,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
+from accel_tasks import log
 from accel_tasks.config import RunConfig
 from accel_tasks.engines.deepspeed_config import world_size
 from accel_tasks.errors import ConfigError, first_line
@@ -138,7 +139,8 @@ def _check_resume_matches(cfg: RunConfig, resume_dir: Optional[Path]) -> None:
     if differ:
         raise ConfigError(
             f"train.resume_from: {resume_dir} streamed with other settings ({'; '.join(differ)}); the stream position "
-            "would name other rows: resume with the checkpoint's settings (processes = accelerate launch --num_processes)"
+            "would name other rows: resume with the checkpoint's settings "
+            "(processes = accelerate launch --num_processes)"
         )
 
 
@@ -149,7 +151,6 @@ def stream_features(
     cfg: RunConfig,
     process_index: int,
     processes: int,
-    log: Callable[[str], None],
 ) -> datasets.IterableDataset:
     """This process's share of a raw stream as features: shuffled, split by node, then preprocessed (lazily)."""
     from datasets.distributed import split_dataset_by_node
@@ -161,8 +162,9 @@ def stream_features(
         stream = split_dataset_by_node(stream, rank=process_index, world_size=processes)
     features = stream.map(recipe.preprocess, fn_kwargs={"split": split}, batched=True, remove_columns=columns)
     share = "whole shards" if shards % processes == 0 else "every row in turn"
-    log(
-        f"{split}: streamed ({shards} shard{'s' if shards != 1 else ''}, {share} to {processes} process{'es' if processes != 1 else ''}, "
+    log.info(
+        f"{split}: streamed ({shards} shard{'s' if shards != 1 else ''}, "
+        f"{share} to {processes} process{'es' if processes != 1 else ''}, "
         f"shuffle buffer {cfg.data.shuffle_buffer or 'off'}), preprocessed on the fly"
     )
     return features

@@ -1,4 +1,5 @@
-"""Gradient compression of the DDP all-reduce (``train.grad_compression``), through accelerate's DDP communication hooks.
+"""Gradient compression of the DDP all-reduce (``train.grad_compression``), through accelerate's DDP
+communication hooks.
 
 Why its own module: the choice is checked in preflight (no torch import here at module level), turned into the
 ``DistributedDataParallelKwargs`` that accelerate registers on the DDP model in ``prepare``, and PowerSGD's
@@ -30,9 +31,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from accel_tasks import log
 from accel_tasks.config import RunConfig, TrainConfig
 from accel_tasks.engines.deepspeed_config import cuda_present
-from accel_tasks.errors import ConfigError, notice
+from accel_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -58,7 +60,8 @@ def check_grad_compression(cfg: RunConfig, deepspeed: bool, processes: int) -> N
     value = train.grad_compression
     if train.powersgd_rank < 1:
         raise ConfigError(
-            f"train.powersgd_rank={train.powersgd_rank} must be at least 1 (the rank of each gradient's low-rank approximation)"
+            f"train.powersgd_rank={train.powersgd_rank} must be at least 1 "
+            "(the rank of each gradient's low-rank approximation)"
         )
     if train.powersgd_start_iter < MIN_POWERSGD_START_ITER:
         raise ConfigError(
@@ -78,9 +81,12 @@ def check_grad_compression(cfg: RunConfig, deepspeed: bool, processes: int) -> N
         )
     if deepspeed:
         raise ConfigError(
-            f"train.grad_compression={value} is a DDP communication hook, and DeepSpeed does its own gradient communication: "
-            "drop train.grad_compression, or drop DeepSpeed and launch with accelerate_configs/cpu_2proc.yaml or multi_gpu.yaml "
-            "(DeepSpeed's compressed-communication optimizers, 1-bit Adam and 0/1 Adam, need NCCL/MPI GPU backends and a DeepSpeed that ships them)"
+            f"train.grad_compression={value} is a DDP communication hook, "
+            "and DeepSpeed does its own gradient communication: "
+            "drop train.grad_compression, or drop DeepSpeed and launch with "
+            "accelerate_configs/cpu_2proc.yaml or multi_gpu.yaml "
+            "(DeepSpeed's compressed-communication optimizers, 1-bit Adam and 0/1 Adam, "
+            "need NCCL/MPI GPU backends and a DeepSpeed that ships them)"
         )
     if value == "bf16" and not cuda_present():
         raise ConfigError(
@@ -88,8 +94,9 @@ def check_grad_compression(cfg: RunConfig, deepspeed: bool, processes: int) -> N
             "on this machine (no CUDA GPU) use train.grad_compression=fp16 or powersgd"
         )
     if processes < 2:
-        notice(
-            f"train.grad_compression={value}: with 1 process there is no gradient all-reduce to compress; it has no effect"
+        log.warning(
+            f"train.grad_compression={value}: with 1 process there is no gradient all-reduce to compress; "
+            "it has no effect"
         )
 
 

@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from accel_tasks import log
 from accel_tasks.config import RunConfig
 from accel_tasks.engines.deepspeed_config import check_deepspeed_config, deepspeed_requested, world_size
-from accel_tasks.errors import ConfigError, notice
+from accel_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -85,7 +86,8 @@ def checkpoint_layout(path: Path) -> CheckpointLayout:
 
 
 def run_zero_stage(cfg: RunConfig) -> int:
-    """The ZeRO stage this run will use (from the user's DeepSpeed JSON or the accelerate config); -1 without DeepSpeed."""
+    """The ZeRO stage this run will use (from the user's DeepSpeed JSON or the accelerate config); -1 without
+    DeepSpeed."""
     if not deepspeed_requested(cfg):
         return -1
     ds_config = check_deepspeed_config(cfg)
@@ -101,7 +103,8 @@ def check_resume_layout(cfg: RunConfig, resume_dir: Path) -> CheckpointLayout:
     where = f"train.resume_from={str(resume_dir)!r} is a {layout.describe()}"
     if layout.deepspeed and stage < 0:
         raise ConfigError(
-            f"{where}, and this run has no DeepSpeed; resume it under DeepSpeed ZeRO-{3 if layout.zero == 3 else '1/2' if layout.zero else 0} "
+            f"{where}, and this run has no DeepSpeed; resume it under DeepSpeed "
+            f"ZeRO-{3 if layout.zero == 3 else '1/2' if layout.zero else 0} "
             f"(e.g. --config_file accelerate_configs/deepspeed_zero{3 if layout.zero == 3 else 2}.yaml), "
             f"or start from its weights with a new optimizer: model.name_or_path={resume_dir} without train.resume_from"
         )
@@ -150,14 +153,16 @@ def universal_checkpoint(accelerator: Accelerator, checkpoint: Path, work_root: 
             "1",
             "--num_merge_workers",
             "1",
-            # Plain data-parallel models carry no client universal_checkpoint_info (Megatron-style layouts do): only its version.
+            # Plain data-parallel models carry no client universal_checkpoint_info (Megatron-style layouts do):
+            # only its version.
             "--inject_missing_state",
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise ConfigError(
-                f"converting {checkpoint} to a universal checkpoint for {accelerator.num_processes} processes failed: {tail}"
+                f"converting {checkpoint} to a universal checkpoint for {accelerator.num_processes} processes "
+                f"failed: {tail}"
             )
     accelerator.wait_for_everyone()
     return target
@@ -201,9 +206,13 @@ def rescale_scheduler(scheduler: Any, saved: int, now: int) -> None:
 def announce(layout: CheckpointLayout, now: int, step: int, repeated: int) -> str:
     """The log line of a resume on another number of processes."""
     how = "universal checkpoint conversion" if layout.deepspeed else "whole weights and optimizer state"
-    text = f"resuming a {layout.describe()} on {now} process{'es' if now != 1 else ''} at step {step} ({how}; learning-rate schedule rescaled)"
+    text = (
+        f"resuming a {layout.describe()} on {now} process{'es' if now != 1 else ''} at step {step} "
+        f"({how}; learning-rate schedule rescaled)"
+    )
     if repeated:
-        notice(
-            f"the resumed data position is rounded down to a whole batch on {now} processes: {repeated} examples of this epoch are seen again"
+        log.warning(
+            f"the resumed data position is rounded down to a whole batch on {now} processes: "
+            f"{repeated} examples of this epoch are seen again"
         )
     return text

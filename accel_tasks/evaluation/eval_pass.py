@@ -11,10 +11,11 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from accel_tasks import log
 from accel_tasks.config import RunConfig
 from accel_tasks.data.sampling import feature_lengths
 from accel_tasks.engines.accelerator import cast_floating_inputs, unwrap_model, zero_stage
@@ -62,22 +63,24 @@ def length_order(features: datasets.Dataset, column: str) -> Optional[np.ndarray
 
 
 def budget_plan(
-    accelerator: Accelerator, recipe: Recipe, features: datasets.Dataset, cfg: RunConfig, log: Callable[[str], None]
+    accelerator: Accelerator, recipe: Recipe, features: datasets.Dataset, cfg: RunConfig
 ) -> Optional[BatchPlan]:
-    """The batches of ``eval.max_tokens_per_batch`` (None when unset, or when the features have no length to measure)."""
+    """The batches of ``eval.max_tokens_per_batch`` (None when unset, or when the features have no length to
+    measure)."""
     budget = cfg.eval.max_tokens_per_batch
     if not budget:
         return None
     lengths = feature_lengths(features, recipe.length_column)
     if lengths is None:
-        log(
-            f"eval.max_tokens_per_batch: the eval features have no {recipe.length_column!r} column to measure; batches of eval.batch_size instead"
+        log.info(
+            f"eval.max_tokens_per_batch: the eval features have no {recipe.length_column!r} column to measure; "
+            "batches of eval.batch_size instead"
         )
         return None
     batches = token_budget_batches(lengths, budget)
     sizes = [len(b) for b in batches]
     if sizes:
-        log(
+        log.info(
             f"eval: {len(features)} features in {len(batches)} batches of {min(sizes)}-{max(sizes)} rows under "
             f"{budget} tokens ({padded_tokens(lengths, batches)} padded positions for {int(lengths.sum())} tokens)"
         )
@@ -97,7 +100,6 @@ def run_eval(
     features: datasets.Dataset,
     metric_modules: dict[str, EvaluationModule],
     cfg: RunConfig,
-    log: Callable[[str], None],
 ) -> tuple[dict[str, Any], Optional[EvalOutput]]:
     """Predict, gather, postprocess and score; metrics and outputs are returned on the main process only."""
     import torch
@@ -106,7 +108,7 @@ def run_eval(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    plan = budget_plan(accelerator, recipe, features, cfg, log)
+    plan = budget_plan(accelerator, recipe, features, cfg)
     order = None
     if plan is not None:
         # Batches of varying size: dealt to the processes by the plan, gathered rows placed by feature index.

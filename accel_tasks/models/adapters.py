@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
+from accel_tasks import log
 from accel_tasks.config import PeftOptions, peft_enabled
 from accel_tasks.errors import ConfigError
 from accel_tasks.models.loading import has_weights
@@ -270,7 +271,8 @@ def check_modules_to_save(model: PreTrainedModel, names: list[str]) -> list[str]
     if missing:
         top = ", ".join(name for name, _ in model.named_children())
         raise ConfigError(
-            f"peft.modules_to_save {missing} match no module of {type(model).__name__}; its top-level modules are: {top}"
+            f"peft.modules_to_save {missing} match no module of {type(model).__name__}; "
+            f"its top-level modules are: {top}"
         )
     return names
 
@@ -337,7 +339,6 @@ def wrap_model(
     peft_cfg: PeftOptions,
     mode: str,
     task_heads: Callable[[PreTrainedModel], list[str]],
-    log: Callable[[str], None],
 ) -> PreTrainedModel | PeftModel:
     """Wrap the freshly loaded model in a PeftModel when ``peft.*`` asks for it (training runs only).
 
@@ -351,25 +352,27 @@ def wrap_model(
                 "model.name_or_path is an exported adapter; training continues from a checkpoint "
                 "(train.resume_from=...), or train a new adapter on its merged model (peft.merge=true export)"
             )
-        log(f"peft: evaluating adapter {describe_adapter(model)}")
+        log.info(f"peft: evaluating adapter {describe_adapter(model)}")
         return model
     if not peft_enabled(peft_cfg):
         return model
     if mode != "train":
-        log("peft: eval-only run on a plain model; peft.* settings are not used")
+        log.info("peft: eval-only run on a plain model; peft.* settings are not used")
         return model
     from peft import get_peft_model
 
     config = build_peft_config(model, peft_cfg, task_heads(model))
     base_ref = reloadable_base(model)
-    # Gradient checkpointing needs no help here: transformers 5 checkpoints non-reentrantly, so frozen inputs keep adapter grads.
+    # Gradient checkpointing needs no help here: transformers 5 checkpoints non-reentrantly, so frozen inputs keep
+    # adapter grads.
     peft_model = get_peft_model(model, config)
     if peft_cfg.merge and not hasattr(peft_model.base_model, "merge_and_unload"):
         raise ConfigError(
-            f"peft.merge=true but peft method {config.peft_type} cannot be merged into the base model; set peft.merge=false"
+            f"peft.merge=true but peft method {config.peft_type} cannot be merged into the base model; "
+            "set peft.merge=false"
         )
     setattr(peft_model, EXPORT_ATTR, ExportPlan(base_ref=base_ref, merge=bool(peft_cfg.merge)))
-    log(f"peft: {describe_adapter(peft_model)}")
+    log.info(f"peft: {describe_adapter(peft_model)}")
     return peft_model
 
 

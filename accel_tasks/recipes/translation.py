@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
+from accel_tasks import log
 from accel_tasks.config import RunConfig
 from accel_tasks.errors import ConfigError, list_rows
 from accel_tasks.recipe import EvalOutput, Seq2SeqOptions, Seq2SeqRecipe, preview
@@ -51,9 +52,15 @@ class TranslationOptions(Seq2SeqOptions):
     references_column: Optional[str] = None
     """A column with a list of reference translations per row (scored against all of them)."""
     source_lang_code: Optional[str] = None
-    """Language-code tokenizers (mBART, NLLB, M2M100); None: derived from source_lang / target_lang (en -> en_XX, eng_Latn, en)."""
+    """Language-code tokenizers (mBART, NLLB, M2M100); None: derived from source_lang / target_lang
+    (en -> en_XX, eng_Latn, en)."""
     target_lang_code: Optional[str] = None
     """Target language code of a language-code tokenizer; None: derived from target_lang."""
+
+
+def _report(message: str) -> None:
+    """A line the user should see once (languages resolved, rows dropped, sources truncated), on the run's console."""
+    log.info(f"translation: {message}")
 
 
 def _rows(indices: Sequence[int]) -> str:
@@ -116,10 +123,6 @@ class TranslationRecipe(Seq2SeqRecipe):
         self.extra_generation: dict[str, Any] = {}
         self._model_inputs_ready = False
 
-    def notice(self, message: str) -> None:
-        """A notice the user should see once: through the loop's main-process log."""
-        self.log(f"translation: {message}")
-
     # -- options -----------------------------------------------------------------------------------
     def validate_options(self) -> None:
         super().validate_options()
@@ -176,7 +179,8 @@ class TranslationRecipe(Seq2SeqRecipe):
         else:
             raise ConfigError(
                 f"the {split} data has no {opts.translation_column!r} column (columns: {', '.join(column_names)}); "
-                "set task.source_column=<col> task.target_column=<col> for flat columns, or task.translation_column=<col>"
+                "set task.source_column=<col> task.target_column=<col> for flat columns, "
+                "or task.translation_column=<col>"
             )
         if opts.references_column and split != "train" and self.with_references:
             required[opts.references_column] = "task.references_column"
@@ -193,7 +197,8 @@ class TranslationRecipe(Seq2SeqRecipe):
         ]
 
     def target_values(self, batch: dict[str, list]) -> list[Optional[list[str]]]:
-        """Target cells of a raw batch as lists of strings (several when a cell holds references); None where missing."""
+        """Target cells of a raw batch as lists of strings (several when a cell holds references); None where
+        missing."""
         flat = self.flat_columns(list(batch))
         if flat is not None:
             if flat[1] is None or flat[1] not in batch:
@@ -240,7 +245,7 @@ class TranslationRecipe(Seq2SeqRecipe):
             dataset = dataset.select(keep)
         truncated = self.count_truncated(dataset)
         if truncated:
-            self.notice(
+            _report(
                 f"{split}: {truncated} of {len(dataset)} sources are longer than task.max_source_length="
                 f"{self.options.max_source_length} tokens and are truncated"
             )
@@ -254,7 +259,8 @@ class TranslationRecipe(Seq2SeqRecipe):
         return dataset.select_columns(columns)[:]
 
     def resolve_languages(self, rows: list, split: str) -> None:
-        """Check task.source_lang / target_lang against the translation column's rows; fill in the other of two languages."""
+        """Check task.source_lang / target_lang against the translation column's rows; fill in the other of two
+        languages."""
         opts = self.options
         column = opts.translation_column
         if any(row is not None and not isinstance(row, dict) for row in rows[:100]):
@@ -281,9 +287,7 @@ class TranslationRecipe(Seq2SeqRecipe):
                     f"set task.source_lang and task.target_lang to keys of the {column!r} column (it has: {have})"
                 )
             source, target = (given, others[0]) if target is None else (others[0], given)
-            self.notice(
-                f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)"
-            )
+            _report(f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)")
         for side, lang in (("source", source), ("target", target)):
             if lang not in keys and (side == "source" or self.with_references):
                 raise ConfigError(
@@ -292,7 +296,8 @@ class TranslationRecipe(Seq2SeqRecipe):
         opts.source_lang, opts.target_lang = source, target
 
     def configure_model_inputs(self) -> None:
-        """Language codes for mBART / NLLB / M2M100 tokenizers and the T5 prefix; once, after the languages are known."""
+        """Language codes for mBART / NLLB / M2M100 tokenizers and the T5 prefix; once, after the languages are
+        known."""
         if self._model_inputs_ready:
             return
         opts = self.options
@@ -308,14 +313,16 @@ class TranslationRecipe(Seq2SeqRecipe):
             self.extra_generation = self.language_generation_settings(target_code)
         elif opts.source_lang_code or opts.target_lang_code:
             raise ConfigError(
-                f"task.source_lang_code / task.target_lang_code are set but the {tokenizer_name} tokenizer has no language codes; unset them"
+                f"task.source_lang_code / task.target_lang_code are set but the {tokenizer_name} tokenizer "
+                "has no language codes; unset them"
             )
         if opts.source_prefix is None:
             model_type = getattr(getattr(self.model, "config", None), "model_type", None)
             prefix = default_prefix(model_type, opts.source_lang, opts.target_lang)
             if prefix is None and model_type in T5_MODEL_TYPES:
-                self.notice(
-                    'T5 model without a task prefix (a language has no known name); set task.source_prefix="translate X to Y: "'
+                _report(
+                    "T5 model without a task prefix (a language has no known name); "
+                    'set task.source_prefix="translate X to Y: "'
                 )
             opts.source_prefix = prefix or ""
         self._model_inputs_ready = True
@@ -354,7 +361,7 @@ class TranslationRecipe(Seq2SeqRecipe):
                 "or task.source_column/task.target_column"
             )
         total = len(keep) + sum(len(rows) for rows in problems.values())
-        self.notice(f"{split}: dropped {total - len(keep)} of {total} rows that cannot be used: {details}")
+        _report(f"{split}: dropped {total - len(keep)} of {total} rows that cannot be used: {details}")
         return keep
 
     def row_problems(self, batch: dict[str, list], split: str, column_names: Sequence[str]) -> list[Optional[str]]:
@@ -404,7 +411,8 @@ class TranslationRecipe(Seq2SeqRecipe):
         dropped = len(reasons) - len(kept)
         if not kept:
             raise ConfigError(
-                f"the {split} stream has no usable rows among its first {len(reasons)}: {sorted({r for r in reasons if r})}; "
+                f"the {split} stream has no usable rows among its first {len(reasons)}: "
+                f"{sorted({r for r in reasons if r})}; "
                 "check task.source_lang/task.target_lang or task.source_column/task.target_column"
             )
         flat = self.flat_columns(columns)
@@ -414,9 +422,10 @@ class TranslationRecipe(Seq2SeqRecipe):
             "source_tokens"
         ]
         truncated = sum(n > self.options.max_source_length for n in counts)
-        self.notice(
+        _report(
             f"{split}: streamed; rows without a source or target are dropped as they are read "
-            f"({dropped} of the first {len(reasons)}); {truncated} of the first {len(kept)} usable sources are longer than "
+            f"({dropped} of the first {len(reasons)}); {truncated} of the first {len(kept)} usable sources "
+            "are longer than "
             f"task.max_source_length={self.options.max_source_length} tokens and are truncated"
         )
         return stream.filter(self.usable_mask, batched=True, fn_kwargs={"split": split, "column_names": columns})

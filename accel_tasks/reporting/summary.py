@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from accel_tasks import log
 from accel_tasks.recipe import preview
 from accel_tasks.reporting.report import report_command
 
@@ -75,14 +76,14 @@ def sample_lines(predictions_file: Path, count: int = SAMPLE_PREDICTIONS) -> lis
     return lines
 
 
-def print_run_summary(plan: Plan, log: Callable[[str], None]) -> None:
+def print_run_summary(plan: Plan) -> None:
     """Main process, after the run: the artifact list, then sample predictions."""
     output_dir = plan.output_dir
-    log(f"done: {plan.cfg.mode} run of recipe={plan.recipe.name}; outputs in {output_dir}/")
+    log.info(f"done: {plan.cfg.mode} run of recipe={plan.recipe.name}; outputs in {output_dir}/")
     for line in artifact_lines(output_dir):
         print(line, flush=True)
     samples = sample_lines(output_dir / "predictions.jsonl")
     if samples:
-        log(f"sample predictions (from {output_dir / 'predictions.jsonl'}):")
+        log.info(f"sample predictions (from {output_dir / 'predictions.jsonl'}):")
         for line in samples:
             print(line, flush=True)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from accel_tasks import log
 from accel_tasks.engines.accelerator import unwrap_model
 from accel_tasks.engines.reshard import (
     UNIVERSAL_SUFFIX,
@@ -24,7 +25,7 @@ from accel_tasks.engines.reshard import (
     rescale_position,
     rescale_scheduler,
 )
-from accel_tasks.errors import ConfigError, notice
+from accel_tasks.errors import ConfigError
 from accel_tasks.files import write_json
 from accel_tasks.models.adapters import is_peft_model
 from accel_tasks.models.loading import PEFT_CHECKPOINT_MARKER, RUN_CONFIG_FILE
@@ -49,7 +50,8 @@ class LoopState:
 
     global_step: int = 0
     epoch: int = 0
-    # Micro-batches of the current epoch already consumed, per process (reshard.py rescales it for another process count).
+    # Micro-batches of the current epoch already consumed, per process (reshard.py rescales it for another
+    # process count).
     batches_in_epoch: int = 0
     # The best periodic evaluation so far (see best.py) and how many evaluations since have not beaten it.
     best_step: int = -1
@@ -83,7 +85,7 @@ def resolve_resume(resume_from: Optional[str], checkpoints_root: Path) -> Option
             problem = manifest_problem(candidate)
             if problem is None:
                 return candidate
-            notice(f"skipping incomplete checkpoint {candidate}: {problem}")
+            log.warning(f"skipping incomplete checkpoint {candidate}: {problem}")
         raise ConfigError(
             f"train.resume_from=latest but {checkpoints_root} holds no complete checkpoint; "
             "start a new run (another output_dir or train.overwrite_output_dir=true)"
@@ -94,9 +96,19 @@ def resolve_resume(resume_from: Optional[str], checkpoints_root: Path) -> Option
     problem = manifest_problem(path)
     if problem is not None:
         raise ConfigError(
-            f"train.resume_from={resume_from!r} is an incomplete checkpoint: {problem}; resume from another one (train.resume_from=latest takes the newest complete one)"
+            f"train.resume_from={resume_from!r} is an incomplete checkpoint: {problem}; resume from another one "
+            "(train.resume_from=latest takes the newest complete one)"
         )
     return path
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Which checkpoints stay after a save: the newest ``keep`` (None: every one), and ``protect`` whatever the
+    count (the best one, which train.export_best exports at the end)."""
+
+    keep: Optional[int] = None
+    protect: Optional[Path] = None
 
 
 def save_checkpoint(
@@ -105,15 +117,14 @@ def save_checkpoint(
     state: LoopState,
     model: torch.nn.Module,
     processor: PreTrainedTokenizerBase | ProcessorMixin,
-    keep: Optional[int],
     run_config: str,
-    protect: Optional[Path] = None,
+    retention: Retention = Retention(),
     write_extra: Optional[Callable[[Path], None]] = None,
 ) -> Path:
     """All ranks call this: DeepSpeed writes its shards from every rank.
 
     Written to ``step_N.tmp``; the manifest comes last, then the directory is renamed to ``step_N``, so a
-    crash at any point leaves nothing that looks complete. ``run_config`` (the resolved config as YAML)
+    crash at any point leaves nothing that looks complete. ``run_config`` (the run's settings as YAML)
     is saved inside, so the checkpoint says how it was made. ``write_extra(dir)`` (main process, before the
     manifest, so the manifest lists what it writes) adds files of the run's own, e.g. a stream's position.
     """
@@ -143,7 +154,7 @@ def save_checkpoint(
         if final.exists():
             _remove_checkpoint(final)
         os.replace(tmp, final)
-        _apply_retention(root, keep, protect)
+        _apply_retention(root, retention.keep, retention.protect)
     accelerator.wait_for_everyone()
     return final
 
@@ -212,7 +223,8 @@ def clear_leftovers(root: Path) -> None:
 
 
 def mark_peft_checkpoint(model: torch.nn.Module, checkpoint_dir: Path) -> None:
-    """Label a training checkpoint of an adapter run, so that no one loads its adapter-wrapped weights as a plain model."""
+    """Label a training checkpoint of an adapter run, so that no one loads its adapter-wrapped weights as a plain
+    model."""
     if is_peft_model(model):
         config = model.peft_config[model.active_adapter]
         data = {

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from accel_tasks.errors import ConfigError, is_first_process, notice
+from accel_tasks import log
+from accel_tasks.errors import ConfigError, is_first_process
 
 LOCK_FILE = ".accel_tasks.lock"
 MARKER_FILE = ".accel_tasks_run"
@@ -99,7 +100,7 @@ def acquire_lock(output_dir: Path) -> None:
             holder = read_lock(output_dir)
             if holder is None or (holder.host == me["host"] and not _alive(holder.pid)):
                 what = "unreadable lock" if holder is None else f"stale lock of {holder.describe()} (no longer running)"
-                notice(f"output_dir {str(output_dir)!r}: taking over the {what}")
+                log.warning(f"output_dir {str(output_dir)!r}: taking over the {what}")
                 lock.unlink(missing_ok=True)
                 continue
             where = "" if holder.host == me["host"] else f"; if that run is gone, delete {lock}"
@@ -142,7 +143,8 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
     if overwrite:
         if not marked:
             raise ConfigError(
-                f"train.overwrite_output_dir=true, but output_dir {str(output_dir)!r} holds files no accel_tasks run wrote "
+                f"train.overwrite_output_dir=true, but output_dir {str(output_dir)!r} holds files "
+                "no accel_tasks run wrote "
                 f"(no {MARKER_FILE}); nothing is deleted: choose another output_dir or empty it yourself"
             )
         return

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import transformers
-from helpers import ACCELERATE_CONFIGS, check, cli_env, read_json, read_jsonl, run_cli
 
 from accel_tasks.config import PeftOptions, check_peft_values
 from accel_tasks.errors import ConfigError
@@ -31,6 +30,8 @@ from accel_tasks.models.loading import ADAPTER_CONFIG, adapter_base_source
 from accel_tasks.recipes.extractive_qa import ExtractiveQARecipe
 from accel_tasks.recipes.speech_recognition import SpeechRecognitionRecipe
 from accel_tasks.runs.export import base_state_dict
+
+from helpers import ACCELERATE_CONFIGS, check, cli_env, read_json, read_jsonl, run_cli
 
 transformers.logging.set_verbosity_error()
 
@@ -129,7 +130,7 @@ def task_heads(model) -> list[str]:
 
 
 def wrap(model, options: PeftOptions, mode: str = "train"):
-    return wrap_model(model, options, mode, task_heads, lambda message: None)
+    return wrap_model(model, options, mode, task_heads)
 
 
 def validate_peft_options(options: PeftOptions) -> None:

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from helpers import check, run_cli
 
 PLUGIN = """
@@ -107,11 +108,10 @@ def test_every_recipe_makes_the_same_features_with_two_workers(tmp_path: Path, m
     raw = instance.load_data(("train",))["train"]
     check_columns(raw, instance.required_columns("train", raw.column_names), "train")
     raw = instance.prepare_raw(raw, "train")
-    lines: list[str] = []
-    two = make_features(instance, raw, "train", cfg.data, lines.append)
+    two = make_features(instance, raw, "train", cfg.data)
     cfg.data.preprocessing_num_workers = None
     cfg.data.overwrite_cache = True
-    one = make_features(instance, raw, "train", cfg.data, lines.append)
+    one = make_features(instance, raw, "train", cfg.data)
     assert len(two) == len(one) >= 24
     assert two.to_dict() == one.to_dict()
     assert len(two.cache_files) == 2, "two workers wrote two shards"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO, check, cli_env, run_cli
 
 HEAVY = ("torch", "transformers", "datasets", "evaluate", "accelerate", "peft", "deepspeed")
@@ -129,7 +130,7 @@ def test_a_second_identical_run_tokenizes_nothing(tmp_path: Path):
     assert sum(int(line.split()[1]) for line in log.read_text().splitlines()) == 640
 
 
-def test_the_cache_log_line_is_true_with_several_preprocessing_workers(tmp_path: Path):
+def test_the_cache_log_line_is_true_with_several_preprocessing_workers(tmp_path: Path, capsys):
     """With data.preprocessing_num_workers datasets writes one cache file per worker; the line must still say
     'loaded from cache' on the second pass, and the features must be the same."""
     from accel_tasks.config import run_splits
@@ -154,12 +155,13 @@ def test_the_cache_log_line_is_true_with_several_preprocessing_workers(tmp_path:
     check_columns(
         raw["train"], recipe.required_columns("train", raw["train"].column_names), "train"
     )  # as the loop does
-    lines: list[str] = []
-    first = make_features(recipe, raw["train"], "train", cfg.data, lines.append)
-    second = make_features(recipe, raw["train"], "train", cfg.data, lines.append)
+    capsys.readouterr()
+    first = make_features(recipe, raw["train"], "train", cfg.data)
+    second = make_features(recipe, raw["train"], "train", cfg.data)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[accel_tasks] train:")]
     assert lines == [
-        "train: 200 examples -> 200 features (preprocessed)",
-        "train: 200 examples -> 200 features (loaded from cache)",
+        "[accel_tasks] train: 200 examples -> 200 features (preprocessed)",
+        "[accel_tasks] train: 200 examples -> 200 features (loaded from cache)",
     ]
     assert first["input_ids"] == second["input_ids"]
 

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import check, read_json, read_jsonl, run_cli
 
 from accel_tasks.data.feature_cache import make_features
 from accel_tasks.errors import ConfigError
 from accel_tasks.preflight import resolve_config
 from accel_tasks.recipes.languages import default_prefix, language_codes, pick_language_code
 from accel_tasks.recipes.translation import TranslationRecipe, metric_references
+
+from helpers import check, read_json, read_jsonl, run_cli
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
@@ -169,7 +169,7 @@ def wmt_rows(pairs=((0, 1), (2, 3, 4), (5,))) -> list[dict]:
 
 def features_of(recipe: TranslationRecipe, rows: list[dict], split: str = "train"):
     raw = recipe.prepare_raw(datasets.Dataset.from_list(rows), split)
-    return raw, make_features(recipe, raw, split, recipe.cfg.data, lambda message: None)
+    return raw, make_features(recipe, raw, split, recipe.cfg.data)
 
 
 def ids(tokenizer, text: str, **kwargs) -> list[int]:
@@ -188,14 +188,13 @@ def test_wmt_translation_column_gives_sources_and_labels(marian_dir):
     assert recipe.options.source_prefix == ""  # Marian: no T5 prefix
 
 
-def test_reverse_direction_and_other_language_inferred(marian_dir, caplog):
+def test_reverse_direction_and_other_language_inferred(marian_dir, capsys):
     recipe = make_recipe(marian_dir, "task.target_lang=en")  # source is the other key: de
-    caplog.set_level(logging.INFO)
     _, features = features_of(recipe, wmt_rows())
     assert recipe.options.source_lang == "de"
     assert features[0]["input_ids"] == ids(recipe.processor, "Haus Hund")
     assert features[0]["labels"] == ids(recipe.processor, "house dog")
-    assert "task.source_lang=de task.target_lang=en" in caplog.text
+    assert "task.source_lang=de task.target_lang=en" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("suffix", ["json", "jsonl", "csv", "parquet"])
@@ -216,7 +215,7 @@ def test_local_files_with_flat_columns(marian_dir, tmp_path, suffix):
         "tgt": "task.target_column",
     }
     raw = recipe.prepare_raw(raw, "train")
-    features = make_features(recipe, raw, "train", recipe.cfg.data, lambda message: None)
+    features = make_features(recipe, raw, "train", recipe.cfg.data)
     assert [f["labels"] for f in features] == [ids(recipe.processor, r["tgt"]) for r in rows]
 
 
@@ -230,7 +229,7 @@ def test_dataset_folder_with_the_wmt_translation_feature(marian_dir, tmp_path):
     raw = recipe.load_data(("train", "validation"))
     assert [len(raw[s]) for s in ("train", "validation")] == [3, 2]
     prepared = recipe.prepare_raw(raw["validation"], "validation")
-    features_ = make_features(recipe, prepared, "validation", recipe.cfg.data, lambda message: None)
+    features_ = make_features(recipe, prepared, "validation", recipe.cfg.data)
     assert features_[1]["labels"] == ids(recipe.processor, "Hund")
 
 
@@ -386,20 +385,20 @@ def test_language_codes_of_plain_tokenizers_are_none():
 # ---------------------------------------------------------------- bad rows and truncation
 
 
-def test_unusable_rows_are_dropped_and_named(marian_dir, caplog):
+def test_unusable_rows_are_dropped_and_named(marian_dir, capsys):
     rows = wmt_rows() + [
         {"id": "empty-src", "translation": {"en": "  ", "de": "Haus"}},
         {"id": "no-de", "translation": {"en": "house"}},
         {"id": "empty-de", "translation": {"en": "house", "de": ""}},
     ]
     recipe = make_recipe(marian_dir, "task.source_lang=en", "task.target_lang=de")
-    caplog.set_level(logging.INFO)
     raw, features = features_of(recipe, rows)
     assert raw["id"] == ["r0", "r1", "r2"] and len(features) == 3
-    assert "train: dropped 3 of 6 rows that cannot be used" in caplog.text
-    assert "1 with an empty 'en' text (row 3)" in caplog.text
-    assert "1 with no 'de' text (row 4)" in caplog.text
-    assert "1 with an empty 'de' text (row 5)" in caplog.text
+    out = capsys.readouterr().out  # recipe lines go to the run's console (accel_tasks.log)
+    assert "train: dropped 3 of 6 rows that cannot be used" in out
+    assert "1 with an empty 'en' text (row 3)" in out
+    assert "1 with no 'de' text (row 4)" in out
+    assert "1 with an empty 'de' text (row 5)" in out
 
 
 def test_no_usable_row_is_an_error(marian_dir):
@@ -411,13 +410,13 @@ def test_no_usable_row_is_an_error(marian_dir):
         features_of(recipe, rows)
 
 
-def test_long_sources_are_truncated_and_counted(marian_dir, caplog):
+def test_long_sources_are_truncated_and_counted(marian_dir, capsys):
     # Token counts: words + </s>. With max 4: "cat tree car" = 4 fits; 5 and 6 words do not.
     pairs = ((0, 1), (2, 3, 4), (0, 1, 2, 3), (0, 1, 2, 3, 4))
     recipe = make_recipe(marian_dir, "task.source_lang=en", "task.target_lang=de", "task.max_source_length=4")
-    caplog.set_level(logging.INFO)
     _, features = features_of(recipe, wmt_rows(pairs))
-    assert "train: 2 of 4 sources are longer than task.max_source_length=4 tokens and are truncated" in caplog.text
+    out = capsys.readouterr().out
+    assert "train: 2 of 4 sources are longer than task.max_source_length=4 tokens and are truncated" in out
     assert [len(f["input_ids"]) for f in features] == [3, 4, 4, 4]
 
 

@@ -10,7 +10,7 @@ from accel_tasks.engines.accelerator import configure_threads
 from accel_tasks.errors import ConfigError
 from accel_tasks.evaluation.eval_pass import concat_padded, length_order, restore_order, score
 from accel_tasks.recipe import PAD_FLOAT, PAD_INT, EvalOutput
-from accel_tasks.training.loop import parameter_groups
+from accel_tasks.training.session import parameter_groups
 
 
 def test_weight_decay_skips_biases_and_norm_weights():
