@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+
 from helpers import check, cli_env, read_json, read_jsonl, run_cli
 
 TRAIN = [
@@ -31,7 +32,7 @@ ENV = {"ACCEL_TASKS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("card")
-    check(run_cli(TRAIN, work, launcher="python", env={**ENV, "HF_DATASETS_CACHE": str(work / "ds_cache")}))
+    check(run_cli(TRAIN, work, env={**ENV, "HF_DATASETS_CACHE": str(work / "ds_cache")}))
     return work
 
 
@@ -234,41 +235,112 @@ def test_a_resumed_run_repeats_from_scratch_and_local_models_stay_out_of_base_mo
     assert card_metadata(config, recipe_cls, {}, "transformers").base_model is None
 
 
-def test_lora_exports_and_their_merged_model_get_cards(tmp_path: Path):
-    """write_model_card as the loop calls it: the adapter export and model_merged beside it, main process only."""
+# -- a LoRA run: the adapter export and the merged model beside it --------------------------------------------
+
+LORA_TRAIN = [
+    "recipe=summarization",
+    "data.max_train_samples=16",
+    "data.max_eval_samples=4",
+    "generation.max_new_tokens=8",
+    "train.batch_size=4",
+    "train.max_steps=4",
+    "train.lr=1e-2",
+    "train.report_to=[none]",
+    # The README's LoRA settings, with the merged export.
+    "peft.method=lora",
+    "peft.r=8",
+    "peft.alpha=16",
+    "peft.merge=true",
+    "output_dir=lora",
+]
+
+
+def train_lora(work: Path) -> Path:
+    check(run_cli(LORA_TRAIN, work, env={"HF_DATASETS_CACHE": str(work / "ds_cache")}))
+    return work
+
+
+@pytest.fixture(scope="module")
+def lora_work(tmp_path_factory) -> Path:
+    return train_lora(tmp_path_factory.mktemp("lora_card"))
+
+
+def score_args(line: str) -> list[str]:
+    """The arguments of a card's ``accelerate launch -m accel_tasks.run ...`` eval line."""
+    argv = shlex.split(line)
+    assert argv[:4] == ["accelerate", "launch", "-m", "accel_tasks.run"], line
+    return argv[4:]
+
+
+def test_lora_exports_and_their_merged_model_get_cards(lora_work: Path):
+    """A real LoRA run (peft.merge=true) writes a card into the adapter export (library peft) and one into
+    model_merged (library transformers); both carry the LoRA settings and the final scores, their manifests list them,
+    and each card's eval line scores its own export to those scores."""
     from huggingface_hub import ModelCard
+
+    from accel_tasks.runs.manifest import MANIFEST_FILE, manifest_problem
+
+    run = lora_work / "lora"
+    model_dir, merged = run / "model", run / "model_merged"
+    assert (model_dir / "adapter_model.safetensors").is_file() and (model_dir / "adapter_config.json").is_file()
+    assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
+    metrics = read_json(run / "metrics.json")
+    scores = {k: metrics[k] for k in ("rouge1", "rouge2", "rougeL", "rougeLsum")}
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    cards = {}
+    for directory, library in ((model_dir, "peft"), (merged, "transformers")):
+        card = cards[directory.name] = ModelCard.load(directory / "README.md")
+        assert card.data.library_name == library, directory
+        assert (card.data.pipeline_tag, card.data.tags, card.data.model_name) == (
+            "summarization",
+            ["accel_tasks", "summarization"],
+            "lora",
+        )
+        assert {r.metric_type: r.metric_value for r in card.data.eval_results} == pytest.approx(scores)
+        # The tiny adapter scores 0 after 4 steps: the run facts show the card read this run's metrics.json.
+        assert f"| train_loss | {metrics['train_loss']:.6g} |" in card.text and "| train_steps | 4 |" in card.text
+        for row in ("| peft.method | lora |", "| peft.r | 8 |", "| peft.alpha | 16 |", "| peft.merge | True |"):
+            assert row in card.text, (directory, row)
+        assert "| processes | 1 |" in card.text and "| train.max_steps | 4 |" in card.text
+        assert f"| train.lr | {config['train']['lr']:.6g} |" in card.text
+        train_line, score_line = code_blocks(card.text)
+        assert train_line.endswith(
+            "-m accel_tasks.run --config lora/model/accel_tasks_config.yaml output_dir=lora-rerun"
+        )
+        assert score_line.endswith(f"mode=eval model.name_or_path=lora/{directory.name}")
+        manifest = read_json(directory / MANIFEST_FILE)
+        assert manifest["files"]["README.md"] == (directory / "README.md").stat().st_size
+        assert manifest_problem(directory) is None
+    assert cards["model"].text != cards["model_merged"].text
+    # What each card says it reproduces: its eval line scores its own export to the card's results.
+    for name, card in cards.items():
+        _, score_line = code_blocks(card.text)
+        check(run_cli([*score_args(score_line), f"output_dir=scored-{name}"], lora_work))
+        scored = read_json(lora_work / f"scored-{name}" / "metrics.json")
+        assert {k: scored[k] for k in scores} == scores, name
+        assert read_jsonl(lora_work / f"scored-{name}" / "predictions.jsonl") == read_jsonl(run / "predictions.jsonl")
+
+
+def test_only_the_main_process_writes_the_cards(lora_work: Path, tmp_path: Path):
+    """write_model_card on the real exports, as the loop calls it on a process other than the first: nothing."""
+    import shutil
 
     from accel_tasks.preflight import resolve_config
     from accel_tasks.reporting.model_card import write_model_card
-    from accel_tasks.runs.manifest import manifest_problem, write_manifest
 
-    cfg, recipe_cls = resolve_config(
-        ["recipe=summarization", "peft.method=lora", "peft.merge=true", f"output_dir={tmp_path}"], None
-    )
-    model_dir, merged = tmp_path / "model", tmp_path / "model_merged"
-    for directory, first in ((model_dir, "adapter_config.json"), (merged, "config.json")):
-        directory.mkdir()
-        (directory / first).write_text("{}")
-        write_manifest(directory, kind="export")
-    accelerator = SimpleNamespace(
-        is_main_process=True,
+    for name in ("model", "model_merged"):
+        shutil.copytree(lora_work / "lora" / name, tmp_path / name)
+        (tmp_path / name / "README.md").unlink()
+    cfg, recipe_cls = resolve_config([*LORA_TRAIN, f"output_dir={tmp_path}"], None)
+    other = SimpleNamespace(
+        is_main_process=False,
         num_processes=2,
         mixed_precision="no",
         state=SimpleNamespace(deepspeed_plugin=None),
         distributed_type=SimpleNamespace(value="MULTI_CPU"),
     )
-    write_model_card(accelerator, model_dir, cfg, recipe_cls(cfg), {"rougeL": 0.5})
-    adapter_card, merged_card = ModelCard.load(model_dir / "README.md"), ModelCard.load(merged / "README.md")
-    assert adapter_card.data.library_name == "peft" and merged_card.data.library_name == "transformers"
-    assert "| peft.method | lora |" in adapter_card.text and "| processes | 2 |" in adapter_card.text
-    assert code_blocks(merged_card.text)[1].endswith(f"model.name_or_path={tmp_path}/model_merged")
-    assert manifest_problem(model_dir) is None and manifest_problem(merged) is None
-    # Other processes write nothing.
-    (model_dir / "README.md").unlink()
-    write_model_card(
-        SimpleNamespace(**{**vars(accelerator), "is_main_process": False}), model_dir, cfg, recipe_cls(cfg), {}
-    )
-    assert not (model_dir / "README.md").exists()
+    write_model_card(other, tmp_path / "model", cfg, recipe_cls(cfg), {"rougeL": 0.5})
+    assert not (tmp_path / "model" / "README.md").exists() and not (tmp_path / "model_merged" / "README.md").exists()
 
 
 def test_model_scores_leave_out_the_run_facts():

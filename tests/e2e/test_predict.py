@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
-from helpers import check, one_error_line, read_json, read_jsonl, run_cli, save_untrained_default
 
 from accel_tasks.recipe import PREVIEW_CHARS
+
+from helpers import check, one_error_line, read_json, read_jsonl, run_cli, save_untrained_default
 
 SAMPLES = Path(__file__).resolve().parents[2] / "accel_tasks" / "samples"
 
@@ -33,10 +35,19 @@ def sample_rows(recipe: str, count: int) -> list[dict]:
 
 
 def predict_and_eval(
-    tmp_path: Path, recipe: str, inputs: list[dict], labelled: list[dict], extra: list[str], num_processes: int = 1
+    tmp_path: Path,
+    recipe: str,
+    inputs: list[dict],
+    labelled: list[dict],
+    extra: list[str],
+    num_processes: int = 1,
+    model: Optional[Path] = None,
 ):
-    """predict on ``inputs`` (no references), then eval on ``labelled`` (the same rows with them); both outputs."""
-    model = save_untrained_default(tmp_path / "model", recipe)
+    """predict on ``inputs`` (no references), then eval on ``labelled`` (the same rows with them); both outputs.
+
+    ``model``: the model both runs use; the recipe's untrained default (save_untrained_default) when None.
+    """
+    model = model or save_untrained_default(tmp_path / "model", recipe)
     unlabelled = write_jsonl(tmp_path / "inputs.jsonl", inputs)
     with_refs = write_jsonl(tmp_path / "labelled.jsonl", labelled)
     predict = check(
@@ -81,23 +92,48 @@ def assert_predictions_only(tmp_path: Path, inputs: list[dict], prediction_key: 
 
 
 def same_predictions(tmp_path: Path, key: str = "prediction") -> None:
-    predicted = [(r["id"], r[key]) for r in read_jsonl(tmp_path / "predict" / "predictions.jsonl")]
-    evaluated = [(r["id"], r[key]) for r in read_jsonl(tmp_path / "eval" / "predictions.jsonl")]
-    assert predicted == evaluated
+    assert predictions(tmp_path / "predict", key) == predictions(tmp_path / "eval", key)
 
 
-def test_summarization_predicts_documents_on_two_processes(tmp_path):
+def predictions(output_dir: Path, key: str = "prediction") -> list[tuple[str, str]]:
+    return [(r["id"], r[key]) for r in read_jsonl(output_dir / "predictions.jsonl")]
+
+
+def test_summarization_predicts_documents_on_two_processes(tmp_path, shared_summarization_run):
+    """The session's trained summarizer (conftest.py) predicts on 2 processes what an eval run of it predicts, and
+    not what the untrained model predicts: a predict path that ignored the trained weights would fail here."""
     labelled = sample_rows("summarization", 7)[::-1]  # not the file's order: the output must follow the input
     inputs = [{"id": row["id"], "document": row["document"]} for row in labelled]
-    predict, _ = predict_and_eval(
-        tmp_path, "summarization", inputs, labelled, ["generation.max_new_tokens=12"], num_processes=2
-    )
+    trained = shared_summarization_run.output_dir / "model"
+    extra = ["generation.max_new_tokens=12"]
+    predict, _ = predict_and_eval(tmp_path, "summarization", inputs, labelled, extra, num_processes=2, model=trained)
     assert "no references: predictions only" in predict.stdout
     records = assert_predictions_only(tmp_path, inputs)
     assert records[0]["input"].startswith(labelled[0]["document"][:40])
     same_predictions(tmp_path)
     saved = yaml.safe_load((tmp_path / "predict" / "config.yaml").read_text())
     assert saved["mode"] == "predict" and saved["eval"]["split"] == "test"  # the saved config says what was predicted
+    assert saved["model"]["name_or_path"] == str(trained)
+    # The trained model's predictions are its own: the untrained model's, on the same inputs, differ on every row,
+    # and the trained one's overlap the references.
+    untrained = save_untrained_default(tmp_path / "untrained", "summarization")
+    check(
+        run_cli(
+            [
+                "recipe=summarization",
+                "mode=predict",
+                f"model.name_or_path={untrained}",
+                f"data.test_file={tmp_path / 'inputs.jsonl'}",
+                f"output_dir={tmp_path / 'predict-untrained'}",
+                *extra,
+            ],
+            cwd=tmp_path,
+        )
+    )
+    ours, theirs = predictions(tmp_path / "predict"), predictions(tmp_path / "predict-untrained")
+    assert [i for i, _ in ours] == [i for i, _ in theirs]
+    assert all(a != b for (_, a), (_, b) in zip(ours, theirs)), (ours, theirs)
+    assert read_json(tmp_path / "eval" / "metrics.json")["rougeL"] > 0.05
 
 
 def test_translation_predicts_sources_alone(tmp_path):
@@ -129,8 +165,8 @@ def test_speech_recognition_predicts_audio_alone(tmp_path):
     same_predictions(tmp_path)
 
 
-def test_predict_scores_when_references_happen_to_be_there(tmp_path):
-    model = save_untrained_default(tmp_path / "model", "summarization")
+def test_predict_scores_when_references_happen_to_be_there(tmp_path, shared_summarization_run):
+    model = shared_summarization_run.output_dir / "model"  # trained: its scores are not all 0
     data = write_jsonl(tmp_path / "test.jsonl", sample_rows("summarization", 4))
     result = check(
         run_cli(
@@ -147,15 +183,13 @@ def test_predict_scores_when_references_happen_to_be_there(tmp_path):
     )
     assert "with references: they are scored too" in result.stdout
     metrics = read_json(tmp_path / "out" / "metrics.json")
-    assert {"rouge1", "rougeL", "predict_samples"} <= set(metrics)
+    assert {"rouge1", "rougeL", "predict_samples"} <= set(metrics) and metrics["rougeL"] > 0.05
     assert all("reference" in r for r in read_jsonl(tmp_path / "out" / "predictions.jsonl"))
 
 
 def test_predict_without_inputs_is_one_line_before_loading(tmp_path):
     model = save_untrained_default(tmp_path / "model", "summarization")
-    result = run_cli(
-        ["recipe=summarization", "mode=predict", f"model.name_or_path={model}"], cwd=tmp_path, launcher="python"
-    )
+    result = run_cli(["recipe=summarization", "mode=predict", f"model.name_or_path={model}"], cwd=tmp_path)
     line = one_error_line(result)
     assert "mode=predict needs inputs: set data.test_file=FILE" in line
     assert not (tmp_path / "outputs").exists()
@@ -174,7 +208,7 @@ def test_predict_from_a_checkpoint_and_an_adapter_on_a_dataset_split(tmp_path):
         "train.report_to=[none]",
     ]
     check(run_cli([*short, "output_dir=full"], tmp_path))
-    check(run_cli([*short, "peft.method=lora", "output_dir=lora"], tmp_path, launcher="python"))
+    check(run_cli([*short, "peft.method=lora", "output_dir=lora"], tmp_path))
     documents = tmp_path / "documents"
     documents.mkdir()
     rows = [{"id": row["id"], "document": row["document"]} for row in sample_rows("summarization", 5)]
@@ -195,7 +229,6 @@ def test_predict_from_a_checkpoint_and_an_adapter_on_a_dataset_split(tmp_path):
                     f"output_dir={out}",
                 ],
                 tmp_path,
-                launcher="python",
             )
         )
         predicted[model] = read_jsonl(out / "predictions.jsonl")

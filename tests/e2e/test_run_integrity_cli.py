@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from helpers import ACCELERATE_CONFIGS, REPO, check, cli_env, read_json, run_cli
+from helpers import ACCELERATE_CONFIGS, REPO, check, cli_env, one_error_line, read_json, run_cli
 
 # What a user would type for a short run on the bundled sample (all of these are documented settings).
 SHORT = ["recipe=summarization", "data.max_train_samples=64", "data.max_eval_samples=4", "generation.max_new_tokens=4"]
@@ -121,18 +122,48 @@ def test_killing_the_launcher_stops_both_workers(tmp_path: Path):
 
 
 def test_a_second_live_run_in_the_same_output_dir_is_refused(tmp_path: Path):
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    """A real first run holds output_dir's lock while it trains; a second run there is refused with one line naming
+    it, and leaves it alone: the first run still holds its lock, and stops on SIGTERM with its checkpoint."""
+    from accel_tasks.runs.output_dir import LOCK_FILE
+
+    cache = {"HF_DATASETS_CACHE": str(tmp_path / "ds_cache")}
+    args = [*SHORT, "train.max_steps=100000", "train.log_every=1", "output_dir=run"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "accel_tasks.run", *args],
+        cwd=tmp_path,
+        env=cli_env(cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        (tmp_path / "run").mkdir()
-        (tmp_path / "run" / ".accel_tasks.lock").write_text(
-            json.dumps({"pid": sleeper.pid, "host": os.uname().nodename, "started": "now"})
-        )
-        result = run_cli([*SHORT, "train.max_steps=2", "output_dir=run"], tmp_path, launcher="python")
-        assert result.returncode == 2
-        assert f"is in use by a live run (pid {sleeper.pid}" in result.stderr
+        seen = ""
+        while "step 1/100000" not in seen:  # training: the lock was taken in preflight
+            line = first.stdout.readline()
+            assert line or first.poll() is None, f"the first run ended early: {first.stderr.read()[-3000:]}"
+            seen += line
+        lock = tmp_path / "run" / LOCK_FILE
+        assert lock.is_file() and json.loads(lock.read_text())["pid"] == first.pid, "the training run holds no lock"
+        # Paused while the second run starts (still alive, still holding the lock), so the two do not share the cores.
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = run_cli([*SHORT, "train.max_steps=2", "output_dir=run"], tmp_path, launcher="python", env=cache)
+        finally:
+            first.send_signal(signal.SIGCONT)
+        line = one_error_line(second)
+        assert f"output_dir 'run' is in use by a live run (pid {first.pid} on {socket.gethostname()}, started " in line
+        assert "wait for it to end or choose another output_dir" in line
+        assert first.poll() is None and json.loads(lock.read_text())["pid"] == first.pid, "the refused run took over"
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=300)
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 75, err[-3000:]
+    assert "Preempted: stopped by SIGTERM at step" in err
+    assert len(list((tmp_path / "run" / "checkpoints").iterdir())) == 1
+    assert not lock.exists(), "the first run released its lock as it stopped"
 
 
 def test_a_run_that_failed_on_bad_data_can_be_rerun_as_typed(tmp_path: Path):

@@ -7,13 +7,14 @@ bench/gpu_throughput.py where one is lent.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import check, read_json, run_cli
 
 from accel_tasks.config import TrainConfig
 from accel_tasks.engines.performance import (
@@ -30,6 +31,9 @@ from accel_tasks.engines.performance import (
     tf32_applies,
 )
 from accel_tasks.errors import ConfigError
+from accel_tasks.recipe import RunContext
+
+from helpers import check, read_json, run_cli
 
 
 # -- fused AdamW -------------------------------------------------------------------------------------------
@@ -144,7 +148,7 @@ def _summarization_recipe():
 @pytest.mark.parametrize("multiple", [8, None])
 def test_seq2seq_batches_are_padded_to_the_multiple(multiple):
     recipe = _summarization_recipe()
-    recipe.pad_to_multiple_of = multiple
+    recipe.begin_run(RunContext(pad_to_multiple_of=multiple))  # as the loop does, from the mixed precision
     tokenizer = recipe.processor
     features = [
         dict(tokenizer("a short one"), labels=tokenizer(text_target="x")["input_ids"]),
@@ -178,7 +182,7 @@ def test_qa_batches_are_padded_to_the_multiple():
         {"input_ids": [5] * 11, "attention_mask": [1] * 11},
     ]
     assert recipe.collate(features)["input_ids"].shape == (2, 11)
-    recipe.pad_to_multiple_of = 8
+    recipe.begin_run(RunContext(pad_to_multiple_of=8))
     batch = recipe.collate(features)
     assert batch["input_ids"].shape == (2, 16) and batch["attention_mask"].sum().item() == 14
 
@@ -292,14 +296,78 @@ def _losses(stdout: str) -> dict[int, float]:
     return {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"step (\d+)/\d+ loss (\S+)", stdout)}
 
 
-def test_bf16_runs_pad_to_multiples_of_8_and_fp32_runs_do_not(tmp_path: Path):
-    """The loop hands the multiple to the recipe from the launcher's mixed precision (bf16 autocast works on CPU)."""
-    bf16 = check(run_cli([*SHORT_RUN, "train.max_steps=2", "output_dir=bf16"], tmp_path, mixed_precision="bf16"))
-    assert (
-        "[accel_tasks] speed: device=cpu attention=sdpa TF32=off pad_to_multiple_of=8 AdamW=fused compile=off"
-        in bf16.stdout
+# A recipe plugin: the built-in summarization recipe, recording for every batch it collates (train and eval) the
+# longest source and target before padding and the widths of the padded batch, to $RECORD_DIR/batches.jsonl.
+PADDING_PROBE = """
+import json
+import os
+from pathlib import Path
+
+from accel_tasks.recipes import PRESETS_DIR
+from accel_tasks.recipes.summarization import SummarizationRecipe
+
+
+class PaddingProbe(SummarizationRecipe):
+    name = "padding_probe"
+    preset_file = PRESETS_DIR / "summarization.yaml"
+
+    def collate(self, features):
+        longest = {key: max(len(f[key]) for f in features) for key in ("input_ids", "labels") if key in features[0]}
+        batch = super().collate(features)
+        record = {key: [longest[key], batch[key].shape[1]] for key in longest}
+        with (Path(os.environ["RECORD_DIR"]) / "batches.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\\n")
+        return batch
+"""
+
+
+def _padding_run(tmp_path: Path, mixed_precision: str) -> tuple[str, list[dict]]:
+    """A 2-step run of the probe under ``mixed_precision``: its stdout and every collated batch's widths."""
+    (tmp_path / "probe.py").write_text(PADDING_PROBE)
+    record = tmp_path / f"record-{mixed_precision}"
+    record.mkdir()
+    result = check(
+        run_cli(
+            [
+                f"recipe={tmp_path / 'probe.py'}:PaddingProbe",
+                *SHORT_RUN[1:],
+                "train.max_steps=2",
+                "generation.max_new_tokens=4",
+                f"output_dir=run-{mixed_precision}",
+            ],
+            tmp_path,
+            env={"RECORD_DIR": str(record)},
+            mixed_precision=mixed_precision,
+        )
     )
-    assert all(loss == loss for loss in _losses(bf16.stdout).values()) and len(_losses(bf16.stdout)) == 2
+    batches = [json.loads(line) for line in (record / "batches.jsonl").read_text().splitlines()]
+    assert len(batches) >= 3, batches  # 2 train batches and the final eval's
+    return result.stdout, batches
+
+
+def test_bf16_runs_pad_to_multiples_of_8_and_fp32_runs_do_not(tmp_path: Path):
+    """The loop hands the multiple to the recipe from the launcher's mixed precision (bf16 autocast works on CPU):
+    under bf16 every batch (sources and labels, train and eval) is as wide as its longest row rounded up to a
+    multiple of 8; in fp32 exactly as wide as its longest row, on data whose lengths are not multiples of 8."""
+    bf16_out, bf16 = _padding_run(tmp_path, "bf16")
+    fp32_out, fp32 = _padding_run(tmp_path, "no")
+    # The same data in both runs, and lengths that tell the two apart.
+    assert [{k: v[0] for k, v in b.items()} for b in bf16] == [{k: v[0] for k, v in b.items()} for b in fp32]
+    assert any(longest % 8 for batch in fp32 for longest, _ in batch.values()), fp32
+    for batch in bf16:
+        assert set(batch) == {"input_ids", "labels"}, batch
+        for key, (longest, width) in batch.items():
+            assert width == -(-longest // 8) * 8, (key, batch)
+    for batch in fp32:
+        for key, (longest, width) in batch.items():
+            assert width == longest, (key, batch)
+    for out in (bf16_out, fp32_out):
+        losses = _losses(out)
+        assert sorted(losses) == [1, 2] and all(math.isfinite(loss) for loss in losses.values()), losses
+    # The header and the speed line say what the batches show.
+    assert "mixed_precision=bf16" in bf16_out and "mixed_precision=no" in fp32_out
+    assert "speed: device=cpu attention=sdpa TF32=off pad_to_multiple_of=8 AdamW=fused" in bf16_out
+    assert "speed: device=cpu attention=sdpa TF32=off pad_to_multiple_of=off AdamW=fused" in fp32_out
 
 
 @pytest.mark.slow
@@ -339,10 +407,8 @@ def test_train_compile_trains_the_same_losses_as_eager_and_exports_plain_keys(tm
         "task.max_target_length=8",
         "generation.max_new_tokens=4",
     ]
-    eager = check(run_cli([*args, "output_dir=eager"], tmp_path, launcher="python"))
-    compiled = check(
-        run_cli([*args, "train.compile=true", "output_dir=compiled"], tmp_path, launcher="python", timeout=900)
-    )
+    eager = check(run_cli([*args, "output_dir=eager"], tmp_path))
+    compiled = check(run_cli([*args, "train.compile=true", "output_dir=compiled"], tmp_path, timeout=900))
     assert "compile=backend:inductor" in compiled.stdout
     eager_losses, compiled_losses = _losses(eager.stdout), _losses(compiled.stdout)
     assert sorted(eager_losses) == sorted(compiled_losses) == [1, 2, 3, 4]
@@ -362,7 +428,6 @@ def test_train_compile_trains_the_same_losses_as_eager_and_exports_plain_keys(tm
         run_cli(
             ["recipe=summarization", "mode=eval", "model.name_or_path=compiled/checkpoints/step_4", "output_dir=again"],
             tmp_path,
-            launcher="python",
         )
     )
     assert read_json(tmp_path / "again/metrics.json")["rougeL"] == pytest.approx(

@@ -152,6 +152,8 @@ def test_every_lexicon_word_is_one_token():
 
 
 def test_model_builds_from_config_and_trains_one_step(recipe, config, tokenizer):
+    """One real AdamW step on a validation batch: finite loss, the weights that got a gradient move (and only those:
+    no weight decay, so nothing moves without one), and the same batch's loss goes down."""
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
@@ -161,9 +163,22 @@ def test_model_builds_from_config_and_trains_one_step(recipe, config, tokenizer)
     texts = _texts(recipe, "validation")[:4]
     batch = tokenizer(texts[0::2], text_target=texts[1::2], padding=True, return_tensors="pt")
     batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
+    model.train()
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     loss = model(**batch).loss
     assert torch.isfinite(loss)
     loss.backward()
+    graded = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert graded, "the loss reached no weight"
+    optimizer.step()
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert moved == graded
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with torch.no_grad():
+        after = model(**batch).loss
+    assert torch.isfinite(after) and after < loss
+    model.eval()
     out = model.generate(input_ids=batch["input_ids"][:1], max_new_tokens=3)
     assert out[0, 0].item() == config.decoder_start_token_id
 
