@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,6 +33,7 @@ from accel_tasks.registry import available_recipes, load_recipe_class
 from accel_tasks.runs.checkpoint import resolve_resume
 from accel_tasks.runs.output_dir import acquire_lock
 from accel_tasks.runs.output_dir import check_output_dir as check_run_dir
+from accel_tasks.settings import freeze, with_settings
 
 if TYPE_CHECKING:
     from evaluate import EvaluationModule
@@ -145,12 +146,15 @@ def default_output_dir(cfg: RunConfig, recipe_name: str) -> str:
 
 
 def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
-    """Validate the run against the file system; raises ConfigError with one clear line."""
-    if cfg.output_dir is None:
-        cfg.output_dir = default_output_dir(cfg, recipe_cls.name)
-    output_dir = Path(cfg.output_dir)
+    """Validate the run against the file system; raises ConfigError with one clear line.
+
+    The plan's config is read-only: preflight's own decisions (:func:`preflight_settings`) are made first, and
+    what the run decides later goes through ``Recipe.decide`` into a new config (settings.py).
+    """
     if cfg.mode == "predict":
         check_predict_inputs(cfg)
+    cfg = freeze(with_settings(cfg, preflight_settings(cfg, recipe_cls)))
+    output_dir = Path(cfg.output_dir)
     recipe = recipe_cls(cfg)
     recipe.validate_options()
     check_peft_config_file(cfg.peft)
@@ -188,15 +192,25 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     return Plan(cfg=cfg, recipe=recipe, output_dir=output_dir, resume_dir=resume_dir, metric_modules=metric_modules)
 
 
+def preflight_settings(cfg: RunConfig, recipe_cls: type[Recipe]) -> dict[str, Any]:
+    """The settings preflight decides, written into the run's config (config.yaml says what was used):
+    the default output_dir, and the test split as the scored one for mode=predict."""
+    settings: dict[str, Any] = {}
+    if cfg.output_dir is None:
+        settings["output_dir"] = default_output_dir(cfg, recipe_cls.name)
+    if cfg.mode == "predict":
+        settings["eval.split"] = "test"
+    return settings
+
+
 def check_predict_inputs(cfg: RunConfig) -> None:
     """mode=predict reads the test split: data.test_file, or data.test_split of data.name (HF's --test_file /
-    do_predict)."""
+    do_predict); preflight_settings makes it the scored split."""
     if cfg.data.test_file is None and cfg.data.name is None:
         raise ConfigError(
             "mode=predict needs inputs: set data.test_file=FILE (jsonl/json/csv/tsv/parquet; references optional), "
             "or data.name=<hub id or local dataset dir> with data.test_split=<split>"
         )
-    cfg.eval.split = "test"
 
 
 def check_scheduler(name: str) -> None:

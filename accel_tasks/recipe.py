@@ -2,16 +2,20 @@
 
 A recipe is one class. It never iterates over batches and never touches the Accelerator; the loop never
 knows a task. ``Seq2SeqRecipe`` below writes the generative defaults once (tokenise, collate, generate,
-decode) for every text-to-text recipe; the generation and decoding helpers serve speech seq2seq too.
+decode) for every text-to-text recipe; the generation and decoding helpers (generation.py, re-exported here)
+serve speech seq2seq too.
 
 The loop calls the hooks in this order, and each hook may rely on what ran before it::
 
-    Recipe(cfg)                      cfg: the resolved RunConfig; cfg.task is an instance of Options
+    Recipe(cfg)                      cfg: the resolved RunConfig (read-only); cfg.task is an instance of Options
     validate_options()               preflight: before any model or data is loaded
     load_model()                     sets self.model and self.processor
     settings_from_model(model)       eval only: what the trained model fixes (labels, vocab) wins over options
     peft_modules_to_save(model)      only when peft.* trains an adapter
     load_data(splits)                -> DatasetDict with the splits the run needs (train / validation / test)
+    has_references(dataset)          mode=predict only: are there references to score against?
+    begin_run(context)               once: the run's decisions (RunContext: padding multiple, references,
+                                     the trained model's settings)
     required_columns(split, cols)    checked against each raw split
     prepare_raw(dataset, split)      last fix-ups of a raw split (filter, rename, cast)
     prepare_stream(stream, split)    instead of prepare_raw for a streamed split: lazy (first rows, filter, rename)
@@ -20,6 +24,11 @@ The loop calls the hooks in this order, and each hook may rely on what ran befor
     training_loss(model, batch)      train only
     predict(model, batch)            eval: what postprocess needs, as tensors with the batch first
     postprocess(outputs, examples, features) -> EvalOutput, on the main process, in input order
+
+State a recipe holds is its own or the run's, never set from outside: the run's decisions arrive once through
+``begin_run``, and a setting the recipe decides at run time (``decide``: a length capped to the model, a language
+found in the data) makes a new ``self.cfg``, which the loop saves as the run's settings. Getters return values
+and set nothing.
 """
 
 from __future__ import annotations
@@ -29,13 +38,21 @@ import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Union
 
 import numpy as np
 
 from accel_tasks import log
-from accel_tasks.config import GenerationOptions, NoOptions, RunConfig
+from accel_tasks.config import NoOptions, RunConfig
 from accel_tasks.errors import ConfigError
+from accel_tasks.generation import decode_generated, generation_kwargs, positions_limit, smoothed_loss
+
+# The values of the contract, imported by recipes from this module (``x as x``: kept here for them).
+from accel_tasks.recipe_types import PAD_FLOAT as PAD_FLOAT
+from accel_tasks.recipe_types import PAD_INT, EvalOutput, RunContext, preview
+from accel_tasks.recipe_types import PREVIEW_CHARS as PREVIEW_CHARS
+from accel_tasks.recipe_types import pad_value_for as pad_value_for
+from accel_tasks.settings import with_settings
 
 if TYPE_CHECKING:
     import datasets
@@ -44,31 +61,6 @@ if TYPE_CHECKING:
 
     Processor = Union[PreTrainedTokenizerBase, ProcessorMixin]
     Batch = dict[str, torch.Tensor]
-
-# The loop's padding convention for prediction outputs gathered across processes and batches.
-PAD_INT = -100
-PAD_FLOAT = -1e4
-
-
-@dataclass
-class EvalOutput:
-    """What postprocessing hands back for the whole eval split.
-
-    ``predictions`` and ``references`` go to every metric's ``compute`` unchanged (their element type is
-    whatever the recipe's metrics expect: strings, SQuAD dicts, label ids); ``references`` is None when the
-    inputs have none (mode=predict). ``records`` become the lines of predictions.jsonl, one JSON-serialisable
-    dict per example, in input order: ``id``, ``input`` (the source or question, shortened by ``preview``),
-    the prediction, and the reference when there is one.
-    """
-
-    predictions: list
-    references: Optional[list]
-    records: list[dict]
-
-    @property
-    def scorable(self) -> bool:
-        """False for mode=predict on inputs without references: nothing to score, predictions only."""
-        return self.references is not None
 
 
 class Recipe(ABC):
@@ -109,16 +101,57 @@ class Recipe(ABC):
     stream_head_rows: ClassVar[int] = 1000
 
     def __init__(self, cfg: RunConfig) -> None:
+        # The run's settings as this recipe uses them: the resolved config (read-only once preflight is done),
+        # replaced by a new one whenever the recipe decides a setting at run time (decide).
         self.cfg = cfg
         self.options = cfg.task
         self.model: Optional[PreTrainedModel] = None
         self.processor: Optional[Processor] = None
-        # False only in mode=predict on inputs without references (the loop asks has_references first):
-        # then required_columns, preprocess and postprocess leave the reference columns alone.
-        self.with_references = True
-        # Set by the loop before the first batch: 8 under fp16/bf16 (tensor cores), None in fp32. collate()
-        # pads each batch's lengths up to a multiple of it.
-        self.pad_to_multiple_of: Optional[int] = None
+        # The run's decisions (begin_run); until then the defaults: no padding multiple, references present.
+        self.context = RunContext()
+        # Every setting decided at run time, dotted key -> value (decide): what the saved settings hold that the
+        # command did not say.
+        self.decisions: dict[str, Any] = {}
+
+    # -- what the run decided ---------------------------------------------------------------------------
+    def begin_run(self, context: RunContext) -> None:
+        """Take the run's decisions; the loop calls it once, after load_data (and has_references) and before
+        required_columns, so every data hook and collate see them.
+
+        A recipe may extend it (calling ``super().begin_run(context)``) to check or derive what depends on the
+        run. The trained model's settings (``context.model_settings``) are adopted here as ``task.*`` decisions.
+        """
+        self.context = context
+        self.decide({f"task.{key}": value for key, value in context.model_settings.items()})
+
+    @property
+    def with_references(self) -> bool:
+        """False only in mode=predict on inputs without references (see RunContext)."""
+        return self.context.with_references
+
+    @property
+    def pad_to_multiple_of(self) -> Optional[int]:
+        """8 under fp16/bf16, None in fp32 (see RunContext): collate pads lengths up to a multiple of it."""
+        return self.context.pad_to_multiple_of
+
+    def decide(self, settings: Mapping[str, Any]) -> None:
+        """Settings decided at run time (dotted ``task.*`` / ``generation.*`` keys): ``self.cfg`` and
+        ``self.options`` become a new config that holds them (the old one is left as it was, read-only).
+
+        Why this way: the resolved config is read-only after preflight, and everything after it reads the
+        settings from one place. The loop saves ``self.cfg`` as the run's settings (config.yaml, each
+        checkpoint's and the export's accel_tasks_config.yaml), so a decision (a length capped to the model, a
+        language found in the data) is written down, and an eval run of the export uses the same values.
+        Only values that differ from the current ones are applied and recorded in ``self.decisions``. Call it
+        from load_model, begin_run, prepare_raw or prepare_stream: the settings are saved after those hooks.
+        """
+        from omegaconf import OmegaConf
+
+        changed = {key: value for key, value in settings.items() if OmegaConf.select(self.cfg, key) != value}
+        if changed:
+            self.cfg = with_settings(self.cfg, changed)
+            self.options = self.cfg.task
+            self.decisions.update(changed)
 
     @classmethod
     def preset_path(cls) -> Optional[Path]:
@@ -173,22 +206,23 @@ class Recipe(ABC):
         return self.model, self.processor
 
     def cap_to_positions(self, model: PreTrainedModel, *keys: str) -> bool:
-        """Cap each length setting (``task.x`` or ``generation.x``) to the model's position table, with a notice.
+        """Cap each length setting (``task.x`` or ``generation.x``) to the model's position table, with a notice;
+        the capped values are decisions (:meth:`decide`), saved with the run's settings.
 
         Why: a length above the table ends in an IndexError deep in the embedding, after training. Returns
         whether anything was capped; models with relative positions (no table) are left alone.
         """
+        from omegaconf import OmegaConf
+
         limit = positions_limit(model)
-        capped = False
+        capped = {}
         for dotted in keys:
-            group, _, key = dotted.partition(".")
-            node = self.options if group == "task" else getattr(self.cfg, group)
-            value = getattr(node, key)
+            value = OmegaConf.select(self.cfg, dotted)
             if limit is not None and value is not None and value > limit:
                 log.info(f"{dotted}={value} is more than the model's {limit} positions; capped to {limit}")
-                setattr(node, key, limit)
-                capped = True
-        return capped
+                capped[dotted] = limit
+        self.decide(capped)
+        return bool(capped)
 
     def peft_modules_to_save(self, model: PreTrainedModel) -> list[str]:
         """Modules trained in full and saved with a PEFT adapter: the task head a pretrained model lacks.
@@ -328,74 +362,6 @@ class Recipe(ABC):
             return int(batch["attention_mask"].sum())
         labels = batch.get("labels")
         return int((labels != PAD_INT).sum()) if labels is not None else 0
-
-
-# Characters of the source or question kept in each predictions.jsonl record: enough to recognise the example.
-PREVIEW_CHARS = 200
-
-
-def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
-    """``text`` shortened to ``limit`` characters (with an ellipsis), so predictions.jsonl reads on its own."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def pad_value_for(array: Union[np.ndarray, torch.Tensor]) -> float:
-    """The loop's padding convention for prediction outputs (see Recipe.predict)."""
-    kind = getattr(array, "dtype", None)
-    is_float = getattr(kind, "is_floating_point", None)
-    if is_float is None:
-        is_float = np.issubdtype(kind, np.floating)
-    return PAD_FLOAT if is_float else PAD_INT
-
-
-# -- generation and decoding, shared by every generative recipe --------------------------------------
-
-
-def smoothed_loss(model: PreTrainedModel, batch: Batch, label_smoothing: float) -> torch.Tensor:
-    """Cross-entropy with label smoothing (Trainer's label_smoothing_factor), padding (PAD_INT) ignored.
-
-    Why not the model's loss: transformers models compute plain cross-entropy; smoothing is the trainer's job.
-    """
-    outputs = model(**batch)
-    if not label_smoothing:
-        return outputs.loss
-    import torch.nn.functional as F
-
-    logits = outputs.logits
-    labels = batch["labels"].to(logits.device)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        labels.reshape(-1),
-        ignore_index=PAD_INT,
-        label_smoothing=label_smoothing,
-    )
-
-
-def positions_limit(model: PreTrainedModel) -> Optional[int]:
-    """Longest input the model's learned or fixed position table holds; None for relative positions (T5)."""
-    config = model.config
-    if getattr(config, "relative_attention_num_buckets", None) is not None:
-        return None
-    limit = getattr(config, "max_position_embeddings", None)
-    return int(limit) if isinstance(limit, int) and limit > 0 else None
-
-
-def generation_kwargs(generation: GenerationOptions, **defaults: Any) -> dict[str, Any]:
-    """``generate`` arguments from ``generation.*``; unset ones take ``defaults``, else the model's
-    generation_config."""
-    kwargs = {key: value for key, value in dict(generation).items() if value is not None}
-    for key, value in defaults.items():
-        if value is not None:
-            kwargs.setdefault(key, value)
-    return kwargs
-
-
-def decode_generated(token_ids: np.ndarray, tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """Generated ids (padded with PAD_INT by the loop) -> stripped texts without special tokens."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    token_ids = np.where(np.asarray(token_ids) < 0, pad_id, token_ids)
-    return [text.strip() for text in tokenizer.batch_decode(token_ids.tolist(), skip_special_tokens=True)]
 
 
 @dataclass

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The resolved run config saved beside the weights of every export and checkpoint: how the model was made.
+# The run's settings saved beside the weights of every export and checkpoint (the resolved config with what the
+# run decided, Recipe.decide): how the model was made.
 RUN_CONFIG_FILE = "accel_tasks_config.yaml"
 WEIGHT_FILES = (
     "model.safetensors",
@@ -74,7 +75,8 @@ def adapter_base_source(adapter_dir: str) -> str:
 
 
 def check_not_peft_checkpoint(source: str) -> None:
-    """A training checkpoint of an adapter run holds PeftModel keys; loading it as a plain model would be silently wrong."""
+    """A training checkpoint of an adapter run holds PeftModel keys; loading it as a plain model would be silently
+    wrong."""
     path = Path(source)
     weights = path / "model.safetensors"
     wrapped = (path / PEFT_CHECKPOINT_MARKER).is_file()
@@ -85,8 +87,9 @@ def check_not_peft_checkpoint(source: str) -> None:
             wrapped = next(iter(handle.keys()), "").startswith(PEFT_PREFIX)
     if wrapped:
         raise ConfigError(
-            f"{source!r} is a training checkpoint of a PEFT run (its weights are adapter-wrapped); evaluate the exported "
-            "adapter output_dir/model (or output_dir/model_merged), or continue training with train.resume_from"
+            f"{source!r} is a training checkpoint of a PEFT run (its weights are adapter-wrapped); "
+            "evaluate the exported adapter output_dir/model (or output_dir/model_merged), "
+            "or continue training with train.resume_from"
         )
 
 
@@ -98,9 +101,12 @@ def load_adapter_model(
     config_overrides: Optional[dict] = None,
 ) -> tuple[PreTrainedModel, Processor]:
     """Base model (from the adapter's config) + the adapter, for evaluation; processor from the adapter dir."""
+    from omegaconf import OmegaConf
     from peft import PeftModel
 
     base_cfg = copy.deepcopy(model_cfg)
+    if OmegaConf.is_config(base_cfg):
+        OmegaConf.set_readonly(base_cfg, False)  # a private copy of the run's read-only settings
     base_cfg.name_or_path = adapter_base_source(source)
     if not model_cfg.tokenizer_name and any((Path(source) / f).is_file() for f in PROCESSOR_FILES):
         base_cfg.tokenizer_name = source
@@ -186,7 +192,8 @@ def attention_as_config_error(requested: Optional[str]) -> Iterator[None]:
 
 
 def lacks_tokenizer(source: str) -> bool:
-    """A local model folder without tokenizer files (a pretrained speech encoder); hub ids and adapters are not checked."""
+    """A local model folder without tokenizer files (a pretrained speech encoder); hub ids and adapters are not
+    checked."""
     path = Path(source)
     return path.is_dir() and not is_adapter_dir(source) and not any((path / name).is_file() for name in TOKENIZER_FILES)
 

@@ -64,7 +64,8 @@ class SummarizationRecipe(Seq2SeqRecipe):
             return False
 
     def columns(self, column_names: list[str]) -> tuple[str, str]:
-        """(text column, summary column): the options, else known columns of data.name or of plain files.
+        """(text column, summary column) among ``column_names``: the options, else known columns of data.name or
+        of plain files. A pure answer (nothing is stored): every hook that needs the columns asks for them.
 
         Without references only the text column has to be found (a file of documents to summarise).
         """
@@ -82,15 +83,13 @@ class SummarizationRecipe(Seq2SeqRecipe):
             )
             raise ConfigError(f"cannot tell the {wanted} among {', '.join(column_names)}; set {fix}")
         known = known or (None, None)
-        self.text_column = self.options.text_column or known[0]
-        self.summary_column = self.options.summary_column or known[1]
-        return self.text_column, self.summary_column
+        return self.options.text_column or known[0], self.options.summary_column or known[1]
 
     def source_texts(self, batch: dict[str, list]) -> list[str]:
-        return [text or "" for text in batch[self.text_column]]
+        return [text or "" for text in batch[self.columns(list(batch))[0]]]
 
     def target_texts(self, batch: dict[str, list]) -> list[str]:
-        return [text or "" for text in batch[self.summary_column]]
+        return [text or "" for text in batch[self.columns(list(batch))[1]]]
 
     def postprocess(
         self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset

@@ -25,10 +25,10 @@ from accel_tasks.recipes.languages import (
     language_codes,
     pick_language_code,
 )
+from accel_tasks.recipes.translation_cells import metric_references, source_token_counts, text_list, text_of
 
 if TYPE_CHECKING:
     import datasets
-    from transformers import PreTrainedTokenizerBase
 
 TOKENIZE_CHUNK = 1000
 
@@ -65,45 +65,6 @@ def _report(message: str) -> None:
 
 def _rows(indices: Sequence[int]) -> str:
     return f"row{'s' if len(indices) > 1 else ''} {list_rows(indices, quote=False)}"
-
-
-def _text(value: Any) -> Optional[str]:
-    """A source cell as a string; None when the cell is missing."""
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def _text_list(value: Any) -> Optional[list[str]]:
-    """A target cell as a list of strings (one translation, or several references); None when missing."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        return [v if isinstance(v, str) else str(v) for v in value if v is not None]
-    return [_text(value)]
-
-
-def metric_references(references: list[list[str]]) -> list:
-    """Metric input: one string each when every example has one reference, else equal-length lists padded with None.
-
-    sacreBLEU and chrF need the same number of references per example and skip None entries, whereas an empty
-    string would count as a reference (and change BLEU's brevity penalty).
-    """
-    if all(len(refs) == 1 for refs in references):
-        return [refs[0] for refs in references]
-    width = max(len(refs) for refs in references)
-    return [list(refs) + [None] * (width - len(refs)) for refs in references]
-
-
-def source_token_counts(
-    batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, column: str, lang: Optional[str], prefix: str
-) -> dict[str, list]:
-    """Untruncated token count of each source (a module-level function, so datasets can cache the result)."""
-    cells = (
-        batch[column] if lang is None else [row.get(lang) if isinstance(row, dict) else None for row in batch[column]]
-    )
-    texts = [prefix + (_text(cell) or "") for cell in cells]
-    return {"source_tokens": [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]}
 
 
 class TranslationRecipe(Seq2SeqRecipe):
@@ -190,10 +151,10 @@ class TranslationRecipe(Seq2SeqRecipe):
         """Source cells of a raw batch; None where the row has none."""
         flat = self.flat_columns(list(batch))
         if flat is not None:
-            return [_text(v) for v in batch[flat[0]]]
+            return [text_of(v) for v in batch[flat[0]]]
         lang = self.options.source_lang
         return [
-            _text(row.get(lang)) if isinstance(row, dict) else None for row in batch[self.options.translation_column]
+            text_of(row.get(lang)) if isinstance(row, dict) else None for row in batch[self.options.translation_column]
         ]
 
     def target_values(self, batch: dict[str, list]) -> list[Optional[list[str]]]:
@@ -203,10 +164,10 @@ class TranslationRecipe(Seq2SeqRecipe):
         if flat is not None:
             if flat[1] is None or flat[1] not in batch:
                 return [None] * len(batch[flat[0]])
-            return [_text_list(v) for v in batch[flat[1]]]
+            return [text_list(v) for v in batch[flat[1]]]
         lang = self.options.target_lang
         return [
-            _text_list(row.get(lang)) if isinstance(row, dict) else None
+            text_list(row.get(lang)) if isinstance(row, dict) else None
             for row in batch[self.options.translation_column]
         ]
 
@@ -214,7 +175,7 @@ class TranslationRecipe(Seq2SeqRecipe):
         """What predictions are scored against: task.references_column when set, else the target cells."""
         column = self.options.references_column
         if column and column in batch:
-            return [_text_list(v) for v in batch[column]]
+            return [text_list(v) for v in batch[column]]
         return self.target_values(batch)
 
     def source_texts(self, batch: dict[str, list]) -> list[str]:
@@ -238,7 +199,7 @@ class TranslationRecipe(Seq2SeqRecipe):
         """Resolve languages and model inputs once, drop rows that cannot be used, count sources that will be cut."""
         batch = self.text_columns(dataset)
         if self.flat_columns(dataset.column_names) is None:
-            self.resolve_languages(batch[self.options.translation_column], split)
+            self.decide(self.resolve_languages(batch[self.options.translation_column], split))
         self.configure_model_inputs()
         keep = self.usable_rows(batch, split, dataset.column_names)
         if len(keep) < len(dataset):
@@ -258,9 +219,9 @@ class TranslationRecipe(Seq2SeqRecipe):
         columns = [c for c in dict.fromkeys(wanted) if c and c in dataset.column_names]
         return dataset.select_columns(columns)[:]
 
-    def resolve_languages(self, rows: list, split: str) -> None:
+    def resolve_languages(self, rows: list, split: str) -> dict[str, str]:
         """Check task.source_lang / target_lang against the translation column's rows; fill in the other of two
-        languages."""
+        languages. The two as settings to decide (``task.source_lang`` / ``task.target_lang``); nothing is set."""
         opts = self.options
         column = opts.translation_column
         if any(row is not None and not isinstance(row, dict) for row in rows[:100]):
@@ -293,14 +254,16 @@ class TranslationRecipe(Seq2SeqRecipe):
                 raise ConfigError(
                     f"task.{side}_lang={lang!r} is not a language of the {split} {column!r} column (it has: {have})"
                 )
-        opts.source_lang, opts.target_lang = source, target
+        return {"task.source_lang": source, "task.target_lang": target}
 
     def configure_model_inputs(self) -> None:
         """Language codes for mBART / NLLB / M2M100 tokenizers and the T5 prefix; once, after the languages are
-        known."""
+        known. The codes and the prefix chosen are decisions (saved with the run's settings); the tokenizer's
+        src_lang / tgt_lang and the generation settings are the recipe's own."""
         if self._model_inputs_ready:
             return
         opts = self.options
+        decided: dict[str, Any] = {}
         tokenizer = self.processor
         codes = language_codes(tokenizer)
         tokenizer_name = type(tokenizer).__name__
@@ -309,7 +272,7 @@ class TranslationRecipe(Seq2SeqRecipe):
             target_code = pick_language_code(codes, opts.target_lang_code, opts.target_lang, "target", tokenizer_name)
             tokenizer.src_lang = source_code
             tokenizer.tgt_lang = target_code
-            opts.source_lang_code, opts.target_lang_code = source_code, target_code
+            decided.update({"task.source_lang_code": source_code, "task.target_lang_code": target_code})
             self.extra_generation = self.language_generation_settings(target_code)
         elif opts.source_lang_code or opts.target_lang_code:
             raise ConfigError(
@@ -324,7 +287,8 @@ class TranslationRecipe(Seq2SeqRecipe):
                     "T5 model without a task prefix (a language has no known name); "
                     'set task.source_prefix="translate X to Y: "'
                 )
-            opts.source_prefix = prefix or ""
+            decided["task.source_prefix"] = prefix or ""
+        self.decide(decided)
         self._model_inputs_ready = True
 
     def language_generation_settings(self, target_code: str) -> dict[str, Any]:
@@ -404,7 +368,7 @@ class TranslationRecipe(Seq2SeqRecipe):
         head_rows = list(stream.take(self.stream_head_rows))
         head = {column: [row.get(column) for row in head_rows] for column in columns}
         if self.flat_columns(columns) is None:
-            self.resolve_languages(head[self.options.translation_column], split)
+            self.decide(self.resolve_languages(head[self.options.translation_column], split))
         self.configure_model_inputs()
         reasons = self.row_problems(head, split, columns)
         kept = [index for index, reason in enumerate(reasons) if reason is None]

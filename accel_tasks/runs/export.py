@@ -45,8 +45,9 @@ def export_model(
     """Full safetensors weights + config + processor, loadable with ``from_pretrained(out_dir)``.
 
     ``full_state_dict`` gathers ZeRO-3 partitions, so every rank must call this. A PEFT model is exported
-    as its adapter (layout in the module docstring). Every exported directory also holds ``run_config``
-    (the resolved config that made it, so eval-only needs nothing but the path) and, last, its manifest.
+    as its adapter (layout in the module docstring). Every exported directory also holds ``run_config`` as
+    accel_tasks_config.yaml (the run's settings: the resolved config with what the run decided, e.g. capped
+    lengths and languages, so eval-only needs nothing but the path) and, last, its manifest.
     """
     if is_peft_model(unwrap_model(accelerator, model)):
         export_adapter(accelerator, model, processor, out_dir, run_config)

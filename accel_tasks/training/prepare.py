@@ -30,7 +30,7 @@ from accel_tasks.engines.trackers import resolve_trackers, tracker_init_kwargs
 from accel_tasks.models.adapters import wrap_model
 from accel_tasks.models.loading import count_parameters
 from accel_tasks.preflight import Plan
-from accel_tasks.recipe import Recipe
+from accel_tasks.recipe import Recipe, RunContext
 from accel_tasks.runs.checkpoint import read_loop_state
 from accel_tasks.runs.output_dir import prepare_output_dir
 from accel_tasks.training.session import RunData, RunSession
@@ -44,16 +44,23 @@ logger = logging.getLogger("accel_tasks")
 
 
 def prepare_run(accelerator: Accelerator, plan: Plan) -> RunSession:
-    """Load the model (wrapped for peft.*), then read, check and preprocess every split the run needs."""
+    """Load the model (wrapped for peft.*), read the data, give the recipe the run's decisions (one RunContext,
+    ``Recipe.begin_run``), then check and preprocess every split the run needs.
+
+    The session's settings are the recipe's once the data is prepared: the resolved config plus what was decided
+    at run time (``Recipe.decide``), which is what config.yaml, the checkpoints and the export save.
+    """
     cfg, recipe = plan.cfg, plan.recipe
     tf32 = set_tf32(accelerator.device.type, cfg.train.tf32)
-    recipe.pad_to_multiple_of = pad_multiple(accelerator.mixed_precision)
+    pad_to = pad_multiple(accelerator.mixed_precision)
     model, processor = recipe.load_model()
-    if cfg.mode != "train":
-        _adopt_model_settings(recipe, model)
+    model_settings = _model_settings(recipe, model) if cfg.mode != "train" else {}
     model = wrap_model(model, cfg.peft, cfg.mode, recipe.peft_modules_to_save)
-    _describe_model(accelerator, cfg, model, tf32, recipe.pad_to_multiple_of)
-    data = _prepare_data(accelerator, recipe, cfg)
+    _describe_model(accelerator, cfg, model, tf32, pad_to)
+    raw = recipe.load_data(run_splits(cfg))
+    references = _references(recipe, raw, cfg)
+    recipe.begin_run(RunContext(pad_to_multiple_of=pad_to, with_references=references, model_settings=model_settings))
+    data = _prepare_data(accelerator, recipe, raw, cfg)
     return RunSession(accelerator, plan, recipe.cfg, model, processor, data)
 
 
@@ -80,18 +87,23 @@ def _describe_model(accelerator: Accelerator, cfg: RunConfig, model: torch.nn.Mo
     log.info(speed)
 
 
-def _prepare_data(accelerator: Accelerator, recipe: Recipe, cfg: RunConfig) -> RunData:
+def _references(recipe: Recipe, raw: Any, cfg: RunConfig) -> bool:
+    """Whether the scored split has references: always in training and eval; mode=predict asks the recipe."""
+    if cfg.mode != "predict":
+        return True
+    split = cfg.eval.split
+    references = recipe.has_references(raw[split])
+    log.info(
+        f"predict: {len(raw[split])} inputs, "
+        + ("with references: they are scored too" if references else "no references: predictions only")
+    )
+    return references
+
+
+def _prepare_data(accelerator: Accelerator, recipe: Recipe, raw: Any, cfg: RunConfig) -> RunData:
     """Raw splits -> checked, prepared splits -> features (cached), or lazy streams for data.streaming."""
-    splits = run_splits(cfg)
-    raw = recipe.load_data(splits)
     features = {}
-    if cfg.mode == "predict":
-        recipe.with_references = recipe.has_references(raw[cfg.eval.split])
-        log.info(
-            f"predict: {len(raw[cfg.eval.split])} inputs, "
-            + ("with references: they are scored too" if recipe.with_references else "no references: predictions only")
-        )
-    for split in splits:
+    for split in run_splits(cfg):
         check_columns(raw[split], recipe.required_columns(split, raw[split].column_names), split)
         if is_stream(raw[split]):  # data.streaming: read, shuffled and tokenized on the fly, this process's share only
             raw[split] = recipe.prepare_stream(raw[split], split)
@@ -105,14 +117,17 @@ def _prepare_data(accelerator: Accelerator, recipe: Recipe, cfg: RunConfig) -> R
     return RunData(raw=raw, features=features)
 
 
-def _adopt_model_settings(recipe: Recipe, model: torch.nn.Module) -> None:
-    """Eval-only: what the trained model fixes (labels, vocabulary) wins over task options, with a notice."""
+def _model_settings(recipe: Recipe, model: torch.nn.Module) -> dict[str, Any]:
+    """Eval-only: what the trained model fixes (labels, vocabulary) and the task options say otherwise, each with a
+    line; it wins over the options (the recipe adopts it in begin_run)."""
+    differ = {}
     for key, value in recipe.settings_from_model(model).items():
         current = getattr(recipe.options, key)
         current = OmegaConf.to_container(current) if OmegaConf.is_config(current) else current
         if current != value:
             log.info(f"task.{key}={value!r} from the model (the settings said {current!r})")
-            setattr(recipe.options, key, value)
+            differ[key] = value
+    return differ
 
 
 def start_outputs(run: RunSession) -> None:

@@ -48,8 +48,8 @@ class RunData:
 class RunSession:
     """A run whose model and data are ready: what evaluation, the export and the summary read.
 
-    ``cfg`` is the run's settings as the run uses them (the recipe's, once the data is prepared); it is what
-    config.yaml, checkpoints and the export save.
+    ``cfg`` is the run's settings as the run uses them: the resolved config of preflight plus what the recipe
+    decided at run time (``Recipe.decisions``); it is what config.yaml, checkpoints and the export save.
     """
 
     accelerator: Accelerator
