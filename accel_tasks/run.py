@@ -29,8 +29,10 @@ DEBUG_ENV = "ACCEL_TASKS_DEBUG"
     context_settings={"ignore_unknown_options": True, "help_option_names": list(HELP_FLAGS)},
     epilog="Examples: recipe=summarization train.lr=3e-4 generation.num_beams=4 eval.metrics=[rouge]\n\n"
     "Every setting of a recipe, with its default and doc: accel-tasks recipe=NAME --help\n\n"
-    "Memory per GPU for ZeRO 0-3: accel-tasks estimate-memory recipe=NAME model.name_or_path=M --gpus-per-node 8 --nodes 1\n\n"
-    "A run as one HTML page (curves, metrics, config, best and worst predictions): accel-tasks report OUTPUT_DIR [OUTPUT_DIR ...]",
+    "Memory per GPU for ZeRO 0-3: "
+    "accel-tasks estimate-memory recipe=NAME model.name_or_path=M --gpus-per-node 8 --nodes 1\n\n"
+    "A run as one HTML page (curves, metrics, config, best and worst predictions): "
+    "accel-tasks report OUTPUT_DIR [OUTPUT_DIR ...]",
 )
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--config", "config_file", metavar="FILE.yaml", help="A run config; key=value overrides win over it.")

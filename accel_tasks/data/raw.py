@@ -2,8 +2,9 @@
 
 Raw datasets only; features are ``features.py``'s job (and ``streaming.py``'s for a streamed train split).
 With data.streaming the train split is a ``datasets.IterableDataset`` (columns resolved from its first rows);
-an eval split is streamed only to take its first data.max_eval_samples rows, then held map-style. The one file loader of the package: a recipe whose task has a file layout of its own (nested SQuAD json)
-plugs a reader in through ``Recipe.read_data_file`` instead of loading files itself.
+an eval split is streamed only to take its first data.max_eval_samples rows, then held map-style. The one file
+loader of the package: a recipe whose task has a file layout of its own (nested SQuAD json) plugs a reader in
+through ``Recipe.read_data_file`` instead of loading files itself.
 """
 
 from __future__ import annotations
@@ -161,10 +162,16 @@ def _file_problem(path: Path, builder: str, field: Optional[str], exc: BaseExcep
                 try:
                     json.loads(line)
                 except json.JSONDecodeError as error:
-                    return f"line {number} is not valid JSON ({error.msg} at column {error.colno}); fix or remove that line"
+                    return (
+                        f"line {number} is not valid JSON ({error.msg} at column {error.colno}); "
+                        "fix or remove that line"
+                    )
         if field is not None and not (isinstance(whole, dict) and field in whole):
             keys = ", ".join(whole) if isinstance(whole, dict) else "none (not one JSON object)"
-            return f"has no key {field!r} for data.field (top-level keys: {keys}); set data.field to the key holding the rows"
+            return (
+                f"has no key {field!r} for data.field (top-level keys: {keys}); "
+                "set data.field to the key holding the rows"
+            )
     cause = exc.__cause__ or exc.__context__ or exc
     return f"cannot be read as {builder}: {type(cause).__name__}: {first_line(cause)}"
 
@@ -182,26 +189,30 @@ def _load_named(data_cfg: DataConfig, splits: tuple[str, ...], streamed: Iterabl
         except ValueError as exc:
             if "Unknown split" in str(exc) or "split" in str(exc).lower():
                 raise ConfigError(
-                    f"dataset {data_cfg.name!r} has no split {source_split!r}: {first_line(exc)}; set data.{split}_split"
+                    f"dataset {data_cfg.name!r} has no split {source_split!r}: {first_line(exc)}; "
+                    f"set data.{split}_split"
                 ) from None
             raise ConfigError(f"dataset {data_cfg.name!r} cannot be loaded: {first_line(exc)}") from None
         except (ConnectionError, OSError) as exc:  # offline, no such repo, or a gated one: the hub is the cause
             raise ConfigError(
-                f"data.name={data_cfg.name!r} cannot be loaded ({type(exc).__name__}: {first_line(exc)}); if the Hugging Face hub "
-                "is unreachable from here, pass a local dataset directory (data.name=path/to/dir) or files "
+                f"data.name={data_cfg.name!r} cannot be loaded ({type(exc).__name__}: {first_line(exc)}); "
+                "if the Hugging Face hub is unreachable from here, pass a local dataset directory "
+                "(data.name=path/to/dir) or files "
                 "(data.train_file=... data.validation_file=...)"
             ) from None
         if split in streamed:
             loaded[split] = resolve_stream(loaded[split], f"the {source_split!r} split of {data_cfg.name!r}")
         elif len(loaded[split]) == 0:
             raise ConfigError(
-                f"the {source_split!r} split of {data_cfg.name!r} holds no rows; set data.{split}_split to another split"
+                f"the {source_split!r} split of {data_cfg.name!r} holds no rows; "
+                f"set data.{split}_split to another split"
             )
     return datasets.DatasetDict(loaded)
 
 
 def _limit(raw: datasets.DatasetDict, data_cfg: DataConfig) -> datasets.DatasetDict:
-    """The first N rows of each split; an eval stream's first N become a map-style Dataset (eval needs len and order)."""
+    """The first N rows of each split; an eval stream's first N become a map-style Dataset (eval needs len and
+    order)."""
     import datasets
 
     limits = {

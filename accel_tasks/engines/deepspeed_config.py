@@ -101,8 +101,10 @@ def check_launcher_settings(cfg: RunConfig) -> None:
             raise ConfigError(f"the accelerate config sets {field}={raw!r}, which is not a number; remove it") from None
         if value != expected and not (field == "gradient_clipping" and value == 0 and expected == 0):
             raise ConfigError(
-                f"the accelerate config sets deepspeed_config.{field}={raw} but the run config has {run_key}={expected}; "
-                f"remove {field} from the accelerate config (the run config is the one source of truth) or set {run_key}={raw}"
+                f"the accelerate config sets deepspeed_config.{field}={raw} "
+                f"but the run config has {run_key}={expected}; "
+                f"remove {field} from the accelerate config (the run config is the one source of truth) "
+                f"or set {run_key}={raw}"
             )
     if cfg.deepspeed:
         fields = set(os.environ.get("ACCELERATE_CONFIG_DS_FIELDS", "").split(",")) & set(_LAUNCHER_DS_FIELDS)

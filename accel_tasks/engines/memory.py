@@ -177,7 +177,8 @@ def format_report(
         f"{nodes} node(s) x {gpus_per_node} GPU(s) = {nodes * gpus_per_node} GPUs; mixed-precision Adam",
         "model states only (activations and buffers come on top); formula = ZeRO paper, DeepSpeed = its cold estimator",
         "",
-        f"{'setting':<32} {'per GPU formula':>16} {'per GPU DeepSpeed':>18} {'CPU/node formula':>17} {'CPU/node DeepSpeed':>19}  fits {gpu_memory_gib:g} GiB",
+        f"{'setting':<32} {'per GPU formula':>16} {'per GPU DeepSpeed':>18} "
+        f"{'CPU/node formula':>17} {'CPU/node DeepSpeed':>19}  fits {gpu_memory_gib:g} GiB",
     ]
     for est in estimates:
         fits = max(est.gpu_formula, est.gpu_deepspeed or 0) <= gpu_memory_gib * GIB
@@ -211,7 +212,8 @@ def _config_for(estimate: Estimate) -> str:
 @click.command(
     name="estimate-memory",
     context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
-    epilog="Example: accel-tasks estimate-memory recipe=summarization model.name_or_path=facebook/bart-large --gpus-per-node 8 --nodes 1",
+    epilog="Example: accel-tasks estimate-memory recipe=summarization model.name_or_path=facebook/bart-large "
+    "--gpus-per-node 8 --nodes 1",
 )
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--config", "config_file", metavar="FILE.yaml", help="A run config; key=value overrides win over it.")

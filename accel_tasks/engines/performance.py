@@ -129,9 +129,9 @@ def check_compile_supported(settings: Optional[dict[str, Any]], deepspeed: bool)
     """
     if settings is not None and deepspeed:
         raise ConfigError(
-            "train.compile (or accelerate's --dynamo_backend) is not supported under DeepSpeed here: DeepSpeed compiles "
-            "its module in place and evaluation would generate through the compiled graph; drop train.compile, or run "
-            "without DeepSpeed (accelerate_configs/single_gpu.yaml, multi_gpu.yaml)"
+            "train.compile (or accelerate's --dynamo_backend) is not supported under DeepSpeed here: "
+            "DeepSpeed compiles its module in place and evaluation would generate through the compiled graph; "
+            "drop train.compile, or run without DeepSpeed (accelerate_configs/single_gpu.yaml, multi_gpu.yaml)"
         )
 
 

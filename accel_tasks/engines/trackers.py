@@ -46,7 +46,8 @@ def resolve_trackers(names: Sequence[str]) -> list[str]:
     for name in wanted:
         if name not in LOGGER_TYPE_TO_CLASS:
             raise ConfigError(
-                f"train.report_to: {name!r} is not a tracker accelerate knows; use some of {', '.join(known)}, or [none]"
+                f"train.report_to: {name!r} is not a tracker accelerate knows; "
+                f"use some of {', '.join(known)}, or [none]"
             )
         if name not in available:
             fix = INSTALL.get(name, f"pip install {name}")

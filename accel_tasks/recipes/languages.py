@@ -94,7 +94,8 @@ def pick_language_code(
         return explicit
     if language is None:
         raise ConfigError(
-            f"the {tokenizer_name} tokenizer needs a {side} language code: set task.{side}_lang or {option} (codes it knows: {known})"
+            f"the {tokenizer_name} tokenizer needs a {side} language code: set task.{side}_lang or {option} "
+            f"(codes it knows: {known})"
         )
     if language in codes:
         return language
@@ -106,7 +107,8 @@ def pick_language_code(
         return matches[0]
     if matches:
         raise ConfigError(
-            f"task.{side}_lang={language!r} matches several codes of the {tokenizer_name} tokenizer ({', '.join(matches)}); set {option} to one of them"
+            f"task.{side}_lang={language!r} matches several codes of the {tokenizer_name} tokenizer "
+            f"({', '.join(matches)}); set {option} to one of them"
         )
     raise ConfigError(
         f"task.{side}_lang={language!r} is not a language code of the {tokenizer_name} tokenizer and matches none; "

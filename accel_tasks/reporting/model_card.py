@@ -262,7 +262,8 @@ def build_model_card(
         f"- Evaluation data: {_describe_data(config, config['eval']['split'], recipe_cls.name)}"
         + (f", {metrics['eval_samples']} examples" if "eval_samples" in metrics else "")
         + "\n"
-        f"- Licence: not known to accel_tasks (`license: {DEFAULT_LICENSE}`); set the base model's and the data's before publishing.",
+        f"- Licence: not known to accel_tasks (`license: {DEFAULT_LICENSE}`); "
+        "set the base model's and the data's before publishing.",
         "## Evaluation results\n\nThe final evaluation of these weights (metrics.json):\n\n"
         + (_table(scores, ("metric", "value")) if scores else "No scores."),
     ]
@@ -271,7 +272,8 @@ def build_model_card(
     sections += [
         "## Training hyperparameters\n\n" + _table(hyperparameters(config, launch), ("setting", "value")),
         "## Reproduce\n\nFrom the directory the run was started in, repeat the training run (the settings are this "
-        f"directory's `{RUN_CONFIG_FILE}`):\n\n```bash\n{train_line}\n```\n\nScore this model again (reproduces the results above):\n\n"
+        f"directory's `{RUN_CONFIG_FILE}`):\n\n```bash\n{train_line}\n```\n\n"
+        "Score this model again (reproduces the results above):\n\n"
         f"```bash\n{score_line}\n```",
         "## Framework versions\n\n" + "\n".join(f"- {lib} {ver}" for lib, ver in versions.items()),
     ]

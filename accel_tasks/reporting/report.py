@@ -75,7 +75,8 @@ def _esc(value: Any) -> str:
 
 
 def _cell(value: Any, limit: int = CELL_CHARS) -> str:
-    """A value as table text: floats to 4 significant digits, lists joined, long texts cut (predictions.jsonl has all)."""
+    """A value as table text: floats to 4 significant digits, lists joined, long texts cut (predictions.jsonl has
+    all)."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):

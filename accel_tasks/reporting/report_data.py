@@ -81,7 +81,8 @@ def load_run(directory: Path, label: Optional[str] = None) -> RunData:
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise ConfigError(
-            f"report: {str(directory)!r} holds no run (no {CONFIG_FILE}); pass the output_dir a run wrote, e.g. outputs/summarization"
+            f"report: {str(directory)!r} holds no run (no {CONFIG_FILE}); "
+            "pass the output_dir a run wrote, e.g. outputs/summarization"
         )
     config_text = config_path.read_text()
     try:

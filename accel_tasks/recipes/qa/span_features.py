@@ -120,7 +120,8 @@ def _check_lengths(
             raise QADataError(
                 f"example {str(qid)!r}: the question has {n_tokens} tokens, so max_seq_length={max_seq_length} leaves "
                 f"{room} token(s) per window for the context, which must be more than doc_stride={doc_stride}; raise "
-                f"max_seq_length to at least {n_tokens + specials + doc_stride + 1}, lower doc_stride, or shorten the question"
+                f"max_seq_length to at least {n_tokens + specials + doc_stride + 1}, lower doc_stride, "
+                "or shorten the question"
             )
 
 
