@@ -28,7 +28,7 @@ from accel_tasks.models.adapters import (
 )
 from accel_tasks.models.loading import ADAPTER_CONFIG, adapter_base_source
 from accel_tasks.recipes.extractive_qa import ExtractiveQARecipe
-from accel_tasks.recipes.speech_recognition import SpeechRecognitionRecipe
+from accel_tasks.recipes.speech_ctc import SpeechCTCRecipe
 from accel_tasks.runs.export import base_state_dict
 
 from helpers import ACCELERATE_CONFIGS, check, cli_env, read_json, read_jsonl, run_cli
@@ -125,7 +125,7 @@ def task_heads(model) -> list[str]:
     if type(model).__name__.endswith("ForQuestionAnswering"):
         return ExtractiveQARecipe.peft_modules_to_save(SimpleNamespace(), model)
     if type(model).__name__.endswith("ForCTC"):
-        return SpeechRecognitionRecipe.peft_modules_to_save(SimpleNamespace(model_type="ctc"), model)
+        return SpeechCTCRecipe.peft_modules_to_save(SimpleNamespace(), model)
     return []
 
 

@@ -52,7 +52,6 @@ def run_with_workers(tmp_path: Path, workers: int) -> tuple[list[tuple[int, str,
         run_cli(
             args,
             tmp_path,
-            launcher="python",
             env={"HF_DATASETS_CACHE": str(cache), "PID_LOG": str(log), "ACCEL_TASKS_NUM_THREADS": "1"},
         )
     )

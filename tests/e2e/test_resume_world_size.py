@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from ds_fixtures import build_world
 from helpers import ACCELERATE_CONFIGS, check, one_error_line, read_json, run_cli, scalars
 
@@ -248,6 +249,7 @@ def test_a_resume_that_cannot_work_is_one_line_before_anything_loads(tmp_path, c
     result = run_cli(
         ["recipe=summarization", f"train.resume_from={checkpoint}", f"output_dir={out}"],
         tmp_path,
+        launcher="python",  # the environment of a DeepSpeed launch (WORLD_SIZE ...) is read at import: no fork
         env=env,
     )
     line = one_error_line(result)

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO, check, logged_losses, one_error_line, read_json, recording_recipe, run_cli
 
 SAMPLES = REPO / "accel_tasks" / "samples"
@@ -103,7 +104,6 @@ def test_translation_drops_unusable_rows_the_same_way_streamed_and_map_style(tmp
                 *FAST,
             ],
             tmp_path,
-            launcher="python",
             env=env,
         )
     )
@@ -130,10 +130,10 @@ def test_translation_stream_resumes_exactly(tmp_path: Path):
         "train.save_every=2",
         "train.lr=3e-3",
     ]
-    whole = check(run_cli([*args, "output_dir=a"], tmp_path, launcher="python"))
+    whole = check(run_cli([*args, "output_dir=a"], tmp_path))
     (tmp_path / "b" / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "a" / "checkpoints" / "step_2", tmp_path / "b" / "checkpoints" / "step_2")
-    resumed = check(run_cli([*args, "output_dir=b", "train.resume_from=latest"], tmp_path, launcher="python"))
+    resumed = check(run_cli([*args, "output_dir=b", "train.resume_from=latest"], tmp_path))
     assert "resumed from b/checkpoints/step_2 at step 2" in resumed.stdout
     assert {s: v for s, v in logged_losses(whole.stdout, 4).items() if s > 2} == logged_losses(resumed.stdout, 4)
     a = load_file(tmp_path / "a" / "model" / "model.safetensors")
@@ -156,7 +156,7 @@ QA = [
 @pytest.mark.slow
 def test_extractive_qa_streams_trains_and_scores(tmp_path: Path):
     """The bundled SQuAD-style sample streamed on one process: the first rows checked, 4 steps, EM/F1 scored."""
-    result = check(run_cli([*QA, "train.max_steps=4", "output_dir=out"], tmp_path, launcher="python"))
+    result = check(run_cli([*QA, "train.max_steps=4", "output_dir=out"], tmp_path))
     assert "train: streamed (1 shard, whole shards to 1 process" in result.stdout
     assert len(logged_losses(result.stdout, 4)) == 4
     metrics = read_json(tmp_path / "out" / "metrics.json")
@@ -213,7 +213,6 @@ def test_extractive_qa_bad_row_in_a_stream_is_one_line(tmp_path: Path, where: st
             "output_dir=out",
         ],
         tmp_path,
-        launcher="python",
     )
     line = one_error_line(result, alone=False)
     what = "the first 12 rows of the train stream" if where == "first rows" else "the train stream"
@@ -238,9 +237,7 @@ SPEECH_SAMPLE = SAMPLES / "speech_recognition"
 @pytest.mark.slow
 def test_speech_streams_trains_and_scores(tmp_path: Path):
     """The bundled speech sample streamed on one process: clips probed as they are read, 4 steps, WER scored."""
-    result = check(
-        run_cli([*SPEECH, "train.max_steps=4", "train.batch_size=8", "output_dir=out"], tmp_path, launcher="python")
-    )
+    result = check(run_cli([*SPEECH, "train.max_steps=4", "train.batch_size=8", "output_dir=out"], tmp_path))
     assert "train (the first 528 streamed rows): duration filter" in result.stdout
     assert "train: streamed (1 shard, whole shards to 1 process" in result.stdout
     assert len(logged_losses(result.stdout, 4)) == 4
@@ -288,7 +285,6 @@ def test_speech_drops_the_same_rows_streamed_and_map_style(tmp_path: Path, strea
                 "output_dir=out",
             ],
             tmp_path,
-            launcher="python",
             env=env,
         )
     )
@@ -323,7 +319,6 @@ def test_speech_empty_transcript_in_a_stream_is_one_line(tmp_path: Path):
             "output_dir=out",
         ],
         tmp_path,
-        launcher="python",
     )
     line = one_error_line(result, alone=False)
     assert "the train stream has 1 row(s) with an empty transcript (after normalisation): rows 'train-0002'" in line, (
@@ -339,7 +334,6 @@ def test_speech_stream_builds_its_vocabulary_from_the_first_rows(tmp_path: Path)
         run_cli(
             [*SPEECH, "task.build_vocab=true", "train.max_steps=1", "train.batch_size=4", "output_dir=out"],
             tmp_path,
-            launcher="python",
         )
     )
     assert "from the first 528 streamed training transcripts" in result.stdout
