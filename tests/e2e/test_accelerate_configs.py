@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+
 from helpers import ACCELERATE_CONFIGS, cli_env
 
 CONFIGS = sorted(ACCELERATE_CONFIGS.glob("*.yaml"))

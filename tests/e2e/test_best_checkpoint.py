@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from helpers import check, one_error_line, read_json, read_jsonl, run_cli
 
 # A short run a user could type; a huge threshold means no evaluation after the first one counts as better,
@@ -101,9 +102,7 @@ def test_export_best_exports_the_best_checkpoint_and_retention_keeps_it(tmp_path
     ],
 )
 def test_bad_best_and_smoothing_settings_are_one_line(tmp_path: Path, args, message):
-    assert message in one_error_line(
-        run_cli(["recipe=summarization", *args, "output_dir=out"], tmp_path)
-    )
+    assert message in one_error_line(run_cli(["recipe=summarization", *args, "output_dir=out"], tmp_path))
 
 
 def test_direction_is_known_per_metric():

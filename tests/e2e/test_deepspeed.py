@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from ds_fixtures import LONG_FORCED_TOKENS, LONG_SOURCE_TOKENS, SHORT_FORCED_TOKENS, build_world
 from helpers import ACCELERATE_CONFIGS, check, read_json, read_jsonl, run_cli, scalars
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from ds_fixtures import build_model_dir, make_examples
 
 from accel_tasks.engines.memory import (
     ModelSize,
@@ -16,6 +15,8 @@ from accel_tasks.engines.memory import (
 )
 from accel_tasks.errors import ConfigError
 from accel_tasks.run import main
+
+from ds_fixtures import build_model_dir, make_examples
 
 
 def test_formulas_reproduce_the_zero_paper_example():

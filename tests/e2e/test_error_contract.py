@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from helpers import ACCELERATE_CONFIGS, REPO, check, cli_env, one_error_line, read_json, run_cli
 
 SAMPLE = REPO / "accel_tasks" / "samples" / "summarization"

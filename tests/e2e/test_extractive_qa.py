@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import check, read_json, read_jsonl, run_cli
 
 from accel_tasks.errors import ConfigError
 from accel_tasks.preflight import resolve_config
 from accel_tasks.recipes.extractive_qa import ExtractiveQARecipe
+
+from helpers import check, read_json, read_jsonl, run_cli
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")

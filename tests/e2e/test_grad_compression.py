@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from helpers import ACCELERATE_CONFIGS, check, one_error_line, read_json, run_cli
 
 STEPS = 20

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import check, run_cli
 
 from accel_tasks.data.sampling import LengthGroupedSampler, length_grouped_indices, padding_fraction
+
+from helpers import check, run_cli
 
 
 @pytest.mark.parametrize("count,batch_size,seed", [(1000, 8, 0), (37, 4, 3), (5, 16, 7), (500, 1, 11)])

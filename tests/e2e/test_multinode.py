@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ds_fixtures import build_world
 from helpers import ACCELERATE_CONFIGS, REPO, cli_env, read_json, read_jsonl, scalars
 
@@ -246,6 +247,7 @@ def test_clean_exit_script_one_two_process_zero3_run_every_rank_exits_0(tmp_path
 def test_a_run_stopped_on_every_rank_ends_with_its_own_status_and_no_abort(world, tmp_path):
     """The error path of teardown.py: a non-finite loss on 2 ZeRO-3 processes ends with exit 3, never an abort."""
     import yaml
+
     from helpers import run_cli
 
     args = [

@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import check, read_json, read_jsonl, run_cli
 
 from accel_tasks.recipe import preview
+
+from helpers import check, read_json, read_jsonl, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from helpers import ACCELERATE_CONFIGS, REPO, check, logged_losses, one_error_line, read_json, recording_recipe, run_cli
 
 SAMPLE = REPO / "accel_tasks" / "samples" / "summarization" / "train.jsonl"
@@ -60,9 +61,7 @@ def batches_of(tmp_path: Path, rank: int) -> list[list[str]]:
     ],
 )
 def test_settings_a_stream_cannot_take_are_one_line_before_loading(tmp_path: Path, args: list[str], expected: str):
-    result = run_cli(
-        ["recipe=summarization", "data.streaming=true", *args, "output_dir=out"], tmp_path
-    )
+    result = run_cli(["recipe=summarization", "data.streaming=true", *args, "output_dir=out"], tmp_path)
     assert expected in one_error_line(result)
     assert not (tmp_path / "out").exists()
 
@@ -314,12 +313,8 @@ def test_a_resumed_stream_ends_with_the_uninterrupted_weights(
         return
 
     # The same checkpoint with another stream layout, or as map-style data: one line, before anything loads.
-    other = run_cli(
-        [*args, "data.shuffle_buffer=4", "output_dir=b", "train.resume_from=latest"], tmp_path
-    )
+    other = run_cli([*args, "data.shuffle_buffer=4", "output_dir=b", "train.resume_from=latest"], tmp_path)
     line = one_error_line(other)
     assert "streamed with other settings (" in line and "shuffle_buffer 8 -> 4" in line
-    plain = run_cli(
-        [*args, "data.streaming=false", "output_dir=b", "train.resume_from=latest"], tmp_path
-    )
+    plain = run_cli([*args, "data.streaming=false", "output_dir=b", "train.resume_from=latest"], tmp_path)
     assert "was trained on a stream; resume it with data.streaming=true" in one_error_line(plain)

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
 from helpers import check, one_error_line, read_jsonl, run_cli
 
 SHORT = [
@@ -67,9 +68,7 @@ def test_report_to_none_writes_no_tracker_files(tmp_path: Path):
 
 
 def test_an_unknown_tracker_is_one_line(tmp_path: Path):
-    line = one_error_line(
-        run_cli(["recipe=summarization", "train.report_to=[tensorbord]"], tmp_path)
-    )
+    line = one_error_line(run_cli(["recipe=summarization", "train.report_to=[tensorbord]"], tmp_path))
     assert "'tensorbord' is not a tracker accelerate knows" in line and "tensorboard" in line
     assert not (tmp_path / "outputs").exists()
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import REPO
 from omegaconf import OmegaConf
 
 from accel_tasks.config import build_config, load_yaml_layer, parse_overrides
 from accel_tasks.errors import ConfigError
 from accel_tasks.preflight import resolve_config
 from accel_tasks.recipes.summarization import SummarizationOptions
+
+from helpers import REPO
 
 
 def build(*overrides: str):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from ds_fixtures import build_world
-from helpers import run_cli
 
 from accel_tasks.config import NoOptions, schema
 from accel_tasks.engines.accelerator import build_deepspeed_plugin
 from accel_tasks.engines.deepspeed_config import check_deepspeed_config, fill_deepspeed_config
 from accel_tasks.errors import ConfigError
+
+from ds_fixtures import build_world
+from helpers import run_cli
 
 AUTO = {
     "zero_optimization": {"stage": 2},

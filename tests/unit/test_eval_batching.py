@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import check, one_error_line, read_jsonl, run_cli, save_untrained_default
 
 from accel_tasks.evaluation.batching import (
     BatchPlan,
@@ -23,6 +22,8 @@ from accel_tasks.evaluation.batching import (
     place_rows,
     token_budget_batches,
 )
+
+from helpers import check, one_error_line, read_jsonl, run_cli, save_untrained_default
 
 SAMPLES = Path(__file__).resolve().parents[2] / "accel_tasks" / "samples"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+
 from helpers import check, cli_env, one_error_line, read_json, read_jsonl, run_cli
 
 CONSOLE = Path(sys.executable).parent / "accel-tasks"
@@ -625,10 +626,10 @@ def test_the_several_runs_report_renders_too(work: Path, browser: Browser):
 
 def test_make_run_writes_the_report_of_the_default_run():
     """`make run` trains recipe=summarization into its default output_dir, then reports on that directory."""
-    from helpers import REPO
-
     from accel_tasks.preflight import default_output_dir, resolve_config
     from accel_tasks.reporting.report import report_command
+
+    from helpers import REPO
 
     cfg, recipe_cls = resolve_config(["recipe=summarization"], None)
     default = default_output_dir(cfg, recipe_cls.name)
