@@ -114,9 +114,11 @@ def build_model_dir(out_dir: Path, texts: list[str], d_model: int = 32, seed: in
     return out_dir
 
 
-FORCED_RECIPE = f'''"""Summarization whose generation length is forced per example, so ranks finish generating at different steps.
+FORCED_RECIPE = f'''"""Summarization whose generation length is forced per example, so ranks finish \
+generating at different steps.
 
-Each example ends after {SHORT_FORCED_TOKENS} tokens if its source is long, {LONG_FORCED_TOKENS} if short: a logits processor
+Each example ends after {SHORT_FORCED_TOKENS} tokens if its source is long, {LONG_FORCED_TOKENS} if short: a \
+logits processor
 bans EOS before that length and forces it there. The length of an example never depends on the batch it
 lands in (a padded duplicate batch mixes long and short examples), so 1- and 2-process runs agree.
 """

@@ -87,7 +87,8 @@ SHOW_WORLD = """
 import os
 from accelerate import Accelerator
 accelerator = Accelerator(cpu=True)
-print(f"rank={accelerator.process_index} world={accelerator.num_processes} type={accelerator.distributed_type.value}", flush=True)
+print(f"rank={accelerator.process_index} world={accelerator.num_processes} \
+type={accelerator.distributed_type.value}", flush=True)
 """
 
 

@@ -193,8 +193,8 @@ def test_one_process_has_nothing_to_compress_and_says_so(tmp_path: Path):
         )
     )
     assert (
-        "accel-tasks: warning: train.grad_compression=powersgd: with 1 process there is no gradient all-reduce to compress; it has no effect"
-        in result.stderr
+        "accel-tasks: warning: train.grad_compression=powersgd: with 1 process there is no gradient all-reduce "
+        "to compress; it has no effect" in result.stderr
     )
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
 
@@ -212,7 +212,8 @@ DS_JSON = {
         (
             ["train.grad_compression=powerSGD"],
             None,
-            "train.grad_compression='powerSGD' is not a gradient compression; did you mean 'powersgd'? use one of powersgd, fp16, bf16 (or null: uncompressed)",
+            "train.grad_compression='powerSGD' is not a gradient compression; did you mean 'powersgd'? "
+            "use one of powersgd, fp16, bf16 (or null: uncompressed)",
         ),
         (
             ["train.grad_compression=int8"],
@@ -222,7 +223,8 @@ DS_JSON = {
         (
             ["train.grad_compression=bf16"],
             None,
-            "train.grad_compression=bf16 needs CUDA 11+ and NCCL 2.10+ (torch's bf16_compress_hook refuses gloo); on this machine (no CUDA GPU) use train.grad_compression=fp16 or powersgd",
+            "train.grad_compression=bf16 needs CUDA 11+ and NCCL 2.10+ (torch's bf16_compress_hook refuses gloo); "
+            "on this machine (no CUDA GPU) use train.grad_compression=fp16 or powersgd",
         ),
         (["train.powersgd_rank=0"], None, "train.powersgd_rank=0 must be at least 1"),
         (
@@ -233,14 +235,16 @@ DS_JSON = {
         (
             ["train.grad_compression=fp16", "deepspeed=ds.json"],
             None,
-            "train.grad_compression=fp16 is a DDP communication hook, and DeepSpeed does its own gradient communication: drop train.grad_compression, "
+            "train.grad_compression=fp16 is a DDP communication hook, and DeepSpeed does its own gradient "
+            "communication: drop train.grad_compression, "
             "or drop DeepSpeed and launch with accelerate_configs/cpu_2proc.yaml",
         ),
         (
             ["deepspeed=ds.json"],
             "OneBitAdam",
-            "DeepSpeed config 'ds.json' asks for optimizer 'OneBitAdam' (1-bit Adam), which compresses communication through DeepSpeed's "
-            "NCCL/MPI/HCCL GPU backends and cannot run on this machine (no CUDA GPU); on CPU use train.grad_compression=powersgd|fp16|bf16 without DeepSpeed",
+            "DeepSpeed config 'ds.json' asks for optimizer 'OneBitAdam' (1-bit Adam), which compresses communication "
+            "through DeepSpeed's NCCL/MPI/HCCL GPU backends and cannot run on this machine (no CUDA GPU); on CPU use "
+            "train.grad_compression=powersgd|fp16|bf16 without DeepSpeed",
         ),
         (
             ["deepspeed=ds.json"],
@@ -286,7 +290,8 @@ def test_grad_compression_runs_import_no_torch_before_the_error(tmp_path: Path):
     code = (
         "import sys\nfrom accel_tasks.run import main\n"
         "code = main(['recipe=summarization', 'train.grad_compression=int8', 'output_dir=out'])\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'deepspeed') if m in sys.modules))\nsys.exit(code)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'deepspeed') if m in sys.modules))\n"
+        "sys.exit(code)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout.strip() == "[]", (done.stdout, done.stderr[-2000:])
@@ -303,8 +308,8 @@ def test_the_bench_counts_bytes_by_the_powersgd_hook_rules():
         from grad_compression import payload_bytes
     finally:
         sys.path.pop(0)
-    # (500, 128): P 500 + Q 128 = 628 elements; (128,) as 128 x 1 would be 129: whole; (4, 4): 8 x 2 = 16 is not < 16: whole;
-    # (64, 8, 3, 3) is 64 x 72: 136.
+    # (500, 128): P 500 + Q 128 = 628 elements; (128,) as 128 x 1 would be 129: whole;
+    # (4, 4): 8 x 2 = 16 is not < 16: whole; (64, 8, 3, 3) is 64 x 72: 136.
     shapes = [(500, 128), (128,), (4, 4), (64, 8, 3, 3)]
     assert payload_bytes(shapes, rank=1) == {
         "none": 4 * 68752,

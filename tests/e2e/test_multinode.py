@@ -104,7 +104,8 @@ def check_every_rank(results: dict[int, subprocess.CompletedProcess]) -> str:
     """Both launchers exit 0 with no abort text; returns rank 0's stdout (the run's log)."""
     for rank, result in results.items():
         assert result.returncode == 0, (
-            f"machine rank {rank}: exit {result.returncode}\nSTDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}"
+            f"machine rank {rank}: exit {result.returncode}\n"
+            f"STDOUT:\n{result.stdout[-4000:]}\nSTDERR:\n{result.stderr[-4000:]}"
         )
         aborts = [line for line in result.stderr.splitlines() if ABORT_TEXT.search(line)]
         assert not aborts, f"machine rank {rank}: {aborts}"

@@ -142,7 +142,8 @@ def test_an_eval_only_run_of_a_plain_export_never_imports_deepspeed(tmp_path: Pa
     (probe / "sitecustomize.py").write_text(
         "import atexit, os, sys\n"
         "if 'ACCELERATE_MIXED_PRECISION' in os.environ:  # set by the launcher for its worker only\n"
-        "    atexit.register(lambda: print('WORKER_DEEPSPEED_IMPORTED=' + str('deepspeed' in sys.modules), flush=True))\n"
+        "    atexit.register(lambda: print('WORKER_DEEPSPEED_IMPORTED=' + str('deepspeed' in sys.modules), "
+        "flush=True))\n"
     )
     done = check(
         run_cli(
@@ -156,7 +157,7 @@ def test_an_eval_only_run_of_a_plain_export_never_imports_deepspeed(tmp_path: Pa
 
 
 def test_both_module_entry_points_end_through_the_fast_exit_with_the_status():
-    """``python -m accel_tasks`` and ``python -m accel_tasks.run`` run the same entry: 0 for a listing, 2 for a bad key."""
+    """``python -m accel_tasks`` and ``python -m accel_tasks.run`` run one entry: 0 for a listing, 2 for a bad key."""
     for module in ("accel_tasks", "accel_tasks.run"):
         listed = subprocess.run(
             [sys.executable, "-m", module, "--list"], capture_output=True, text=True, env=cli_env(), timeout=120

@@ -169,7 +169,7 @@ def test_training_continues_on_another_process_count_at_the_same_step_and_schedu
 
 
 def fake_checkpoint(root: Path, processes: int, deepspeed_files: list[str]) -> Path:
-    """A complete-looking checkpoint laid out as accelerate and DeepSpeed name their files (the layout is read from names)."""
+    """A complete-looking checkpoint laid out as accelerate and DeepSpeed name their files (layout read from names)."""
     from accel_tasks.runs.manifest import write_manifest
 
     path = root / "step_2"
@@ -211,35 +211,40 @@ def deepspeed_env(stage: int, processes: int = 1) -> dict:
             ZERO3_FILES,
             2,
             NO_DEEPSPEED,
-            "is a DeepSpeed ZeRO-3 checkpoint written by 2 processes, and this run has no DeepSpeed; resume it under DeepSpeed ZeRO-3",
+            "is a DeepSpeed ZeRO-3 checkpoint written by 2 processes, and this run has no DeepSpeed; "
+            "resume it under DeepSpeed ZeRO-3",
         ),
         (
             "plain under deepspeed",
             [],
             1,
             deepspeed_env(2),
-            "is a plain (no DeepSpeed) checkpoint written by 1 process, and this run uses DeepSpeed ZeRO-2; resume it without DeepSpeed",
+            "is a plain (no DeepSpeed) checkpoint written by 1 process, and this run uses DeepSpeed ZeRO-2; "
+            "resume it without DeepSpeed",
         ),
         (
             "zero3 under zero2",
             ZERO3_FILES,
             2,
             deepspeed_env(2),
-            "is a DeepSpeed ZeRO-3 checkpoint written by 2 processes, and this run uses ZeRO-2; resume it under the stage it was written with (ZeRO-3)",
+            "is a DeepSpeed ZeRO-3 checkpoint written by 2 processes, and this run uses ZeRO-2; "
+            "resume it under the stage it was written with (ZeRO-3)",
         ),
         (
             "zero2 under zero3",
             ZERO2_FILES,
             2,
             deepspeed_env(3),
-            "is a DeepSpeed ZeRO-1/2 checkpoint written by 2 processes, and this run uses ZeRO-3; resume it under the stage it was written with (ZeRO-1/2)",
+            "is a DeepSpeed ZeRO-1/2 checkpoint written by 2 processes, and this run uses ZeRO-3; "
+            "resume it under the stage it was written with (ZeRO-1/2)",
         ),
         (
             "zero0 on 1 process",
             ["mp_rank_00_model_states.pt"],
             2,
             deepspeed_env(0),
-            "is a DeepSpeed ZeRO-0 checkpoint written by 2 processes, and this run has 1; a ZeRO-0 checkpoint has no universal conversion, so resume it on 2 processes",
+            "is a DeepSpeed ZeRO-0 checkpoint written by 2 processes, and this run has 1; "
+            "a ZeRO-0 checkpoint has no universal conversion, so resume it on 2 processes",
         ),
     ],
 )

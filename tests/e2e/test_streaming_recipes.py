@@ -61,8 +61,8 @@ def test_translation_streams_trains_and_scores(tmp_path: Path, processes: int):
         )
     )
     assert (
-        "translation: train: streamed; rows without a source or target are dropped as they are read (0 of the first 1000)"
-        in result.stdout
+        "translation: train: streamed; rows without a source or target are dropped as they are read "
+        "(0 of the first 1000)" in result.stdout
     )
     assert f"to {processes} process" in result.stdout and f"training: streamed features, {steps} steps" in result.stdout
     loss = {step: float(value) for step, value in logged_losses(result.stdout, steps).items()}
