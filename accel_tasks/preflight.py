@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from accel_tasks import log
 from accel_tasks.config import RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
 from accel_tasks.data.raw import check_data_files
-from accel_tasks.data.streaming import check_streaming
 from accel_tasks.engines.accelerator import threads_from_env
 from accel_tasks.engines.compression import check_grad_compression
 from accel_tasks.engines.deepspeed_config import check_deepspeed_config, deepspeed_requested, world_size
@@ -26,6 +25,7 @@ from accel_tasks.engines.trackers import resolve_trackers
 from accel_tasks.errors import ConfigError, first_line
 from accel_tasks.evaluation.best import best_metric_name
 from accel_tasks.evaluation.eval_pass import load_metrics, score
+from accel_tasks.features.streaming import check_streaming
 from accel_tasks.models.adapters import check_peft_config_file
 from accel_tasks.models.loading import check_trained_weights, resolve_model_source, saved_run_config
 from accel_tasks.recipe import Recipe

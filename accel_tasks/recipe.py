@@ -445,7 +445,7 @@ class Seq2SeqRecipe(Recipe):
 
     def predict(self, model: PreTrainedModel, batch: Batch, *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
         """``generate``; greedy search takes rows that have finished out of the batch (same tokens, fewer FLOPs)."""
-        from accel_tasks.evaluation.batching import compacting_greedy, compaction_applies
+        from accel_tasks.decoding import compacting_greedy, compaction_applies
 
         kwargs = self.generation_kwargs()
         if compaction_applies(model, kwargs, synced_gpus):

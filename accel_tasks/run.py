@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command, prog = cli, PROG
     if args and args[0] == "estimate-memory":
         # A subcommand without turning the CLI into a group: `accel-tasks recipe=...` keeps working as is.
-        from accel_tasks.engines.memory import estimate_memory_cli
+        from accel_tasks.reporting.memory_estimate import estimate_memory_cli
 
         command, prog, args = estimate_memory_cli, f"{PROG} estimate-memory", args[1:]
     elif args and args[0] == "report":

@@ -37,7 +37,7 @@ def build_recipe(extra: list[str]):
 
 def featurise(recipe, cfg, split: str = "train") -> tuple[object, float, float, int]:
     """(features, seconds in prepare_raw, seconds in make_features, clips) for one split."""
-    from accel_tasks.data.feature_cache import make_features
+    from accel_tasks.features.cache import make_features
 
     raw = recipe.load_data((split,))[split]
     recipe.required_columns(split, raw.column_names)

@@ -29,9 +29,9 @@ def main() -> None:
     from accelerate import Accelerator
 
     from accel_tasks.config import to_yaml
+    from accel_tasks.manifest import manifest_problem, write_manifest
     from accel_tasks.preflight import resolve_config
     from accel_tasks.runs.checkpoint import LoopState, save_checkpoint
-    from accel_tasks.runs.manifest import manifest_problem, write_manifest
     from accel_tasks.runs.output_dir import acquire_lock, release_lock
 
     cfg, recipe_cls = resolve_config(["recipe=summarization"], None)

@@ -93,9 +93,9 @@ def eval_setup(
     model: Path, data: Path, batch_size: int, threads: int, work: Path
 ) -> tuple[Any, Any, Any, Any, Any, Any]:
     """The same objects the loop builds for an eval-only run."""
-    from accel_tasks.data.feature_cache import make_features
     from accel_tasks.data.raw import check_columns
     from accel_tasks.engines.accelerator import build_accelerator, configure_threads
+    from accel_tasks.features.cache import make_features
     from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(

@@ -31,8 +31,8 @@ def epoch_padding(overrides: list[str], batch_size: int, seed: int) -> dict[str,
     """{off|on: (source padding, label padding)} over one epoch of the run's training features."""
     import torch
 
-    from accel_tasks.data.feature_cache import make_features
     from accel_tasks.data.sampling import feature_lengths, length_grouped_indices, padding_fraction
+    from accel_tasks.features.cache import make_features
     from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(overrides, None)

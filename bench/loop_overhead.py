@@ -89,8 +89,8 @@ def bare_loop(steps: int, log_every: int, workdir: Path, round_index: int, seen:
     """The same model, data, collation, optimizer groups and schedule, with nothing around it."""
     from transformers import get_scheduler, set_seed
 
-    from accel_tasks.data.feature_cache import make_features
     from accel_tasks.engines.accelerator import configure_threads
+    from accel_tasks.features.cache import make_features
     from accel_tasks.preflight import resolve_config
     from accel_tasks.training.session import parameter_groups
 

@@ -71,8 +71,8 @@ def worker(train: str, validation: str, num_proc: int) -> dict:
     """One 'run' up to its features, timed; what the loop does before training, minus the model weights' use."""
     from accel_tasks import log
     from accel_tasks.config import run_splits
-    from accel_tasks.data.feature_cache import make_features
     from accel_tasks.data.raw import check_columns
+    from accel_tasks.features.cache import make_features
     from accel_tasks.preflight import resolve_config
 
     overrides = ["recipe=summarization", f"data.train_file={train}", f"data.validation_file={validation}"]

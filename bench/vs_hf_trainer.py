@@ -388,11 +388,11 @@ ABLATION = (
 def ablation_main(settings: dict[str, Any], model_dir: str, repeats: int) -> None:
     """Which of accel_tasks' eval speed-ups pays: its own eval pass (``run_eval``) on one exported model, in one
     process, each variant ``repeats`` times in turn; the medians, and whether every variant predicts the same."""
-    import accel_tasks.evaluation.batching as eval_batching
-    from accel_tasks.data.feature_cache import make_features
+    import accel_tasks.decoding as decoding
     from accel_tasks.data.raw import check_columns
     from accel_tasks.engines.accelerator import build_accelerator, configure_threads
     from accel_tasks.evaluation.eval_pass import run_eval
+    from accel_tasks.features.cache import make_features
     from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(
@@ -418,7 +418,7 @@ def ablation_main(settings: dict[str, Any], model_dir: str, repeats: int) -> Non
     raw = recipe.prepare_raw(raw, "validation")
     features = make_features(recipe, raw, "validation", cfg.data)
     model = accelerator.prepare(model)
-    applies = eval_batching.compaction_applies
+    applies = decoding.compaction_applies
     times: dict[str, list[float]] = {label: [] for label, *_ in ABLATION}
     predictions: dict[str, list[str]] = {}
     run_eval(accelerator, recipe, model, raw, features, {}, cfg)  # warm-up, not timed
@@ -426,7 +426,7 @@ def ablation_main(settings: dict[str, Any], model_dir: str, repeats: int) -> Non
         for label, budget, grouped, dropped in ABLATION:
             cfg.eval.max_tokens_per_batch = settings["max_tokens_per_batch"] if budget else None
             cfg.eval.group_by_length = grouped
-            eval_batching.compaction_applies = applies if dropped else (lambda *args, **kwargs: False)
+            decoding.compaction_applies = applies if dropped else (lambda *args, **kwargs: False)
             start = time.perf_counter()
             _, result = run_eval(accelerator, recipe, model, raw, features, {}, cfg)
             times[label].append(time.perf_counter() - start)

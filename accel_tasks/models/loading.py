@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 from accel_tasks.config import ModelConfig
 from accel_tasks.engines.performance import attention_kwargs
 from accel_tasks.errors import ConfigError, first_line
-from accel_tasks.runs.manifest import has_manifest, manifest_problem
+from accel_tasks.manifest import has_manifest, manifest_problem
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin

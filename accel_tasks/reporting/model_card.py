@@ -16,8 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from accel_tasks.manifest import MANIFEST_FILE, has_manifest, write_manifest
 from accel_tasks.models.loading import RUN_CONFIG_FILE
-from accel_tasks.runs.manifest import MANIFEST_FILE, has_manifest, write_manifest
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

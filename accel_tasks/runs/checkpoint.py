@@ -27,9 +27,9 @@ from accel_tasks.engines.reshard import (
 )
 from accel_tasks.errors import ConfigError
 from accel_tasks.files import write_json
+from accel_tasks.manifest import has_manifest, manifest_problem, write_manifest
 from accel_tasks.models.adapters import is_peft_model
 from accel_tasks.models.loading import PEFT_CHECKPOINT_MARKER, RUN_CONFIG_FILE
-from accel_tasks.runs.manifest import has_manifest, manifest_problem, write_manifest
 
 if TYPE_CHECKING:
     import torch

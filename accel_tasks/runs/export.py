@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
 from accel_tasks.engines.accelerator import unwrap_model, zero3_init_disabled, zero_stage
+from accel_tasks.manifest import write_manifest
 from accel_tasks.models.adapters import EXPORT_ATTR, ExportPlan, is_peft_model, reloadable_base
 from accel_tasks.models.loading import BASE_SUBDIR, PEFT_PREFIX, RUN_CONFIG_FILE
-from accel_tasks.runs.manifest import write_manifest
 
 if TYPE_CHECKING:
     import torch

@@ -13,9 +13,7 @@ from omegaconf import OmegaConf
 
 from accel_tasks import log
 from accel_tasks.config import RunConfig, run_splits, to_yaml
-from accel_tasks.data.feature_cache import make_features
 from accel_tasks.data.raw import check_columns
-from accel_tasks.data.streaming import is_stream, stream_features
 from accel_tasks.engines.accelerator import optimizer_offloaded
 from accel_tasks.engines.compression import describe_compression
 from accel_tasks.engines.performance import (
@@ -27,6 +25,8 @@ from accel_tasks.engines.performance import (
     set_tf32,
 )
 from accel_tasks.engines.trackers import resolve_trackers, tracker_init_kwargs
+from accel_tasks.features.cache import make_features
+from accel_tasks.features.streaming import is_stream, stream_features
 from accel_tasks.models.adapters import wrap_model
 from accel_tasks.models.loading import count_parameters
 from accel_tasks.preflight import Plan

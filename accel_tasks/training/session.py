@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from accel_tasks import log
 from accel_tasks.config import RunConfig, TrainConfig
 from accel_tasks.data.sampling import LengthGroupedSampler, feature_lengths
-from accel_tasks.data.streaming import StreamBatches, is_stream, stream_layout
 from accel_tasks.engines.accelerator import cast_floating_inputs, optimizer_offloaded
 from accel_tasks.engines.compression import track_powersgd
 from accel_tasks.engines.performance import build_adamw, compile_for_training, compile_settings
 from accel_tasks.errors import ConfigError
+from accel_tasks.features.streaming import StreamBatches, is_stream, stream_layout
 from accel_tasks.preflight import Plan
 from accel_tasks.recipe import Recipe
 from accel_tasks.runs.checkpoint import LoopState, load_checkpoint

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from accel_tasks.engines.memory import (
+from accel_tasks.errors import ConfigError
+from accel_tasks.reporting.memory_estimate import (
     ModelSize,
     estimate_all,
     format_bytes,
@@ -13,7 +14,6 @@ from accel_tasks.engines.memory import (
     recommend,
     zero_formula,
 )
-from accel_tasks.errors import ConfigError
 from accel_tasks.run import main
 
 from ds_fixtures import build_model_dir, make_examples

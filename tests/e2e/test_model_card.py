@@ -102,7 +102,7 @@ def test_the_card_holds_hyperparameters_metrics_and_versions(work: Path):
 
 
 def test_the_manifest_lists_the_card_and_the_eval_line_reproduces_the_metrics(work: Path):
-    from accel_tasks.runs.manifest import MANIFEST_FILE, manifest_problem
+    from accel_tasks.manifest import MANIFEST_FILE, manifest_problem
 
     model_dir = work / "run" / "model"
     manifest = read_json(model_dir / MANIFEST_FILE)
@@ -278,7 +278,7 @@ def test_lora_exports_and_their_merged_model_get_cards(lora_work: Path):
     and each card's eval line scores its own export to those scores."""
     from huggingface_hub import ModelCard
 
-    from accel_tasks.runs.manifest import MANIFEST_FILE, manifest_problem
+    from accel_tasks.manifest import MANIFEST_FILE, manifest_problem
 
     run = lora_work / "lora"
     model_dir, merged = run / "model", run / "model_merged"

@@ -90,8 +90,8 @@ def test_two_workers_tokenize_the_training_data_and_match_one_process(tmp_path: 
 
 @pytest.mark.parametrize("recipe", ["summarization", "translation", "extractive_qa", "speech_recognition"])
 def test_every_recipe_makes_the_same_features_with_two_workers(tmp_path: Path, monkeypatch, recipe):
-    from accel_tasks.data.feature_cache import make_features
     from accel_tasks.data.raw import check_columns
+    from accel_tasks.features.cache import make_features
     from accel_tasks.preflight import resolve_config
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))

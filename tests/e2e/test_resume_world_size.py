@@ -170,7 +170,7 @@ def test_training_continues_on_another_process_count_at_the_same_step_and_schedu
 
 def fake_checkpoint(root: Path, processes: int, deepspeed_files: list[str]) -> Path:
     """A complete-looking checkpoint laid out as accelerate and DeepSpeed name their files (layout read from names)."""
-    from accel_tasks.runs.manifest import write_manifest
+    from accel_tasks.manifest import write_manifest
 
     path = root / "step_2"
     path.mkdir(parents=True)

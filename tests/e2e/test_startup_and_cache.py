@@ -134,8 +134,8 @@ def test_the_cache_log_line_is_true_with_several_preprocessing_workers(tmp_path:
     """With data.preprocessing_num_workers datasets writes one cache file per worker; the line must still say
     'loaded from cache' on the second pass, and the features must be the same."""
     from accel_tasks.config import run_splits
-    from accel_tasks.data.feature_cache import make_features
     from accel_tasks.data.raw import check_columns
+    from accel_tasks.features.cache import make_features
     from accel_tasks.preflight import resolve_config
 
     (tmp_path / "train.jsonl").write_text(_rows(200))

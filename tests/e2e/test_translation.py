@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from accel_tasks.data.feature_cache import make_features
 from accel_tasks.errors import ConfigError
+from accel_tasks.features.cache import make_features
 from accel_tasks.preflight import resolve_config
 from accel_tasks.recipes.languages import default_prefix, language_codes, pick_language_code
 from accel_tasks.recipes.translation import TranslationRecipe, metric_references

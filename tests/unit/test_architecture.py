@@ -1,4 +1,4 @@
-"""The house rules of ../shared/DESIGN.md, checked on the import graph so they stay true.
+"""The house rules of docs/design.md, checked on the import graph so they stay true.
 
 Every ``import`` of the package counts, function-level (lazy) ones included: a lazy import is still a
 dependency, and the circles this test exists for were lazy ones.
@@ -14,16 +14,35 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "accel_tasks"
 # Third-party packages a recipe must not reach into: it gets what it needs through its hooks.
 RECIPE_BANNED = ("accelerate", "deepspeed", "peft")
-# Modules of the package a recipe must not import: the loop's machinery.
+# Parts of the package a recipe must not import: the engines and the loop's machinery (packages include their modules).
 RECIPE_BANNED_OWN = (
+    "accel_tasks.engines",
+    "accel_tasks.training",
+    "accel_tasks.runs",
+    "accel_tasks.evaluation",
+    "accel_tasks.features",
+    "accel_tasks.reporting",
     "accel_tasks.models.adapters",
-    "accel_tasks.runs.export",
-    "accel_tasks.runs.checkpoint",
-    "accel_tasks.engines.accelerator",
-    "accel_tasks.engines.deepspeed_config",
-    "accel_tasks.training.loop",
-    "accel_tasks.evaluation.eval_pass",
     "accel_tasks.preflight",
+)
+# The parts of the package (a subpackage or a top-level module), lowest first, as docs/design.md draws them: a part
+# imports only parts of its own layer or below. Why: "no circles" alone allows a low part to reach up (the engines
+# importing preflight, the runs importing models that import the runs' manifest); layers keep each part reusable
+# without what is built on it.
+LAYERS = (
+    ("errors", "files", "manifest", "log", "metrics"),
+    ("config",),
+    ("engines",),
+    ("models", "data"),
+    ("settings", "recipe_types", "generation", "decoding"),
+    ("recipe",),
+    ("recipes", "registry", "help", "features"),
+    ("runs",),
+    ("evaluation",),
+    ("preflight",),
+    ("reporting",),
+    ("training",),
+    ("run", "__main__"),
 )
 
 
@@ -108,6 +127,39 @@ def test_the_graph_is_read():
     assert "accel_tasks.errors" in graph["accel_tasks.config.merge"]
     assert "accel_tasks.recipe" in graph["accel_tasks.recipes.summarization"]
     assert "accel_tasks.runs.export" in graph["accel_tasks.training.finish"]
+
+
+def part_of(module: str) -> str:
+    """``accel_tasks.engines.accelerator`` -> ``engines``; ``accel_tasks.log`` -> ``log``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "accel_tasks"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a part by a part of a lower layer, as ``module -> module``."""
+    layer = {part: level for level, parts in enumerate(LAYERS) for part in parts}
+    return sorted(
+        f"{source} -> {target}"
+        for source, targets in graph.items()
+        for target in targets
+        if part_of(source) != "accel_tasks" and layer[part_of(target)] > layer[part_of(source)]
+    )
+
+
+def test_every_part_has_a_layer():
+    parts = {part_of(name) for name in own_graph()} - {"accel_tasks"}
+    placed = {part for layer in LAYERS for part in layer}
+    assert parts <= placed, f"parts with no layer in LAYERS (and docs/design.md): {sorted(parts - placed)}"
+
+
+def test_no_part_imports_a_higher_layer():
+    upward = upward_imports(own_graph())
+    assert not upward, f"imports of a higher layer (see LAYERS and docs/design.md): {upward}"
+
+
+def test_upward_imports_are_found():
+    graph = {"accel_tasks.engines.accelerator": {"accel_tasks.preflight"}, "accel_tasks.preflight": set()}
+    assert upward_imports(graph) == ["accel_tasks.engines.accelerator -> accel_tasks.preflight"]
 
 
 def test_no_import_circles():

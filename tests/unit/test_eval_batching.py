@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from accel_tasks.decoding import compacting_greedy, compaction_applies
 from accel_tasks.evaluation.batching import (
     BatchPlan,
     PlannedBatches,
-    compacting_greedy,
-    compaction_applies,
     padded_tokens,
     place_rows,
     token_budget_batches,

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from accel_tasks.errors import ConfigError
+from accel_tasks.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from accel_tasks.models.loading import check_trained_weights
 from accel_tasks.preflight import make_plan, resolve_config
 from accel_tasks.runs.checkpoint import (
@@ -23,7 +24,6 @@ from accel_tasks.runs.checkpoint import (
     complete_checkpoints,
     resolve_resume,
 )
-from accel_tasks.runs.manifest import MANIFEST_FILE, manifest_problem, write_manifest
 from accel_tasks.runs.output_dir import (
     LOCK_FILE,
     MARKER_FILE,
