@@ -60,7 +60,7 @@ def breakdown(recipe, clips: int = 200) -> tuple[float, float]:
     rate = int(extractor.sampling_rate)
     base = recipe.audio_base_dir("train")
     start = time.perf_counter()
-    audio = [load_audio(value, rate, base_dir=base) for value in raw[recipe.audio_column]]
+    audio = [load_audio(value, rate, base_dir=base) for value in raw[recipe.columns(raw[:8]).audio]]
     decoded = time.perf_counter()
     for clip in audio:
         extractor(clip, sampling_rate=rate)
