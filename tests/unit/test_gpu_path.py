@@ -407,8 +407,11 @@ def test_train_compile_trains_the_same_losses_as_eager_and_exports_plain_keys(tm
         "task.max_target_length=8",
         "generation.max_new_tokens=4",
     ]
-    eager = check(run_cli([*args, "output_dir=eager"], tmp_path))
-    compiled = check(run_cli([*args, "train.compile=true", "output_dir=compiled"], tmp_path, timeout=900))
+    # Real processes: inductor's compile workers hung (15 min, no CPU) inside a run forked from the test's forkserver.
+    eager = check(run_cli([*args, "output_dir=eager"], tmp_path, launcher="python"))
+    compiled = check(
+        run_cli([*args, "train.compile=true", "output_dir=compiled"], tmp_path, launcher="python", timeout=900)
+    )
     assert "compile=backend:inductor" in compiled.stdout
     eager_losses, compiled_losses = _losses(eager.stdout), _losses(compiled.stdout)
     assert sorted(eager_losses) == sorted(compiled_losses) == [1, 2, 3, 4]
