@@ -329,12 +329,23 @@ def test_speech_empty_transcript_in_a_stream_is_one_line(tmp_path: Path):
 
 @pytest.mark.slow
 def test_speech_stream_builds_its_vocabulary_from_the_first_rows(tmp_path: Path):
-    """task.build_vocab=true on a stream: the CTC vocabulary comes from the first stream_head_rows transcripts."""
-    result = check(
-        run_cli(
-            [*SPEECH, "task.build_vocab=true", "train.max_steps=1", "train.batch_size=4", "output_dir=out"],
-            tmp_path,
-        )
-    )
-    assert "from the first 528 streamed training transcripts" in result.stdout
+    """task.build_vocab=true on a stream: the CTC vocabulary comes from the first stream_head_rows (1000)
+    transcripts, and a character met only after them is not in it (the stream is never read whole for it)."""
+    from accel_tasks.recipe import Recipe
+    from accel_tasks.recipes.speech.vocab import build_ctc_vocab
+
+    rows = [json.loads(line) for line in (SPEECH_SAMPLE / "train.jsonl").read_text().splitlines() if line.strip()]
+    head = Recipe.stream_head_rows
+    rows = (rows * (head // len(rows) + 1))[:head]
+    late = {**rows[0], "id": "late", "text": "quack"}  # q, a, c, k: letters no digit word has
+    (tmp_path / "audio").symlink_to(SPEECH_SAMPLE / "audio")
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in [*rows, late]))
+    validation = f"data.validation_file={SPEECH_SAMPLE / 'validation.jsonl'}"
+    args = [*SPEECH, f"data.train_file={train}", validation, "task.build_vocab=true", "train.max_steps=1"]
+    result = check(run_cli([*args, "train.batch_size=4", "output_dir=out"], tmp_path))
+    assert f"from the first {head} streamed training transcripts" in result.stdout
     assert read_json(tmp_path / "out" / "metrics.json")["train_steps"] == 1
+    vocab = read_json(tmp_path / "out" / "model" / "vocab.json")
+    assert set(vocab) == set(build_ctc_vocab(row["text"] for row in rows)), vocab
+    assert not {"q", "a", "c", "k"} & set(vocab)
