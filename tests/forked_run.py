@@ -86,12 +86,15 @@ def _child(args: Sequence[str], cwd: str, env: dict, out_path: str, err_path: st
         target = os.open(path, os.O_WRONLY | os.O_TRUNC)
         os.dup2(target, fd)
         os.close(target)
+    # The server's streams, as handlers made at import hold them, and what replaces each.
+    server_out = {id(sys.stdout), id(sys.__stdout__)}
+    server_streams = server_out | {id(sys.stderr), id(sys.__stderr__)}
     sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
         for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, logging.StreamHandler) and handler.stream is not None:
-                handler.setStream(sys.stderr)  # handlers made at import wrote to the server's stderr
+            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in server_streams:
+                handler.setStream(sys.stdout if id(handler.stream) in server_out else sys.stderr)
     # A run that hangs shows where, in its stderr, before the test gives up on it.
     faulthandler.dump_traceback_later(max(timeout - 5, 1), exit=False, file=sys.stderr)
     os.environ.clear()
