@@ -48,7 +48,7 @@ def compaction_applies(model: Any, generation_kwargs: dict[str, Any], synced_gpu
     from transformers.generation.utils import GenerationMixin
 
     config = getattr(model, "config", None)
-    if synced_gpus or config is None or not getattr(config, "is_encoder_decoder", False):
+    if synced_gpus or config is None:
         return False
     # A model with its own generate (Whisper, a PEFT wrapper) may not hand custom_generate on; the loop below
     # uses generate's own prefill and input preparation, which must be there.
@@ -94,8 +94,9 @@ def compacting_greedy(
     The same steps as transformers' ``_sample`` with ``do_sample=False``: prefill, then one token per step
     through the logits processors and stopping criteria, finished rows padded. Rows that have finished are
     taken out of every batch-shaped model input (decoder ids, attention masks, encoder outputs, the cache)
-    once they are a quarter of the batch. Falls back to the plain loop's behaviour (no compaction) where a
-    processor, criterion or model input is not known to be row-wise.
+    once they are a quarter of the batch. Encoder-decoder and decoder-only models alike (a decoder-only batch is
+    left-padded, so every row's prompt ends at the same column). Falls back to the plain loop's behaviour (no
+    compaction) where a processor, criterion or model input is not known to be row-wise.
     """
     import torch
 
@@ -169,7 +170,9 @@ def _greedy_steps(
             )
             outputs = model(**model_inputs, return_dict=True)
         first = False
-        model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder=True)
+        model_kwargs = model._update_model_kwargs_for_generation(
+            outputs, model_kwargs, is_encoder_decoder=model.config.is_encoder_decoder
+        )
         logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32, device=device)
         del outputs
         scores = logits_processor(input_ids, logits)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from accel_tasks import log
-from accel_tasks.config import RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
+from accel_tasks.config import BUNDLED_MODELS, RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
 from accel_tasks.data.raw import check_data_files
 from accel_tasks.engines.accelerator import threads_from_env
 from accel_tasks.engines.compression import check_grad_compression
@@ -79,7 +79,9 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
     if cfg.model.name_or_path is None and bundled_layers:
         # The bundled tiny model needs its own settings (e.g. a higher learning rate) to learn in minutes;
         # they sit between the preset and the user's settings, so anything the user sets still wins.
-        cfg = build_config(recipe_cls.Options, preset_layers + bundled_layers + user_layers)
+        # model.bundled=decoder_only adds the preset's bundled_decoder_only section after the common one.
+        chosen = [layer for kind, layer in bundled_layers if kind in (BUNDLED_SECTION, f"bundled_{cfg.model.bundled}")]
+        cfg = build_config(recipe_cls.Options, preset_layers + chosen + user_layers)
     elif saved is not None and cfg.mode != "train":
         # Eval on one of our exports or checkpoints: the settings it was trained and scored with come
         # back (max lengths, generation, labels, languages, data), so the path alone reproduces the run.
@@ -128,16 +130,22 @@ def settings_saved_with_model(saved: DictConfig, user_layers: list[tuple[str, Di
     return layer
 
 
-def _preset_layers(recipe_cls: type[Recipe]) -> tuple[list[tuple[str, DictConfig]], list[tuple[str, DictConfig]]]:
-    """The preset as a layer, and its bundled_model section as a second one (empty lists when absent)."""
+def _preset_layers(
+    recipe_cls: type[Recipe],
+) -> tuple[list[tuple[str, DictConfig]], list[tuple[str, tuple[str, DictConfig]]]]:
+    """The preset as a layer, and its sections for bundled models (bundled_model for every bundled model,
+    bundled_decoder_only for that one), each as (section name, layer); empty lists when absent."""
     preset = recipe_cls.preset_path()
     if preset is None:
         return [], []
     layer = load_yaml_layer(preset, "recipe preset")
-    bundled = layer.pop(BUNDLED_SECTION, None)
-    if bundled is not None and not isinstance(bundled, DictConfig):
-        raise ConfigError(f"recipe preset {preset}: {BUNDLED_SECTION} must be a mapping of config keys")
-    bundled_layers = [(f"{BUNDLED_SECTION} section of {preset.name}", bundled)] if bundled else []
+    bundled_layers = []
+    for section in (BUNDLED_SECTION, *(f"bundled_{kind}" for kind in BUNDLED_MODELS)):
+        bundled = layer.pop(section, None)
+        if bundled is not None and not isinstance(bundled, DictConfig):
+            raise ConfigError(f"recipe preset {preset}: {section} must be a mapping of config keys")
+        if bundled:
+            bundled_layers.append((section, (f"{section} section of {preset.name}", bundled)))
     return [(f"preset {preset.name}", layer)], bundled_layers
 
 

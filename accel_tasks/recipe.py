@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional, Union
 
 import numpy as np
 
-from accel_tasks import log
+from accel_tasks import log, text2text
 from accel_tasks.config import NoOptions, RunConfig
 from accel_tasks.errors import ConfigError
-from accel_tasks.generation import decode_generated, generation_kwargs, positions_limit, smoothed_loss
+from accel_tasks.generation import generation_kwargs, positions_limit
 
 # The values of the contract, imported by recipes from this module (``x as x``: kept here for them).
 from accel_tasks.recipe_types import PAD_FLOAT as PAD_FLOAT
@@ -57,7 +57,7 @@ from accel_tasks.settings import with_settings
 if TYPE_CHECKING:
     import datasets
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
     Processor = Union[PreTrainedTokenizerBase, ProcessorMixin]
     Batch = dict[str, torch.Tensor]
@@ -188,17 +188,33 @@ class Recipe(ABC):
         """The model used when model.name_or_path is unset: the bundled sample's model/ unless a recipe says else.
 
         The one answer to "which is the offline default model" (preflight, loading and estimate-memory ask here).
+        ``model.bundled=decoder_only`` picks the sample's ``model_decoder_only/`` where the recipe bundles one.
         """
-        return self.sample_dir / "model" if self.sample_dir else None
+        if self.sample_dir is None:
+            return None
+        if self.cfg.model.bundled == "encoder_decoder":
+            return self.sample_dir / "model"
+        path = self.sample_dir / f"model_{self.cfg.model.bundled}"
+        if not path.is_dir():
+            raise ConfigError(
+                f"recipe={self.name} bundles no {self.cfg.model.bundled} model; unset model.bundled or pass "
+                "model.name_or_path=<a hub id or local directory>"
+            )
+        return path
+
+    def auto_model_class_for(self, config: PretrainedConfig) -> str:
+        """The transformers Auto class that loads a model of this config: ``auto_model_class`` unless the recipe
+        serves several model families (text-to-text: encoder-decoder or decoder-only)."""
+        return self.auto_model_class
 
     def load_model(self) -> tuple[PreTrainedModel, Processor]:
         """Load (or build) the model and its processor; sets ``self.model`` and ``self.processor``."""
-        from accel_tasks.models.loading import load_model_and_processor
+        from accel_tasks.models.loading import load_model_and_processor, load_model_config
 
         default_dir = self.default_model_dir() if self.cfg.model.name_or_path is None else None
         self.model, self.processor = load_model_and_processor(
             self.cfg.model,
-            self.auto_model_class,
+            self.auto_model_class_for(load_model_config(self.cfg.model, default_dir)),
             self.processor_class,
             default_dir=default_dir,
             config_overrides=self.model_config_overrides() if self.cfg.mode == "train" else None,
@@ -279,8 +295,14 @@ class Recipe(ABC):
 
     @classmethod
     def can_stream(cls) -> bool:
-        """Whether a streamed split can be prepared: prepare_raw untouched, or a prepare_stream of the recipe's own."""
-        return cls.prepare_raw is Recipe.prepare_raw or cls.prepare_stream is not Recipe.prepare_stream
+        """Whether a streamed split can be prepared: prepare_raw untouched, or a prepare_stream written where the
+        prepare_raw in use is, or below it (a plugin that overrides prepare_raw alone cannot stream)."""
+
+        def owner(hook: str) -> type:
+            return next(klass for klass in cls.__mro__ if hook in vars(klass))
+
+        raw, stream = owner("prepare_raw"), owner("prepare_stream")
+        return raw is Recipe or issubclass(stream, raw)
 
     def preprocess_fingerprint(self) -> str:
         """Part of the feature cache key: changes when the recipe's code changes."""
@@ -371,16 +393,37 @@ class Seq2SeqOptions:
     source_prefix: str = ""
     """Text put before every source (T5: "summarize: ")."""
     max_source_length: int = 512
-    """Source tokens kept; longer sources are truncated."""
+    """Source tokens kept; longer sources are truncated (decoder-only: also to fit the model's context)."""
     max_target_length: int = 128
-    """Target tokens kept for training; also the default generation.max_new_tokens."""
+    """Target tokens kept for training (encoder-decoder; a decoder-only completion is never cut); also the default
+    generation.max_new_tokens."""
+    prompt_template: str = "{source}"
+    """Decoder-only models: the instruction with the source, as {field} names (the recipe's fields are listed in
+    its --help); the user turn of the tokenizer's chat template, or plain text followed by the answer."""
+    system_prompt: str = ""
+    """Decoder-only models: a system turn before the instruction (chat templates), or a first paragraph (plain)."""
+    chat_template: bool = True
+    """Decoder-only models: render prompts with the tokenizer's chat template where it has one; false: plain text."""
+    train_on_prompt: bool = False
+    """Decoder-only models: compute the loss on the prompt tokens too (default: on the completion only)."""
 
 
 class Seq2SeqRecipe(Recipe):
-    """Text in, text out, scored on generated text. Subclasses say which text goes in and which comes out."""
+    """Text in, text out, scored on generated text, with an encoder-decoder or a decoder-only model.
+
+    Subclasses say which text goes in and which comes out (``source_texts``, ``target_texts``, ``reference_texts``)
+    and, for decoder-only models, the name of the source in ``task.prompt_template`` (``source_field``) and the
+    run's other template values (``prompt_values``). The text-to-text layer (accel_tasks.text2text) does the rest
+    for the backend the model's config names: features, batches, loss, generation, decoding.
+    """
 
     Options = Seq2SeqOptions
     auto_model_class = "AutoModelForSeq2SeqLM"
+    supports_label_smoothing = True
+    # The field of task.prompt_template that holds the source, and the run's other template fields (their values
+    # come from prompt_values).
+    source_field: ClassVar[str] = "source"
+    prompt_value_names: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def source_texts(self, batch: dict[str, list]) -> list[str]:
@@ -394,27 +437,9 @@ class Seq2SeqRecipe(Recipe):
         """What predictions are scored against; defaults to the training targets."""
         return self.target_texts(examples[:])
 
-    def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
-        tokenizer = self.processor
-        prefix = self.options.source_prefix or ""
-        sources = [prefix + text for text in self.source_texts(batch)]
-        features = tokenizer(sources, max_length=self.options.max_source_length, truncation=True)
-        if self.with_references:
-            labels = tokenizer(
-                text_target=self.target_texts(batch), max_length=self.options.max_target_length, truncation=True
-            )
-            features["labels"] = labels["input_ids"]
-        return features
-
-    def collate(self, features: list[dict[str, Any]]) -> Batch:
-        from transformers import DataCollatorForSeq2Seq
-
-        collator = getattr(self, "_collator", None)
-        if collator is None:
-            collator = self._collator = DataCollatorForSeq2Seq(
-                self.processor, label_pad_token_id=PAD_INT, pad_to_multiple_of=self.pad_to_multiple_of
-            )
-        return collator(features)
+    def prompt_values(self) -> dict[str, str]:
+        """Values of the template fields named in ``prompt_value_names`` (e.g. language names), for this run."""
+        return {}
 
     def validate_options(self) -> None:
         for key in ("max_source_length", "max_target_length"):
@@ -423,43 +448,116 @@ class Seq2SeqRecipe(Recipe):
                 raise ConfigError(
                     f"task.{key}={value} must be at least 1 token (an empty {key.split('_')[1]} cannot be learned)"
                 )
-
-    supports_label_smoothing = True
+        text2text.check_template(self.prompt_spec(), (self.source_field, *self.prompt_value_names))
 
     def metric_probe(self) -> Optional[EvalOutput]:
         return EvalOutput(predictions=["a small test"], references=["a small test"], records=[])
 
-    def training_loss(self, model: PreTrainedModel, batch: Batch) -> torch.Tensor:
-        """The model's loss, or label-smoothed cross-entropy over the same logits with train.label_smoothing."""
-        return smoothed_loss(model, batch, self.cfg.train.label_smoothing)
+    # -- the model and its backend ------------------------------------------------------------------
+    def auto_model_class_for(self, config: PretrainedConfig) -> str:
+        """AutoModelForSeq2SeqLM or AutoModelForCausalLM, from the model's config."""
+        from accel_tasks.models.loading import generative_model_class
+
+        return generative_model_class(config, self.name or type(self).__name__)
 
     def load_model(self) -> tuple[PreTrainedModel, Processor]:
-        """The model, then task.max_*_length capped to what it can hold (with a notice)."""
+        """The model of the family its config names, then task.max_*_length capped to what it can hold."""
         model, processor = super().load_model()
         self.cap_to_positions(model, "task.max_source_length", "task.max_target_length", "generation.max_new_tokens")
+        if not model.config.is_encoder_decoder:
+            text2text.prepare_decoder_only(processor, model, self.options.chat_template)
         return model, processor
+
+    def prompt_spec(self) -> text2text.PromptSpec:
+        values = self.prompt_values() or {name: name for name in self.prompt_value_names}
+        return text2text.PromptSpec(
+            template=self.options.prompt_template,
+            system_prompt=self.options.system_prompt or "",
+            source_field=self.source_field,
+            values=text2text.values_of(values),
+        )
+
+    def text_backend(self) -> text2text.Backend:
+        """The backend for this model and the current settings (made again when a setting it uses changes)."""
+        opts = self.options
+        max_new_tokens = self.generation_kwargs().get("max_new_tokens") or opts.max_target_length
+        key = (id(self.processor), self.prompt_spec(), opts.max_source_length, opts.max_target_length, max_new_tokens)
+        key += (opts.chat_template, opts.train_on_prompt)
+        cached = getattr(self, "_backend", None)
+        if cached is None or cached[0] != key:
+            spec = self.prompt_spec()
+            backend = text2text.make_backend(self.model, self.processor, self.options, spec, max_new_tokens)
+            self._backend = cached = (key, backend)
+        return cached[1]
+
+    def preprocess_fingerprint(self) -> str:
+        """The recipe's code and the text-to-text layer's: either changing makes new features."""
+        return hashlib.sha256((super().preprocess_fingerprint() + text2text.code_fingerprint()).encode()).hexdigest()[
+            :16
+        ]
+
+    # -- data ------------------------------------------------------------------------------------------
+    def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
+        """Show one example as the model reads it; drop (and count) training examples with nothing to learn."""
+        self.show_example(dataset[:1], split)
+        if split != "train" or not self.with_references or self.text_backend().is_encoder_decoder:
+            return dataset
+        keep = []
+        for start in range(0, len(dataset), 1000):
+            fits = self.text_backend().fits(self.target_texts(dataset[start : start + 1000]))
+            keep.extend(start + i for i, ok in enumerate(fits) if ok)
+        if len(keep) < len(dataset):
+            log.warning(
+                f"{split}: dropped {len(dataset) - len(keep)} of {len(dataset)} examples whose completion does not "
+                "fit the model's context beside the prompt (no token left to learn)"
+            )
+            dataset = dataset.select(keep)
+        return dataset
+
+    def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
+        """prepare_raw for a stream: the example shown from its first row, examples dropped lazily as read."""
+        head = list(stream.take(1))
+        self.show_example({key: [row[key] for row in head] for key in (head[0] if head else {})}, split)
+        if split != "train" or self.text_backend().is_encoder_decoder:
+            return stream
+        return stream.filter(self.completion_fits, batched=True)
+
+    def completion_fits(self, batch: dict[str, list]) -> list[bool]:
+        return self.text_backend().fits(self.target_texts(batch))
+
+    def show_example(self, rows: dict[str, list], split: str) -> None:
+        """Before training (or, eval-only, before scoring): one line with one example as the model reads it."""
+        if (split == "train") == (self.cfg.mode == "train") and rows and next(iter(rows.values()), None):
+            sources = self.source_texts(rows)
+            target = self.target_texts(rows)[0] if split == "train" else None
+            prefix = self.options.source_prefix or ""
+            log.info(f"{split} example: {self.text_backend().describe(prefix + sources[0], target)}")
+
+    def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
+        prefix = self.options.source_prefix or ""
+        sources = [prefix + text for text in self.source_texts(batch)]
+        backend = self.text_backend()
+        wants_targets = self.with_references and (backend.is_encoder_decoder or split == "train")
+        return backend.features(sources, self.target_texts(batch) if wants_targets else None)
+
+    def collate(self, features: list[dict[str, Any]]) -> Batch:
+        return self.text_backend().collate(features, self.pad_to_multiple_of)
+
+    # -- training and generation --------------------------------------------------------------------
+    def training_loss(self, model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+        """The model's loss, or label-smoothed cross-entropy over the same logits with train.label_smoothing."""
+        return self.text_backend().loss(model, batch, self.cfg.train.label_smoothing)
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Settings from ``generation.*``; max_new_tokens defaults to task.max_target_length."""
         return generation_kwargs(self.cfg.generation, max_new_tokens=self.options.max_target_length)
 
     def predict(self, model: PreTrainedModel, batch: Batch, *, synced_gpus: bool = False) -> dict[str, torch.Tensor]:
-        """``generate``; greedy search takes rows that have finished out of the batch (same tokens, fewer FLOPs)."""
-        from accel_tasks.decoding import compacting_greedy, compaction_applies
-
-        kwargs = self.generation_kwargs()
-        if compaction_applies(model, kwargs, synced_gpus):
-            kwargs["custom_generate"] = compacting_greedy
-        generated = model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            synced_gpus=synced_gpus,
-            **kwargs,
-        )
-        return {"generated_tokens": generated}
+        """The generated tokens (the new ones only: a decoder-only prompt is cut off)."""
+        return {"generated_tokens": self.text_backend().generate(model, batch, self.generation_kwargs(), synced_gpus)}
 
     def decode(self, token_ids: np.ndarray) -> list[str]:
-        return decode_generated(token_ids, self.processor)
+        return self.text_backend().decode(token_ids)
 
     def postprocess(
         self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset

@@ -22,6 +22,7 @@ from accel_tasks.config.aliases import LAUNCHER_NAMES, TRAINER_NAMES
 from accel_tasks.config.checks import check_peft_values
 from accel_tasks.config.docstrings import field_docs
 from accel_tasks.config.groups import (
+    BUNDLED_MODELS,
     MODES,
     SPLITS,
     DataConfig,
@@ -40,6 +41,7 @@ from accel_tasks.config.merge import all_keys, build_config, schema, to_yaml
 
 __all__ = [
     "LAUNCHER_NAMES",
+    "BUNDLED_MODELS",
     "MODES",
     "SPLITS",
     "TRAINER_NAMES",

@@ -12,6 +12,7 @@ import math
 from omegaconf import DictConfig, OmegaConf
 
 from accel_tasks.config.groups import (
+    BUNDLED_MODELS,
     MODES,
     SPLITS,
     DataConfig,
@@ -27,6 +28,8 @@ def check_values(cfg: DictConfig) -> None:
     """Every check of a merged run config; raises ConfigError for the first setting that would not work."""
     if cfg.mode not in MODES:
         raise ConfigError(f"mode={cfg.mode!r} is not one of {', '.join(MODES)}")
+    if cfg.model.bundled not in BUNDLED_MODELS:
+        raise ConfigError(f"model.bundled={cfg.model.bundled!r} is not one of {', '.join(BUNDLED_MODELS)}")
     positive = {
         "train.batch_size": cfg.train.batch_size,
         "train.grad_accum": cfg.train.grad_accum,

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+# The bundled tiny models a recipe may offer (model.bundled): its sample's model/ and model_decoder_only/.
+BUNDLED_MODELS = ("encoder_decoder", "decoder_only")
+
 
 @dataclass
 class ModelConfig:
@@ -20,6 +23,9 @@ class ModelConfig:
     None: the recipe's bundled model."""
     tokenizer_name: Optional[str] = None
     """Tokenizer / processor to load instead of the model's own."""
+    bundled: str = "encoder_decoder"
+    """Which bundled tiny model to build when model.name_or_path is unset: encoder_decoder (MarianMT) or
+    decoder_only (a Llama with a chat template; summarization and translation)."""
     revision: str = "main"
     """Hub revision (branch, tag or commit) of model.name_or_path."""
     trust_remote_code: bool = False

@@ -161,6 +161,30 @@ def load_model_config(model_cfg: ModelConfig, default_dir: Optional[Path]) -> Pr
         )
 
 
+def generative_model_class(config: PretrainedConfig, recipe_name: str) -> str:
+    """The Auto class of a text-generating model: ``AutoModelForSeq2SeqLM`` for an encoder-decoder config,
+    ``AutoModelForCausalLM`` for a decoder-only one; ConfigError for any other model (one line, before loading).
+
+    Why the masked-LM table is consulted: BERT-like encoders also have a causal-LM head class in transformers, but
+    they are not generative models (no left-to-right pretraining), so they are refused here rather than trained.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(config, "is_encoder_decoder", False):
+        return "AutoModelForSeq2SeqLM"
+    model_type = getattr(config, "model_type", "")
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "AutoModelForCausalLM"
+    raise ConfigError(
+        f"model_type {model_type!r} is neither an encoder-decoder (AutoModelForSeq2SeqLM) nor a decoder-only "
+        f"(AutoModelForCausalLM) model, and recipe={recipe_name} generates text; pick a seq2seq model (T5, BART, "
+        "Marian) or a causal LM (Llama, Qwen, Gemma, GPT-2)"
+    )
+
+
 @contextmanager
 def unreachable_as_config_error(what: str, source: str) -> Iterator[None]:
     """transformers' OSError for a hub id it cannot fetch (offline, no such repo, gated) as one line with the fix."""

@@ -124,3 +124,8 @@ def default_prefix(model_type: Optional[str], source_lang: Optional[str], target
     if None in names:
         return None
     return f"translate {names[0]} to {names[1]}: "
+
+
+def language_name(lang: Optional[str]) -> Optional[str]:
+    """The English name of a language key (en -> English), or None when it is not known."""
+    return LANGUAGES.get((lang or "").lower(), (None,))[0]

@@ -33,6 +33,9 @@ class SummarizationOptions(Seq2SeqOptions):
     """None: known columns of data.name, else the first of text/summary, document/summary, article/highlights."""
     summary_column: Optional[str] = None
     """The reference summary column; None: the known column of data.name or of plain files."""
+    prompt_template: str = "Summarize this document:\n{document}\nSummary:"
+    """Decoder-only models: the instruction with the document ({document}); the user turn of the tokenizer's chat
+    template, or plain text followed by the summary."""
 
 
 def split_sentences(text: str) -> str:
@@ -49,6 +52,7 @@ class SummarizationRecipe(Seq2SeqRecipe):
     preset_file = PRESETS_DIR / "summarization.yaml"
     pipeline_tag = "summarization"
     example_score_name = "ROUGE-L"
+    source_field = "document"
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         text, summary = self.columns(column_names)

@@ -23,6 +23,7 @@ from accel_tasks.recipes.languages import (
     default_prefix,
     language_code_id,
     language_codes,
+    language_name,
     pick_language_code,
 )
 from accel_tasks.recipes.translation_cells import metric_references, source_token_counts, text_list, text_of
@@ -56,6 +57,9 @@ class TranslationOptions(Seq2SeqOptions):
     (en -> en_XX, eng_Latn, en)."""
     target_lang_code: Optional[str] = None
     """Target language code of a language-code tokenizer; None: derived from target_lang."""
+    prompt_template: str = "Translate this {source_lang} text to {target_lang}:\n{source}\n{target_lang}:"
+    """Decoder-only models: the instruction with the source ({source}) and the languages' names ({source_lang},
+    {target_lang}); the user turn of the tokenizer's chat template, or plain text followed by the translation."""
 
 
 def _report(message: str) -> None:
@@ -78,11 +82,21 @@ class TranslationRecipe(Seq2SeqRecipe):
     preset_file = PRESETS_DIR / "translation.yaml"
     pipeline_tag = "translation"
     example_score_name = "chrF"
+    prompt_value_names = ("source_lang", "target_lang")
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
         self.extra_generation: dict[str, Any] = {}
         self._model_inputs_ready = False
+
+    def prompt_values(self) -> dict[str, str]:
+        """The languages' English names for the prompt (en -> English), else their keys, else the column names."""
+        opts = self.options
+        flat = (opts.source_column, opts.target_column or opts.references_column)
+        values = {}
+        for field, lang, column in zip(self.prompt_value_names, (opts.source_lang, opts.target_lang), flat):
+            values[field] = language_name(lang) or lang or column or field.replace("_lang", " language")
+        return values
 
     # -- options -----------------------------------------------------------------------------------
     def validate_options(self) -> None:
@@ -210,7 +224,7 @@ class TranslationRecipe(Seq2SeqRecipe):
                 f"{split}: {truncated} of {len(dataset)} sources are longer than task.max_source_length="
                 f"{self.options.max_source_length} tokens and are truncated"
             )
-        return dataset
+        return super().prepare_raw(dataset, split)
 
     def text_columns(self, dataset: datasets.Dataset) -> dict[str, list]:
         """Only the columns holding texts, as lists (other columns may be large)."""
@@ -392,7 +406,8 @@ class TranslationRecipe(Seq2SeqRecipe):
             "are longer than "
             f"task.max_source_length={self.options.max_source_length} tokens and are truncated"
         )
-        return stream.filter(self.usable_mask, batched=True, fn_kwargs={"split": split, "column_names": columns})
+        usable = stream.filter(self.usable_mask, batched=True, fn_kwargs={"split": split, "column_names": columns})
+        return super().prepare_stream(usable, split)
 
     def side_names(self, column_names: Sequence[str], split: str) -> tuple[str, str]:
         """How messages name the source and target cells."""

@@ -230,13 +230,15 @@ def estimate_memory_cli(
     overrides: tuple[str, ...], config_file: Optional[str], gpus_per_node: int, nodes: int, gpu_memory: float
 ) -> None:
     """Model-state memory per GPU and per node for ZeRO 0-3, with and without CPU offload."""
-    from accel_tasks.models.loading import resolve_model_source
+    from accel_tasks.models.loading import load_model_config, resolve_model_source
     from accel_tasks.preflight import resolve_config
 
     cfg, recipe_cls = resolve_config(overrides, config_file)
-    default_dir = recipe_cls(cfg).default_model_dir() if cfg.model.name_or_path is None else None
+    recipe = recipe_cls(cfg)
+    default_dir = recipe.default_model_dir() if cfg.model.name_or_path is None else None
     source = resolve_model_source(cfg.model, default_dir)
-    size = model_size_from_config(source, recipe_cls.auto_model_class, cfg.model.trust_remote_code, cfg.model.revision)
+    model_class = recipe.auto_model_class_for(load_model_config(cfg.model, default_dir))
+    size = model_size_from_config(source, model_class, cfg.model.trust_remote_code, cfg.model.revision)
     click.echo(format_report(size, estimate_all(size, gpus_per_node, nodes), gpus_per_node, nodes, gpu_memory))
     if cfg.peft.method:
         click.echo(

@@ -34,7 +34,7 @@ LAYERS = (
     ("config",),
     ("engines",),
     ("models", "data"),
-    ("settings", "recipe_types", "generation", "decoding"),
+    ("settings", "recipe_types", "generation", "decoding", "text2text"),
     ("recipe",),
     ("recipes", "registry", "help", "features"),
     ("runs",),
