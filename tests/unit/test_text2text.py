@@ -14,7 +14,7 @@ from llm_fixtures import build_config, build_tokenizer
 from accel_tasks.errors import ConfigError
 from accel_tasks.models.loading import generative_model_class
 from accel_tasks.recipe_types import PAD_INT
-from accel_tasks.text2text import PromptSpec, make_backend, prepare_decoder_only
+from accel_tasks.text2text.backends import PromptSpec, make_backend, prepare_decoder_only
 from accel_tasks.text2text.prompts import check_template, prompt_pieces
 
 SPEC = PromptSpec(template="Summarize this document:\n{document}\nSummary:", system_prompt="", source_field="document")
