@@ -72,7 +72,36 @@ WAV2VEC2_FAMILY = TargetFamily(
     feedforward=("intermediate_dense", "output_dense"),
 )
 
+# Decoder-only LLMs: every projection of attention and MLP (QLoRA's finding: all linear layers match full
+# fine-tuning, attention alone does not), where peft's own table names only q_proj and v_proj.
+LLAMA_FAMILY = TargetFamily(
+    "Llama-like decoder",
+    attention=("q_proj", "k_proj", "v_proj", "o_proj"),
+    feedforward=("gate_proj", "up_proj", "down_proj"),
+)
+PHI3_FAMILY = TargetFamily("Phi-3", attention=("qkv_proj", "o_proj"), feedforward=("gate_up_proj", "down_proj"))
+PHI_FAMILY = TargetFamily("Phi", attention=("q_proj", "k_proj", "v_proj", "dense"), feedforward=("fc1", "fc2"))
+GPT2_FAMILY = TargetFamily("GPT-2", attention=("c_attn", "attn.c_proj"), feedforward=("c_fc", "mlp.c_proj"))
+
 _FAMILY_MEMBERS = {
+    LLAMA_FAMILY: (
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "smollm3",
+        "olmo",
+        "olmo2",
+        "granite",
+        "cohere",
+        "helium",
+    ),
+    PHI3_FAMILY: ("phi3",),
+    PHI_FAMILY: ("phi",),
+    GPT2_FAMILY: ("gpt2",),
     T5_FAMILY: ("t5", "mt5", "umt5", "longt5", "switch_transformers"),
     BART_FAMILY: (
         "bart",

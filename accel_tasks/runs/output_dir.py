@@ -84,7 +84,8 @@ def acquire_lock(output_dir: Path) -> None:
     """
     if not is_first_process():
         return
-    created = not output_dir.exists()
+    # The highest directory this run creates (output_dir itself, or a missing parent such as outputs/).
+    created = next((path for path in [*reversed(output_dir.parents), output_dir] if not path.exists()), None)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -115,16 +116,23 @@ def acquire_lock(output_dir: Path) -> None:
     raise ConfigError(f"output_dir {str(output_dir)!r}: could not take its lock {lock}; another run is starting there")
 
 
-def release_lock(output_dir: Path, pid: int, created: bool = False) -> None:
+def release_lock(output_dir: Path, pid: int, created: Optional[Path] = None) -> None:
     """Remove the lock if this process still holds it (a takeover by another run is left alone).
 
-    A directory the lock created and nothing else was written to (the run failed before its outputs) goes too.
+    Directories the lock created (``created``: the highest of them, output_dir or a parent) that nothing else was
+    written to (the run failed before its outputs) go too: a refused run leaves no trace.
     """
     holder = read_lock(output_dir)
     if holder is not None and holder.pid == pid and holder.host == socket.gethostname():
         (output_dir / LOCK_FILE).unlink(missing_ok=True)
-        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
-            output_dir.rmdir()
+        if created is None:
+            return
+        for path in [output_dir, *output_dir.parents]:
+            if not path.is_dir() or any(path.iterdir()):
+                return
+            path.rmdir()
+            if path == created:
+                return
 
 
 def _ours(path: Path) -> list[Path]:
