@@ -176,3 +176,22 @@ def test_a_prompt_longer_than_the_context_and_a_non_generative_model_are_one_lin
     assert result.returncode == 2
     assert "model_type 'bert' is neither an encoder-decoder" in one_error_line(result)
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_zero3_on_two_processes_trains_and_generates_and_its_export_reproduces_in_one(tmp_path, models):
+    """ZeRO-3 shards the causal LM; eval generates with synced_gpus (left-padded prompts on both ranks)."""
+    import yaml
+
+    from helpers import ACCELERATE_CONFIGS
+
+    config = yaml.safe_load((ACCELERATE_CONFIGS / "deepspeed_zero3.yaml").read_text())
+    config.update(num_processes=2, mixed_precision="no")
+    (tmp_path / "zero3.yaml").write_text(yaml.safe_dump(config))
+    args = ["recipe=summarization", f"model.name_or_path={models['qwen2']}", *SMALL, "train.batch_size=4"]
+    run = check(run_cli([*args, "output_dir=z3"], tmp_path, config_file=tmp_path / "zero3.yaml"))
+    assert "processes=2 distributed=DEEPSPEED" in run.stdout
+    trained = final_metrics(tmp_path / "z3")
+    assert len(read_jsonl(tmp_path / "z3" / "predictions.jsonl")) == 6  # each eval example once
+    check(run_cli(["mode=eval", f"model.name_or_path={tmp_path / 'z3' / 'model'}", "output_dir=one"], tmp_path))
+    assert final_metrics(tmp_path / "one") == trained
