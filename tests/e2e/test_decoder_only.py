@@ -195,3 +195,24 @@ def test_zero3_on_two_processes_trains_and_generates_and_its_export_reproduces_i
     assert len(read_jsonl(tmp_path / "z3" / "predictions.jsonl")) == 6  # each eval example once
     check(run_cli(["mode=eval", f"model.name_or_path={tmp_path / 'z3' / 'model'}", "output_dir=one"], tmp_path))
     assert final_metrics(tmp_path / "one") == trained
+
+
+def test_a_completion_that_cannot_fit_is_dropped_and_counted(tmp_path, models):
+    import json
+
+    rows = [{"document": f"Document {i} is here. It says more.", "summary": f"Document {i} is here."} for i in range(8)]
+    rows.append({"document": "A short document.", "summary": " ".join(["long"] * 400)})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = ["recipe=summarization", f"model.name_or_path={models['gpt2']}", "data.train_file=train.jsonl"]
+    args += [
+        "data.validation_file=train.jsonl",
+        "train.max_steps=2",
+        "generation.max_new_tokens=4",
+        "train.batch_size=4",
+    ]
+    run = check(run_cli([*args, "data.max_eval_samples=2"], tmp_path))
+    assert (
+        "train: dropped 1 of 9 examples whose completion does not fit the model's context beside the prompt"
+        in run.stderr
+    )
+    assert "train: 8 examples -> 8 features" in run.stdout
