@@ -71,6 +71,8 @@ def prepare_decoder_only(tokenizer: PreTrainedTokenizerBase, model: PreTrainedMo
     if notice:
         log.info(notice)
     tokenizer.padding_side = "left"
+    # save_pretrained writes the init kwargs (not the attribute): so the export's tokenizer pads left too.
+    tokenizer.init_kwargs["padding_side"] = "left"
     chat = uses_chat(tokenizer, chat_template)
     if chat_template and not chat:
         log.info("the tokenizer has no chat template; prompts are task.prompt_template as plain text")

@@ -54,7 +54,7 @@ def test_each_family_trains_exports_and_its_export_reproduces_with_the_path_alon
         assert 'Summary:" + " ' in run.stdout  # the plain prompt, then the answer after a space
     export = tmp_path / "out" / "model"
     saved = read_json(export / "tokenizer_config.json")
-    assert saved.get("pad_token") is not None
+    assert saved.get("pad_token") is not None and saved["padding_side"] == "left"
     if family != "gpt2":
         assert (export / "chat_template.jinja").is_file() or "chat_template" in saved
     generation = read_json(export / "generation_config.json")
