@@ -358,6 +358,11 @@ class Recipe(ABC):
         """
         return None
 
+    def export_pipeline_tag(self) -> Optional[str]:
+        """The hub pipeline of the exported model (model card ``pipeline_tag``): ``pipeline_tag`` unless the model
+        loaded decides otherwise (a decoder-only summarizer is a ``text-generation`` model)."""
+        return self.pipeline_tag
+
     def metrics(self) -> list[str]:
         """The metrics this run scores with: eval.metrics, else the recipe's default."""
         return list(self.cfg.eval.metrics or self.default_metrics)

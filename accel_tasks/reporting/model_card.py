@@ -120,7 +120,11 @@ def eval_dataset(config: dict[str, Any], recipe_name: str) -> dict[str, Optional
 
 
 def card_metadata(
-    config: dict[str, Any], recipe_cls: type[Recipe], metrics: dict[str, Any], library_name: str
+    config: dict[str, Any],
+    recipe_cls: type[Recipe],
+    metrics: dict[str, Any],
+    library_name: str,
+    pipeline_tag: Optional[str] = None,
 ) -> ModelCardData:
     """The front matter: task, data, metric values, base model, licence and tags, as huggingface_hub models them."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -148,7 +152,7 @@ def card_metadata(
         datasets=[data_name] if data_name and not is_local(data_name) else None,
         license=DEFAULT_LICENSE,
         library_name=library_name,
-        pipeline_tag=recipe_cls.pipeline_tag,
+        pipeline_tag=pipeline_tag or recipe_cls.pipeline_tag,
         tags=["accel_tasks", recipe_cls.name],
         eval_results=results or None,
     )
@@ -246,9 +250,13 @@ def build_model_card(
     library_name: str = "transformers",
     versions: Optional[dict[str, str]] = None,
     model_subdir: str = "model",
+    pipeline_tag: Optional[str] = None,
 ) -> str:
-    """The README.md text: front matter, then what the model is, its results and how to repeat it."""
-    meta = card_metadata(config, recipe_cls, metrics, library_name)
+    """The README.md text: front matter, then what the model is, its results and how to repeat it.
+
+    ``pipeline_tag``: the hub pipeline of this export when it is not the recipe's (a decoder-only summarizer is a
+    ``text-generation`` model)."""
+    meta = card_metadata(config, recipe_cls, metrics, library_name, pipeline_tag)
     name = meta.model_name
     train_line, score_line = launch_lines(config, launch, model_subdir)
     scores = model_scores(metrics)
@@ -308,12 +316,10 @@ def write_model_card(
     launch = LaunchFacts(accelerator.num_processes, str(accelerator.mixed_precision), zero_stage(accelerator))
     versions = framework_versions()
     adapter = (model_dir / "adapter_config.json").is_file()
-    write_card(
-        model_dir,
-        build_model_card(config, type(recipe), metrics, launch, "peft" if adapter else "transformers", versions),
-    )
+    tag = recipe.export_pipeline_tag()
+    library = "peft" if adapter else "transformers"
+    write_card(model_dir, build_model_card(config, type(recipe), metrics, launch, library, versions, pipeline_tag=tag))
     merged = merged_dir_for(model_dir)
     if has_manifest(merged):
-        write_card(
-            merged, build_model_card(config, type(recipe), metrics, launch, "transformers", versions, merged.name)
-        )
+        card = build_model_card(config, type(recipe), metrics, launch, "transformers", versions, merged.name, tag)
+        write_card(merged, card)

@@ -111,6 +111,12 @@ class Seq2SeqRecipe(Recipe):
             text2text.prepare_decoder_only(processor, model, self.options.chat_template)
         return model, processor
 
+    def export_pipeline_tag(self) -> Optional[str]:
+        """A causal LM serves the hub's text-generation pipeline, whatever the task it was tuned for."""
+        if self.model is not None and not self.model.config.is_encoder_decoder:
+            return "text-generation"
+        return super().export_pipeline_tag()
+
     def prompt_spec(self) -> text2text.PromptSpec:
         values = self.prompt_values() or {name: name for name in self.prompt_value_names}
         return text2text.PromptSpec(
