@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
+from accel_tasks import log
 from accel_tasks.config import ModelConfig
 from accel_tasks.engines.performance import attention_kwargs
 from accel_tasks.errors import ConfigError, first_line
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     Processor = Union[PreTrainedTokenizerBase, ProcessorMixin]
 
-logger = logging.getLogger(__name__)
 
 # The run's settings saved beside the weights of every export and checkpoint (the resolved config with what the
 # run decided, Recipe.decide): how the model was made.
@@ -284,7 +283,7 @@ def load_model_and_processor(
             )
         elif Path(source).is_dir() and not has_weights(source):
             config = transformers.AutoConfig.from_pretrained(source, **common, **(config_overrides or {}))
-            logger.info("building %s from %s/config.json with random weights", config.model_type, source)
+            log.info(f"building {config.model_type} from {source}/config.json with random weights")
             model = auto_model.from_config(config, trust_remote_code=model_cfg.trust_remote_code, **attention)
             generation_file = Path(source) / "generation_config.json"
             if generation_file.is_file() and getattr(model, "generation_config", None) is not None:

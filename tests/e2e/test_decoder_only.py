@@ -136,6 +136,10 @@ def test_predict_streaming_label_smoothing_card_and_report(tmp_path, models):
     assert "trained 6 steps" in run.stdout
     card = (tmp_path / "s" / "model" / "README.md").read_text()
     assert "pipeline_tag: text-generation" in card and "type: summarization" in card  # the model-index task stays
+    # Token-budget eval batches (prompts sorted by length, left-padded): the same predictions as the run's own eval.
+    budget = ["mode=eval", f"model.name_or_path={tmp_path / 's' / 'model'}", "eval.max_tokens_per_batch=150"]
+    check(run_cli([*budget, "output_dir=budget"], tmp_path))
+    assert read_jsonl(tmp_path / "budget" / "predictions.jsonl") == read_jsonl(tmp_path / "s" / "predictions.jsonl")
     check(run_cli(["report", str(tmp_path / "s")], tmp_path, launcher="python"))
     assert (tmp_path / "s" / "report.html").is_file()
     args = [
