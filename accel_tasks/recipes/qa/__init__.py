@@ -1,8 +1,11 @@
 """Extractive question answering (SQuAD v1.1 / v2.0) task logic, independent of the training loop.
 
 - `squad_format`: official nested SQuAD json, and HF's flat rows under "data", -> flat rows.
-- `features`: validation of raw rows, tokenisation into overlapping windows, train labels.
+- `span_features`: validation of raw rows, tokenisation into overlapping windows, train labels.
 - `postprocess`: vectorised mapping of start/end logits back to answer text.
+- `options`: the task.* options of both answer styles; `squad_data`: the data and scoring both styles share.
+- `span_model`: a span head on decoder-only models (backbone weights, pad token, question first).
+- `answer_prompts`, `generative`: answers generated from a prompt (task.answer_style=generate).
 """
 
 from accel_tasks.recipes.qa.errors import QADataError

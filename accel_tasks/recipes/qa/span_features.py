@@ -16,6 +16,8 @@ REQUIRED_COLUMNS = ("id", "context", "question", "answers")
 # Columns prepare_eval_features adds for postprocessing; drop them before a batch reaches the model.
 EVAL_ONLY_COLUMNS = ("example_id", "offset_mapping", "cls_index")
 
+# Ends the question of a tokenizer without a pair template, so a model sees where the context begins.
+QUESTION_END = "\n"
 # model_max_length values above this are transformers' "no limit" sentinel, not a real model limit.
 _UNLIMITED = 1_000_000
 
@@ -134,8 +136,11 @@ def _tokenize_windows(
     # Leading whitespace in questions wastes window room and breaks some tokenizers' offsets (as in HF).
     questions = [q.lstrip() for q in examples["question"]]
     contexts = list(examples["context"])
-    _check_lengths(examples["id"], questions, tokenizer, max_seq_length, doc_stride)
     pad_on_right = tokenizer.padding_side == "right"
+    if pad_on_right and tokenizer.num_special_tokens_to_add(pair=True) == 0:
+        # No pair template (GPT-2, Qwen): nothing would mark where the question ends and the context begins.
+        questions = [q.rstrip() + QUESTION_END for q in questions]
+    _check_lengths(examples["id"], questions, tokenizer, max_seq_length, doc_stride)
     encoding = tokenizer(
         questions if pad_on_right else contexts,
         contexts if pad_on_right else questions,
@@ -150,8 +155,10 @@ def _tokenize_windows(
 
 
 def _cls_index(input_ids: Sequence[int], tokenizer: Any) -> int:
+    """Where a window's "no answer" is read: its CLS (or bos) token, else position 0. A bos token that also pads
+    (GPT-2 after its eos became the pad token) marks padding, not the window's start."""
     for token_id in (tokenizer.cls_token_id, tokenizer.bos_token_id):
-        if token_id is not None and token_id in input_ids:
+        if token_id is not None and token_id != tokenizer.pad_token_id and token_id in input_ids:
             return list(input_ids).index(token_id)
     return 0
 
