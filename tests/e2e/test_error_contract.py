@@ -126,7 +126,7 @@ def data_dir(tmp_path: Path) -> Path:
         ),
         (
             ["data.train_file=ok.jsonl", "model.name_or_path=google-t5/t5-small"],
-            "cannot load the tokenizer/processor 'google-t5/t5-small'",
+            "cannot load the model config 'google-t5/t5-small'",
         ),
     ],
     ids=["malformed-json-line", "empty-split", "missing-field", "hub-dataset-offline", "hub-model-offline"],
