@@ -309,6 +309,11 @@ class Recipe(ABC):
         same length or longer (one example may become several features, e.g. QA windows).
         """
 
+    def pack_train_features(self, features: datasets.Dataset, capacity: Optional[int]) -> datasets.Dataset:
+        """train.packing: the training features packed into rows of ``capacity`` tokens (None: the recipe's
+        default); only recipes whose models can attend per example within a row (decoder-only text) can."""
+        raise ConfigError(f"recipe={self.name} cannot pack training examples; set train.packing=false")
+
     def collate(self, features: list[dict[str, Any]]) -> Batch:
         """Features (rows of the preprocessed dataset) -> padded tensors (dynamic padding by default)."""
         if self.pad_to_multiple_of:

@@ -54,6 +54,7 @@ def check_values(cfg: DictConfig) -> None:
             f"train.epochs={cfg.train.epochs} would not train; set train.epochs >= 1 or train.max_steps > 0"
         )
     _check_optimizer_values(cfg.train)
+    _check_packing_values(cfg.train)
     _check_generation_values(cfg.generation)
     _check_data_values(cfg.data)
     if not 0 <= cfg.seed < 2**32:
@@ -72,6 +73,15 @@ def check_values(cfg: DictConfig) -> None:
             "eval.split=train in a training run would score the data it learns from; use validation or test"
         )
     check_peft_values(cfg.peft)
+
+
+def _check_packing_values(train: TrainConfig) -> None:
+    if train.packing_length is not None and train.packing_length < 2:
+        raise ConfigError(f"train.packing_length={train.packing_length} must be at least 2 tokens (or null)")
+    if train.packing and train.group_by_length:
+        raise ConfigError(
+            "train.packing and train.group_by_length both decide what a batch holds; set one of them to false"
+        )
 
 
 def _check_optimizer_values(train: TrainConfig) -> None:

@@ -140,6 +140,11 @@ class TrainConfig:
     group_by_length: bool = False
     """Batches of similar lengths: shuffled mega-batches sorted by length, as HF's LengthGroupedSampler
     (less padding)."""
+    packing: bool = False
+    """Decoder-only models: pack training examples into rows of train.packing_length tokens (best fit decreasing),
+    each example attending only to itself; train.batch_size then counts rows."""
+    packing_length: Optional[int] = None
+    """Tokens per packed row; None: the model's context, at most 2048."""
     compile: bool = False
     """torch.compile the training forward and backward (inductor; Trainer: torch_compile): a one-time
     compile, then faster steps on GPUs; eval stays eager."""

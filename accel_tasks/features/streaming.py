@@ -70,6 +70,11 @@ def check_streaming(cfg: RunConfig, recipe_cls: type[Recipe], resume_dir: Option
             "data.streaming=true needs train.max_steps=N: a stream has no length to count train.epochs in; "
             "set train.max_steps to the optimizer steps to train"
         )
+    if cfg.train.packing:
+        raise ConfigError(
+            "train.packing packs the whole train split before training, which a stream never holds; "
+            "set train.packing=false or data.streaming=false"
+        )
     if cfg.train.group_by_length:
         raise ConfigError(
             "train.group_by_length sorts the whole train split by length, which a stream never holds; "

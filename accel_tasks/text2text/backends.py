@@ -55,7 +55,7 @@ def make_backend(
         context=positions_limit(model),
         train_on_prompt=bool(options.train_on_prompt),
     )
-    backend = DecoderOnly(tokenizer, pieces, limits)
+    backend = DecoderOnly(tokenizer, pieces, limits, model)
     backend.check_fits()
     return backend
 

@@ -11,6 +11,7 @@ same column and the prompt is cut off by position (transformers#31672).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -19,6 +20,7 @@ import numpy as np
 from accel_tasks.errors import ConfigError
 from accel_tasks.generation import decode_generated
 from accel_tasks.recipe_types import PAD_INT
+from accel_tasks.text2text.packing import block_causal_mask, pack_rows, packed_batch
 from accel_tasks.text2text.prompts import PromptPieces, shown
 
 if TYPE_CHECKING:
@@ -44,8 +46,20 @@ class DecoderOnly:
 
     is_encoder_decoder = False
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, pieces: PromptPieces, limits: DecoderOnlyLimits) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        pieces: PromptPieces,
+        limits: DecoderOnlyLimits,
+        model: Optional[PreTrainedModel] = None,
+    ) -> None:
         self.tokenizer = tokenizer
+        # What the model's forward offers: logits at chosen positions only, and flash-attention's variable-length
+        # path (packed rows need no mask there).
+        forward = inspect.signature(type(model).forward).parameters if model is not None else {}
+        self.keeps_logits = "logits_to_keep" in forward
+        attention = str(getattr(getattr(model, "config", None), "_attn_implementation", "") or "")
+        self.varlen_attention = attention.startswith("flash")
         self.pieces = pieces
         self.limits = limits
         encode = self._encode
@@ -137,6 +151,8 @@ class DecoderOnly:
         """Right padding for training rows (they carry labels), left padding for generation rows."""
         import torch
 
+        if "position_ids" in features[0]:
+            return packed_batch(features, self.pad_id, pad_to_multiple_of)
         training = "labels" in features[0]
         length = max(len(f["input_ids"]) for f in features)
         if pad_to_multiple_of:
@@ -155,27 +171,52 @@ class DecoderOnly:
         return batch
 
     def loss(self, model: PreTrainedModel, batch: Batch, label_smoothing: float) -> torch.Tensor:
-        """The model's causal-LM loss (labels shifted inside the model), or label-smoothed cross-entropy over the
-        same shifted positions; a batch with no label to learn is an error, not a silent zero loss."""
+        """Cross-entropy of the next token where there is a label, the output layer computed only there.
+
+        Why not the model's own loss: it computes the logits of every position, while only completion positions
+        carry a label; with a large vocabulary the output layer is a large share of the FLOPs. ``logits_to_keep``
+        (the positions whose next token is a label in some row) goes through the model's own forward, so DDP,
+        DeepSpeed and PEFT wrappers see an ordinary call. The mean over labelled tokens equals the model's loss;
+        label smoothing (train.label_smoothing) applies to the same positions. Packed rows get their block-diagonal
+        mask here. A batch with no label to learn is an error, not a silent zero loss.
+        """
+        import torch.nn.functional as F
+
         labels = batch["labels"]
-        if not bool((labels[:, 1:] != PAD_INT).any()):
+        targets = labels[:, 1:]
+        labelled = (targets != PAD_INT).any(dim=0)
+        if not bool(labelled.any()):
             raise ConfigError(
                 "a training batch has no completion token to learn (every label is masked); check "
                 "task.prompt_template and the target column, or set task.train_on_prompt=true"
             )
-        if not label_smoothing:
-            return model(**batch).loss
-        import torch.nn.functional as F
-
         inputs = {key: value for key, value in batch.items() if key != "labels"}
-        logits = model(**inputs).logits[:, :-1]
-        targets = labels[:, 1:].to(logits.device)
+        if "position_ids" in inputs:  # packed rows
+            if self.varlen_attention:
+                inputs.pop("attention_mask")  # flash kernels find the examples from the restarting positions
+            else:
+                inputs["attention_mask"] = block_causal_mask(inputs["position_ids"], inputs["attention_mask"])
+        if self.keeps_logits:
+            positions = labelled.nonzero().squeeze(1)
+            logits = model(**inputs, logits_to_keep=positions).logits
+            targets = targets[:, positions]
+        else:
+            logits = model(**inputs).logits[:, :-1]
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
-            targets.reshape(-1),
+            targets.to(logits.device).reshape(-1),
             ignore_index=PAD_INT,
             label_smoothing=label_smoothing,
         )
+
+    def pack(self, features: dict[str, list], capacity: int) -> tuple[dict[str, list], float]:
+        """Training features packed into rows of ``capacity`` tokens (packing.py) and the packing efficiency."""
+        if self.limits.context is not None and capacity > self.limits.context:
+            raise ConfigError(
+                f"train.packing_length={capacity} is more than the model's {self.limits.context} positions; "
+                f"lower it to {self.limits.context} or less"
+            )
+        return pack_rows(features, capacity)
 
     def generate(self, model: PreTrainedModel, batch: Batch, kwargs: dict[str, Any], synced_gpus: bool) -> torch.Tensor:
         """New tokens only: generation stops at the end token(s) of the prompt format; the prompt is cut off."""

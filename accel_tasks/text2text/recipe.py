@@ -51,6 +51,10 @@ class Seq2SeqOptions:
     """Decoder-only models: compute the loss on the prompt tokens too (default: on the completion only)."""
 
 
+# The longest packed row train.packing_length=None makes (the model's context is used when it is shorter).
+PACKING_LENGTH = 2048
+
+
 class Seq2SeqRecipe(Recipe):
     """Text in, text out, scored on generated text, with an encoder-decoder or a decoder-only model.
 
@@ -188,6 +192,25 @@ class Seq2SeqRecipe(Recipe):
         backend = self.text_backend()
         wants_targets = self.with_references and (backend.is_encoder_decoder or split == "train")
         return backend.features(sources, self.target_texts(batch) if wants_targets else None)
+
+    def pack_train_features(self, features: datasets.Dataset, capacity: Optional[int]) -> datasets.Dataset:
+        """Decoder-only: best-fit rows of ``capacity`` tokens (None: the model's context, at most 2048), one line
+        with the packing efficiency."""
+        import datasets
+
+        backend = self.text_backend()
+        if backend.is_encoder_decoder:
+            raise ConfigError(
+                "train.packing needs a decoder-only model (an encoder-decoder model reads its source apart from its "
+                "target); set train.packing=false"
+            )
+        capacity = capacity or min(backend.limits.context or PACKING_LENGTH, PACKING_LENGTH)
+        packed, efficiency = backend.pack(features[:], capacity)
+        log.info(
+            f"packing: {len(features)} training examples into {len(packed['input_ids'])} rows of {capacity} tokens, "
+            f"efficiency {efficiency:.1%} (real tokens / row capacity)"
+        )
+        return datasets.Dataset.from_dict(packed)
 
     def collate(self, features: list[dict[str, Any]]) -> Batch:
         return self.text_backend().collate(features, self.pad_to_multiple_of)

@@ -114,6 +114,8 @@ def _prepare_data(accelerator: Accelerator, recipe: Recipe, raw: Any, cfg: RunCo
             raw[split] = recipe.prepare_raw(raw[split], split)
             with accelerator.main_process_first():
                 features[split] = make_features(recipe, raw[split], split, cfg.data)
+            if split == "train" and cfg.train.packing:
+                features[split] = recipe.pack_train_features(features[split], cfg.train.packing_length)
     return RunData(raw=raw, features=features)
 
 
