@@ -13,6 +13,10 @@ no hub access, so this script writes, under ``accel_tasks/samples/``:
 * ``{summarization,translation}/model/`` -- a MarianMT ``config.json``, a
   ``generation_config.json`` and a fast BPE tokenizer trained on that recipe's train text.
   No weights: the toolkit builds the model with ``AutoModelForSeq2SeqLM.from_config``.
+* ``{summarization,translation}/model_decoder_only/`` -- the same for a decoder-only model:
+  a tiny Llama ``config.json`` (``AutoModelForCausalLM.from_config``), a
+  ``generation_config.json`` and a byte-level BPE trained on the recipe's train text, with
+  ChatML special tokens and chat template (Qwen2's, without a default system message).
 
 Everything is seeded and written with sorted, stable JSON, so re-running with the same
 CPython (the committed files came from 3.11.7) and ``tokenizers`` version reproduces the
@@ -69,6 +73,28 @@ TR_MIN_WORDS, TR_MAX_WORDS = 3, 8
 TR_VOCAB_LIMIT = 4000  # upper bound; BPE stops once every lexicon word is one token
 
 MODEL_MAX_LENGTH = 256  # = max_position_embeddings
+
+# --- decoder-only model assets (model_decoder_only/) --------------------------------
+# ChatML special tokens as in Qwen2, in id order: <|endoftext|> pads, <|im_end|> ends a
+# turn and is the eos token; there is no bos token.
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+DECODER_SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
+DECODER_PAD_ID, DECODER_EOS_ID = 0, 2
+# Qwen2's ChatML template without its default system message: only the given messages.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# The instructions the learning check (and the toolkit's tiny preset) put around a source;
+# their words are in the tokenizer's training text so the prompt markup is a few tokens.
+DECODER_PROMPTS = {
+    "summarization": "Summarize this document:\n{document}\nSummary:",
+    "translation": "Translate this English text to German:\n{en}\nGerman:",
+}
+DECODER_VOCAB = 1536  # byte-level BPE, special tokens included
+DECODER_MAX_LENGTH = 512  # = max_position_embeddings
 
 # ==================================================================================
 # Summarization: text extraction from the standard library
@@ -472,6 +498,128 @@ def tokenizer_config() -> dict:
 
 
 # ==================================================================================
+# Decoder-only (causal LM) assets
+# ==================================================================================
+
+
+def train_decoder_tokenizer(texts: Iterable[str], vocab_size: int = DECODER_VOCAB) -> Tokenizer:
+    """A byte-level BPE (GPT-2 / Qwen2 style) with the ChatML special tokens and no post-processor.
+
+    Byte level, not Metaspace: a text encodes to the same tokens on its own as inside a prompt
+    (a word after ``\\n`` or at the start of a text never gets a space marker), which the
+    toolkit relies on when it encodes the prompt pieces and the source separately; and
+    ``decode(encode(text))`` is the text for any string, with no unknown token.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=DECODER_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer)
+    if [tok.token_to_id(t) for t in DECODER_SPECIAL_TOKENS] != list(range(len(DECODER_SPECIAL_TOKENS))):
+        raise RuntimeError("special tokens did not get ids 0..2; the tokenizers API changed")
+    return tok
+
+
+def decoder_prompt_words(recipe: str) -> list[str]:
+    """The fixed text of a recipe's chat prompt (the instruction around the source, the role lines)."""
+    instruction = DECODER_PROMPTS[recipe]
+    return [part for part in re.split(r"\{\w+\}", instruction) if part] + ["user\n", "assistant\n", "system\n"]
+
+
+def check_round_trip(tok: Tokenizer, texts: Sequence[str]) -> None:
+    """``decode(encode(text))`` must give each text back, alone and after a newline, and a text
+    after ``Summary:\\n`` must encode to the prefix's tokens followed by the text's own."""
+
+    def ids(text: str) -> list[int]:
+        return tok.encode(text, add_special_tokens=False).ids
+
+    prefix = "Summary:\n"
+    for text in texts:
+        for variant in (text, prefix + text, "\n" + text + "\n"):
+            back = tok.decode(ids(variant), skip_special_tokens=True)
+            if back != variant:
+                raise RuntimeError(f"the decoder-only tokenizer does not round-trip {variant!r}: {back!r}")
+        if ids(prefix + text) != ids(prefix) + ids(text):
+            raise RuntimeError(f"{text!r} encodes differently after a newline than alone")
+
+
+def llama_config(vocab_size: int) -> dict:
+    """The tiny LlamaConfig (random init, no weights) measured to learn both sample tasks on one CPU thread."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=DECODER_MAX_LENGTH,
+        initializer_range=0.02,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=DECODER_EOS_ID,
+        pad_token_id=DECODER_PAD_ID,
+        architectures=["LlamaForCausalLM"],
+    )
+    data = config.to_dict()
+    data.pop("transformers_version", None)
+    return data
+
+
+def decoder_generation_config(max_new_tokens: int) -> dict:
+    """Greedy decoding that stops at ``<|im_end|>`` (a list, as chat models write it)."""
+    return {
+        "bos_token_id": None,
+        "do_sample": False,
+        "eos_token_id": [DECODER_EOS_ID],
+        "max_new_tokens": max_new_tokens,
+        "num_beams": 1,
+        "pad_token_id": DECODER_PAD_ID,
+    }
+
+
+def decoder_tokenizer_config() -> dict:
+    """tokenizer_config.json of the decoder-only folder: ChatML template, left padding for generation."""
+    return {
+        "additional_special_tokens": [IM_START, IM_END],
+        "bos_token": None,
+        "chat_template": CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": IM_END,
+        "model_max_length": DECODER_MAX_LENGTH,
+        "pad_token": ENDOFTEXT,
+        "padding_side": "left",
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "unk_token": None,
+    }
+
+
+def write_decoder_model_dir(path: Path, recipe: str, texts: Sequence[str], max_new_tokens: int) -> dict:
+    """``model_decoder_only/``: Llama config, generation config, byte-level BPE + ChatML template; no weights."""
+    # The prompt text counts once per example, as often as a fine-tuning run reads it, so
+    # its words become single tokens and the fixed prompt markup stays short.
+    tok = train_decoder_tokenizer([*texts, *decoder_prompt_words(recipe) * (len(texts) // 2)])
+    check_round_trip(tok, texts[:200])
+    for token, token_id in ((ENDOFTEXT, DECODER_PAD_ID), (IM_END, DECODER_EOS_ID)):
+        if tok.token_to_id(token) != token_id:
+            raise RuntimeError(f"{token} is not id {token_id}")
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(path / "config.json", llama_config(tok.get_vocab_size()))
+    write_json(path / "generation_config.json", decoder_generation_config(max_new_tokens))
+    write_json(path / "tokenizer_config.json", decoder_tokenizer_config())
+    _write_text(path / "tokenizer.json", tok.to_str(pretty=True) + "\n")
+    return {"vocab": tok.get_vocab_size(), "longest_text_tokens": max(len(tok.encode(t).ids) for t in texts)}
+
+
+# ==================================================================================
 # Writing
 # ==================================================================================
 
@@ -525,11 +673,18 @@ def build_summarization(out: Path) -> dict:
     write_jsonl(out / "summarization" / "validation.jsonl", validation)
     write_model_dir(out / "summarization" / "model", tok, max_target_length=64)
     copy_psf_license(out / "summarization" / "LICENSE-PSF.txt")
+    decoder = write_decoder_model_dir(
+        out / "summarization" / "model_decoder_only",
+        "summarization",
+        [r["document"] for r in train] + [r["summary"] for r in train],
+        max_new_tokens=64,
+    )
     return {
         "train": len(train),
         "validation": len(validation),
         "vocab": tok.get_vocab_size(),
         "longest_source_tokens": longest,
+        "decoder_only": decoder,
     }
 
 
@@ -547,7 +702,19 @@ def build_translation(out: Path) -> dict:
     write_jsonl(out / "translation" / "train.jsonl", train)
     write_jsonl(out / "translation" / "validation.jsonl", validation)
     write_model_dir(out / "translation" / "model", tok, max_target_length=32)
-    return {"train": len(train), "validation": len(validation), "vocab": tok.get_vocab_size(), "lexicon": len(pairs)}
+    decoder = write_decoder_model_dir(
+        out / "translation" / "model_decoder_only",
+        "translation",
+        [r["translation"]["en"] for r in train] + [r["translation"]["de"] for r in train],
+        max_new_tokens=32,
+    )
+    return {
+        "train": len(train),
+        "validation": len(validation),
+        "vocab": tok.get_vocab_size(),
+        "lexicon": len(pairs),
+        "decoder_only": decoder,
+    }
 
 
 def build_all(out: Path) -> dict:
@@ -561,10 +728,11 @@ GENERATED = [
     for name in (
         "train.jsonl",
         "validation.jsonl",
-        "model/config.json",
-        "model/generation_config.json",
-        "model/tokenizer.json",
-        "model/tokenizer_config.json",
+        *(
+            f"{model}/{file}"
+            for model in ("model", "model_decoder_only")
+            for file in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json")
+        ),
     )
 ] + ["summarization/LICENSE-PSF.txt"]
 
