@@ -6,6 +6,7 @@ plugin's task.* keys are documented the same way as the built-in groups, from it
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields, is_dataclass
 from typing import TYPE_CHECKING
 
@@ -45,9 +46,15 @@ def settings_help(cfg: RunConfig, recipe_cls: type[Recipe]) -> str:
     return "\n".join(lines)
 
 
+# Settings longer than this (a prompt template) are not used to align the docs column: one long value would push
+# every doc line far to the right.
+ALIGN_UP_TO = 60
+
+
 def _rows(rows: list[tuple[str, object, str]]) -> list[str]:
     rendered = [(key, _value(value), doc) for key, value, doc in rows]
-    width = max((len(f"{key} = {value}") for key, value, _ in rendered), default=0)
+    lengths = [len(f"{key} = {value}") for key, value, _ in rendered]
+    width = max((n for n in lengths if n <= ALIGN_UP_TO), default=0)
     return [f"  {f'{key} = {value}':<{width}}  {doc}".rstrip() for key, value, doc in rendered]
 
 
@@ -56,4 +63,6 @@ def _value(value: object) -> str:
         return str(OmegaConf.to_container(value, resolve=True))
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and "\n" in value:
+        return json.dumps(value)  # on one line: a multi-line template as "a\nb"
     return "null" if value is None else str(value)

@@ -169,7 +169,10 @@ class Seq2SeqRecipe(Recipe):
 
     def prepare_stream(self, stream: datasets.IterableDataset, split: str) -> datasets.IterableDataset:
         """prepare_raw for a stream: the example shown from its first row, examples dropped lazily as read."""
-        head = list(stream.take(1))
+        try:
+            head = list(stream.take(1))
+        except Exception:  # a first block that cannot be read: training meets it and says so in one line
+            head = []
         self.show_example({key: [row[key] for row in head] for key in (head[0] if head else {})}, split)
         if split != "train" or self.text_backend().is_encoder_decoder:
             return stream

@@ -46,6 +46,15 @@ class ThroughputMeter:
         self.tokens += tokens
 
 
+def total_tokens(accelerator: Accelerator, meter: ThroughputMeter) -> int:
+    """The real (not padding) input tokens the meter counted, summed over processes (every process must call it):
+    Trainer's num_input_tokens_seen, and what tokens/s comparisons divide."""
+    import torch
+
+    local = torch.tensor([meter.tokens], dtype=torch.float64, device=accelerator.device)
+    return int(accelerator.reduce(local, reduction="sum").item())
+
+
 def mean_loss(accelerator: Accelerator, meter: ThroughputMeter) -> float:
     """The meter's mean loss averaged over processes (every process must call it)."""
     import torch

@@ -20,7 +20,7 @@ from accel_tasks.evaluation.best import BestTracker, tracking
 from accel_tasks.runs.checkpoint import Retention, clear_leftovers, save_checkpoint
 from accel_tasks.training.evals import periodic_eval
 from accel_tasks.training.guards import StepHealth, StopRequest
-from accel_tasks.training.meter import ThroughputMeter, log_train, mean_loss
+from accel_tasks.training.meter import ThroughputMeter, log_train, mean_loss, total_tokens
 
 if TYPE_CHECKING:
     from accel_tasks.training.session import TrainSession
@@ -178,6 +178,7 @@ class StepLoop:
             "train_runtime_s": round(time.perf_counter() - self.start, 3),
             # Trainer's train_loss: the mean over this run's steps (every process), not the last log window's.
             "train_loss": mean_loss(session.accelerator, self.run_loss),
+            "train_tokens": total_tokens(session.accelerator, self.run_loss),
         }
         log.info(f"trained {stats['train_steps']} steps in {stats['train_runtime_s']:.1f} s")
         return StepsOutcome(stats, self.best, self.stopped_early, self.last_checkpoint)

@@ -199,7 +199,21 @@ def test_all_linear_targets_everything_but_the_head():
 
 
 def test_unknown_family_falls_back_to_peft_table():
-    assert default_target_modules(tiny("gpt2")) == ["c_attn"]
+    opt = transformers.OPTForCausalLM(
+        transformers.OPTConfig(
+            vocab_size=64,
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            word_embed_proj_dim=16,
+        )
+    )
+    assert default_target_modules(opt) == ["q_proj", "v_proj"]  # OPT: no family of ours, peft's own table
+
+
+def test_decoder_only_families_target_every_projection():
+    assert default_target_modules(tiny("gpt2")) == ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]
 
 
 def test_no_default_lists_linear_names():
