@@ -37,12 +37,13 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from vs_hf_trainer import run_process  # one fresh process: wall time, exit status, peak RSS (bench/ is on sys.path)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "accel_tasks" / "samples" / "summarization"
@@ -215,13 +216,9 @@ def run_side(name: str, settings: dict[str, Any], out: Path, env: dict[str, str]
         (out / "settings.json").write_text(json.dumps({**settings, "output_dir": str(out)}))
         command = [sys.executable, str(Path(__file__).resolve()), "--trl-child", str(out / "settings.json")]
     log_path = out.parent / f"{out.name}.log"
-    with open(log_path, "w") as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
+    wall, status, rss = run_process(command, log_path, env)
     text = log_path.read_text(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
+    if status != 0:
         sys.exit(f"[bench] {name} failed; {log_path}:\n{text[-4000:]}")
     if name == "accel_tasks":
         metrics = json.loads((out / "metrics.json").read_text())
@@ -239,7 +236,7 @@ def run_side(name: str, settings: dict[str, Any], out: Path, env: dict[str, str]
         "tokens_per_s": tokens / train_s,
         "wall_s": wall,
         "eval_per_s": samples / eval_s,
-        "rss_mib": usage.ru_maxrss / 1024,
+        "rss_mib": rss / 2**20,
         "rougeL": rouge_l,
     }
 
@@ -278,7 +275,7 @@ def main() -> None:
     settings.update(model_dir=world["model_dir"], validation_file=str(root / "validation.jsonl"))
     print(
         f"model: Qwen2 {SHAPE} vocab {args.vocab}, {world['params']:,} parameters without the input embedding; "
-        f"the output layer is {world['head_share']:.0%} of the weights a token's forward multiplies"
+        f"the output layer is {world['head_share']:.0%} of a token's forward matmul FLOPs (attention scores aside)"
     )
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "ACCEL_TASKS_NUM_THREADS": str(args.threads)}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")

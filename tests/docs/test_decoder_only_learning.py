@@ -12,9 +12,8 @@ import pytest
 from helpers import check, read_json, read_jsonl, run_cli
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-# Measured through this CLI (one thread, 2026-12-06): ROUGE-L 0 untrained; 0.45 after 400 steps, 0.74 after 800 and
-# 0.82 after 1200 of a 1200-step schedule (210 s); the shipped 800-step schedule ends higher than that run's step 800.
-# The threshold leaves room for thread-count noise.
+# Measured through this literal command (one thread, 2026-12-06): ROUGE-L 0 untrained, 0.467 after 400 steps,
+# 0.767 after the shipped 800 (138 s of training). The threshold leaves room for thread-count noise.
 MIN_TRAINED_ROUGE_L = 0.6
 
 

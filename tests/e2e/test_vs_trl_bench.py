@@ -35,7 +35,7 @@ def test_one_tiny_pair_runs_both_sides_and_ends_with_the_ratio_line():
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert re.search(r"the output layer is \d+% of the weights", result.stdout)
+    assert re.search(r"the output layer is \d+% of a token", result.stdout)
     assert re.search(r"pair 0 accel_tasks: tokens_per_s=\S+ .*\| packing: 3000 training examples into", result.stdout)
     assert re.search(
         r"pair 0 trl: tokens_per_s=\S+ .*\[trl\] settings: packing=True, packing_strategy=bfd", result.stdout
