@@ -131,17 +131,19 @@ class Seq2SeqRecipe(Recipe):
         )
 
     def text_backend(self) -> text2text.Backend:
-        """The backend for this model and the current settings (made again when a setting it uses changes)."""
-        opts = self.options
-        max_new_tokens = self.generation_kwargs().get("max_new_tokens") or opts.max_target_length
-        key = (id(self.processor), self.prompt_spec(), opts.max_source_length, opts.max_target_length, max_new_tokens)
-        key += (opts.chat_template, opts.train_on_prompt)
+        """The backend for this model and the current settings, made once per settings object.
+
+        Why keyed on the config object: every setting the backend uses lives in ``self.cfg``, which is read-only and
+        replaced by a new object whenever the recipe decides a setting (translation's languages in prepare_raw), so
+        an identity check is exact and costs nothing on the per-batch path (collate, loss, generate call this).
+        """
         cached = getattr(self, "_backend", None)
-        if cached is None or cached[0] != key:
+        if cached is None or cached[0] is not self.cfg or cached[1] is not self.processor:
+            max_new_tokens = self.generation_kwargs().get("max_new_tokens") or self.options.max_target_length
             spec = self.prompt_spec()
             backend = text2text.make_backend(self.model, self.processor, self.options, spec, max_new_tokens)
-            self._backend = cached = (key, backend)
-        return cached[1]
+            self._backend = cached = (self.cfg, self.processor, backend)
+        return cached[2]
 
     def preprocess_fingerprint(self) -> str:
         """The recipe's code and the text-to-text layer's: either changing makes new features."""
@@ -220,7 +222,8 @@ class Seq2SeqRecipe(Recipe):
 
     # -- training and generation --------------------------------------------------------------------
     def training_loss(self, model: PreTrainedModel, batch: Batch) -> torch.Tensor:
-        """The model's loss, or label-smoothed cross-entropy over the same logits with train.label_smoothing."""
+        """The backend's loss: cross-entropy of the labels (label-smoothed with train.label_smoothing); a decoder-only
+        model computes its output layer only where there are labels."""
         return self.text_backend().loss(model, batch, self.cfg.train.label_smoothing)
 
     def generation_kwargs(self) -> dict[str, Any]:
