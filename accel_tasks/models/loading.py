@@ -160,23 +160,35 @@ def load_model_config(model_cfg: ModelConfig, default_dir: Optional[Path]) -> Pr
         )
 
 
-def generative_model_class(config: PretrainedConfig, recipe_name: str) -> str:
-    """The Auto class of a text-generating model: ``AutoModelForSeq2SeqLM`` for an encoder-decoder config,
-    ``AutoModelForCausalLM`` for a decoder-only one; ConfigError for any other model (one line, before loading).
+def is_decoder_only(config: PretrainedConfig) -> bool:
+    """A left-to-right language model: a causal-LM model type that is not an encoder-decoder and has no masked-LM
+    class.
 
     Why the masked-LM table is consulted: BERT-like encoders also have a causal-LM head class in transformers, but
-    they are not generative models (no left-to-right pretraining), so they are refused here rather than trained.
+    they are not generative models (no left-to-right pretraining).
     """
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     )
 
+    model_type = getattr(config, "model_type", "")
+    return (
+        not getattr(config, "is_encoder_decoder", False)
+        and model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
+
+
+def generative_model_class(config: PretrainedConfig, recipe_name: str) -> str:
+    """The Auto class of a text-generating model: ``AutoModelForSeq2SeqLM`` for an encoder-decoder config,
+    ``AutoModelForCausalLM`` for a decoder-only one (:func:`is_decoder_only`); ConfigError for any other model
+    (one line, before loading)."""
     if getattr(config, "is_encoder_decoder", False):
         return "AutoModelForSeq2SeqLM"
-    model_type = getattr(config, "model_type", "")
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+    if is_decoder_only(config):
         return "AutoModelForCausalLM"
+    model_type = getattr(config, "model_type", "")
     raise ConfigError(
         f"model_type {model_type!r} is neither an encoder-decoder (AutoModelForSeq2SeqLM) nor a decoder-only "
         f"(AutoModelForCausalLM) model, and recipe={recipe_name} generates text; pick a seq2seq model (T5, BART, "

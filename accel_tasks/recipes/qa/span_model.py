@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Optional
 
 from accel_tasks.config import ModelConfig
 from accel_tasks.errors import ConfigError
+from accel_tasks.models.loading import is_decoder_only
 from accel_tasks.text2text.decoder_only import ensure_pad_token
 
 if TYPE_CHECKING:
@@ -41,21 +42,6 @@ def qa_head_class(config: PretrainedConfig) -> str:
             "with generated text (a decoder-only or encoder-decoder model), or a model with a QA head"
         )
     return QA_AUTO_CLASS
-
-
-def is_decoder_only(config: PretrainedConfig) -> bool:
-    """A left-to-right language model (a causal-LM class, no masked-LM one, not an encoder-decoder)."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    model_type = getattr(config, "model_type", "")
-    return (
-        not getattr(config, "is_encoder_decoder", False)
-        and model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    )
 
 
 def backbone_key_mapping(config: PretrainedConfig) -> Optional[dict[str, str]]:
