@@ -19,6 +19,7 @@ from accel_tasks.data.raw import check_data_files
 from accel_tasks.engines.accelerator import threads_from_env
 from accel_tasks.engines.compression import check_grad_compression
 from accel_tasks.engines.deepspeed_config import check_deepspeed_config, deepspeed_requested, world_size
+from accel_tasks.engines.fsdp import check_fsdp_launch
 from accel_tasks.engines.performance import check_compile_supported, compile_settings
 from accel_tasks.engines.reshard import check_resume_layout
 from accel_tasks.engines.trackers import resolve_trackers
@@ -180,6 +181,10 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     if cfg.mode != "train":
         check_trained_weights(model_source)
     check_deepspeed_config(cfg)
+    # FSDP2 with DeepSpeed, FSDP1, fp16, compile or DDP compression: one line, before anything loads.
+    check_fsdp_launch(
+        deepspeed_requested(cfg), compile_settings(cfg.train.compile) is not None, cfg.train.grad_compression, cfg.mode
+    )
     if cfg.mode == "train":
         check_compile_supported(compile_settings(cfg.train.compile), deepspeed_requested(cfg))
         check_grad_compression(cfg, deepspeed_requested(cfg), world_size())

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from accel_tasks.config import RunConfig
 from accel_tasks.engines.compression import ddp_kwargs_handler
@@ -21,6 +21,14 @@ from accel_tasks.engines.deepspeed_config import (
     deepspeed_requested,
     fill_deepspeed_config,
     world_size,
+)
+from accel_tasks.engines.fsdp import (
+    describe_sharding,
+    fsdp_requested,
+    plain_data_parallel_state,
+    read_fsdp_settings,
+    register_sharded_checkpoints,
+    shard_model,
 )
 from accel_tasks.engines.trackers import point_trackers_at, resolve_trackers
 from accel_tasks.errors import ConfigError
@@ -95,8 +103,7 @@ def build_deepspeed_plugin(cfg: RunConfig, on_cpu: bool) -> DeepSpeedPlugin:
 
 def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
     import torch
-    from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+    from accelerate.utils import InitProcessGroupKwargs
 
     kwargs: dict[str, Any] = {}
     on_cpu = not torch.cuda.is_available()
@@ -117,7 +124,17 @@ def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
     trackers = resolve_trackers(cfg.train.report_to)
     if trackers:
         point_trackers_at(output_dir)
-    accelerator = Accelerator(
+    # FSDP2: accelerate builds plain data parallel, engines/fsdp.py shards the model (same code on CPU and GPU).
+    with plain_data_parallel_state() if fsdp_requested() else nullcontext():
+        accelerator = _accelerator(cfg, output_dir, trackers, kwargs)
+    return accelerator
+
+
+def _accelerator(cfg: RunConfig, output_dir: Path, trackers: list[Any], kwargs: dict[str, Any]) -> Accelerator:
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import ProjectConfiguration
+
+    return Accelerator(
         gradient_accumulation_steps=cfg.train.grad_accum,
         # Never accelerate's own torch.compile in prepare(): its wrapper puts `_orig_mod.` into every saved key.
         # The loop compiles the training forward instead (train.compile, or `accelerate launch --dynamo_backend`).
@@ -127,7 +144,6 @@ def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         **kwargs,
     )
-    return accelerator
 
 
 def is_deepspeed(accelerator: Accelerator) -> bool:
@@ -179,6 +195,8 @@ def prepare_eval_model(accelerator: Accelerator, model: PreTrainedModel) -> PreT
     optimizer ("zero stage 2 requires an optimizer"): the plain model is used, in the dtype the engine
     would have given it (DeepSpeed bf16/fp16 keeps half-precision weights and has no autocast).
     """
+    if fsdp_requested():
+        return shard_for_run(accelerator, model)
     if not is_deepspeed(accelerator) or zero_stage(accelerator) == 3:
         return accelerator.prepare(model)
     import torch
@@ -186,6 +204,42 @@ def prepare_eval_model(accelerator: Accelerator, model: PreTrainedModel) -> PreT
     model = model.to(accelerator.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
     return model.to(dtype) if dtype is not None else model
+
+
+def shard_for_run(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2: the model sharded over every process as the launcher's settings say, and the engine line logged."""
+    from accel_tasks import log
+
+    settings = read_fsdp_settings()
+    model = shard_model(model, accelerator, settings)
+    log.info(describe_sharding(model, accelerator, settings))
+    return model
+
+
+def prepare_for_training(
+    accelerator: Accelerator, model: torch.nn.Module, optimizer_for: Callable[[torch.nn.Module], Any], loader: Any
+) -> tuple[torch.nn.Module, Any, Any]:
+    """(model, optimizer, loader) ready to train under this run's engine; ``loader`` None: a stream, not prepared.
+
+    ``optimizer_for(model)`` builds the optimizer over the model it is given: under FSDP2 that must be the sharded
+    model (the optimizer steps on its shards), which accelerate never sees: ``prepare`` would wrap it in DDP, and
+    ``save_state`` would save the optimizer's shards from the main process alone. Its checkpoints are distributed
+    checkpoints (engines/fsdp.py); the optimizer is wrapped as ``prepare`` would (steps only at the end of an
+    accumulation) without being registered.
+    """
+    if not fsdp_requested():
+        optimizer = optimizer_for(model)
+        if loader is None:
+            model, optimizer = accelerator.prepare(model, optimizer)
+        else:
+            model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        return model, optimizer, loader
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    model = shard_for_run(accelerator, model)
+    optimizer = AcceleratedOptimizer(optimizer_for(model), device_placement=False)
+    register_sharded_checkpoints(accelerator, model, optimizer)
+    return model, optimizer, accelerator.prepare(loader) if loader is not None else None
 
 
 @contextmanager

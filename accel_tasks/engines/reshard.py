@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from accel_tasks import log
 from accel_tasks.config import RunConfig
 from accel_tasks.engines.deepspeed_config import check_deepspeed_config, deepspeed_requested, world_size
+from accel_tasks.engines.fsdp import fsdp_requested, is_sharded_checkpoint
 from accel_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -60,8 +61,12 @@ class CheckpointLayout:
     # 3: parameters partitioned; 12: optimizer (and gradients) partitioned (ZeRO-1/2, and DeepSpeed's bf16
     # optimizer); 0: nothing partitioned (ZeRO-0); -1: no DeepSpeed.
     zero: int
+    # Written under FSDP2: model and optimizer as a distributed checkpoint, which reshards on load.
+    fsdp: bool = False
 
     def describe(self) -> str:
+        if self.fsdp:
+            return f"FSDP2 checkpoint written by {self.processes} process{'es' if self.processes != 1 else ''}"
         kind = {3: "DeepSpeed ZeRO-3", 12: "DeepSpeed ZeRO-1/2", 0: "DeepSpeed ZeRO-0", -1: "plain (no DeepSpeed)"}[
             self.zero
         ]
@@ -73,6 +78,8 @@ def checkpoint_layout(path: Path) -> CheckpointLayout:
     names = [p.name for p in Path(path).iterdir()]
     processes = sum(1 for name in names if RNG_FILE.fullmatch(name)) or 1
     tag = Path(path) / DEEPSPEED_TAG
+    if is_sharded_checkpoint(path):
+        return CheckpointLayout(processes, False, -1, fsdp=True)
     if not tag.is_dir():
         return CheckpointLayout(processes, False, -1)
     shard_names = [p.name for p in tag.iterdir()]
@@ -101,6 +108,17 @@ def check_resume_layout(cfg: RunConfig, resume_dir: Path) -> CheckpointLayout:
     layout = checkpoint_layout(resume_dir)
     processes, stage = world_size(), run_zero_stage(cfg)
     where = f"train.resume_from={str(resume_dir)!r} is a {layout.describe()}"
+    if layout.fsdp != fsdp_requested():
+        raise ConfigError(
+            f"{where}, and this run {'has no FSDP' if layout.fsdp else 'runs FSDP2'}; resume it "
+            + (
+                "under FSDP2 (--config_file accelerate_configs/fsdp2.yaml, any number of processes)"
+                if layout.fsdp
+                else "with the engine it was written with"
+            )
+            + f", or start from its weights with a new optimizer: model.name_or_path={resume_dir} without "
+            "train.resume_from"
+        )
     if layout.deepspeed and stage < 0:
         raise ConfigError(
             f"{where}, and this run has no DeepSpeed; resume it under DeepSpeed "
@@ -205,7 +223,13 @@ def rescale_scheduler(scheduler: Any, saved: int, now: int) -> None:
 
 def announce(layout: CheckpointLayout, now: int, step: int, repeated: int) -> str:
     """The log line of a resume on another number of processes."""
-    how = "universal checkpoint conversion" if layout.deepspeed else "whole weights and optimizer state"
+    how = (
+        "universal checkpoint conversion"
+        if layout.deepspeed
+        else "distributed checkpoint resharded on load"
+        if layout.fsdp
+        else "whole weights and optimizer state"
+    )
     text = (
         f"resuming a {layout.describe()} on {now} process{'es' if now != 1 else ''} at step {step} "
         f"({how}; learning-rate schedule rescaled)"

@@ -19,6 +19,7 @@ from accel_tasks import log
 from accel_tasks.config import RunConfig
 from accel_tasks.data.sampling import feature_lengths
 from accel_tasks.engines.accelerator import cast_floating_inputs, unwrap_model, zero_stage
+from accel_tasks.engines.fsdp import gathered_root, is_sharded
 from accel_tasks.errors import ConfigError
 from accel_tasks.evaluation.batching import (
     BatchPlan,
@@ -132,7 +133,9 @@ def run_eval(
     was_training = model.training
     model.eval()
     unwrapped = unwrap_model(accelerator, model)
-    synced_gpus = zero_stage(accelerator) == 3 and accelerator.num_processes > 1
+    # Parameters sharded across processes (ZeRO-3, FSDP2): every forward is a collective, so a process that has
+    # finished generating keeps stepping until all have (generate's synced_gpus), or the others wait forever.
+    synced_gpus = (zero_stage(accelerator) == 3 or is_sharded(unwrapped)) and accelerator.num_processes > 1
     collected: dict[str, list[np.ndarray]] = defaultdict(list)
     placed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     # No bar where stderr is no terminal: a bar there is carriage returns in a log file.
@@ -142,7 +145,7 @@ def run_eval(
         if plan is not None:
             batch = send_to_device(batch, accelerator.device)
         batch = cast_floating_inputs(batch, accelerator, unwrapped)
-        with torch.no_grad(), accelerator.autocast():
+        with torch.no_grad(), accelerator.autocast(), gathered_root(unwrapped):
             outputs = recipe.predict(unwrapped, batch, synced_gpus=synced_gpus)
         for key, tensor in outputs.items():
             tensor = tensor.contiguous()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 from accel_tasks import log
 from accel_tasks.config import ModelConfig
+from accel_tasks.engines.fsdp import is_sharded_checkpoint, load_sharded_weights
 from accel_tasks.engines.performance import attention_kwargs
 from accel_tasks.errors import ConfigError, first_line
 from accel_tasks.manifest import has_manifest, manifest_problem
@@ -258,7 +259,12 @@ def check_trained_weights(source: str) -> None:
         raise ConfigError(
             f"model.name_or_path {source!r} is incomplete: {problem}; evaluate another checkpoint or the export"
         )
-    if is_adapter_dir(source) or has_weights(source) or deepspeed_checkpoint_tag_dir(path) is not None:
+    if (
+        is_adapter_dir(source)
+        or has_weights(source)
+        or deepspeed_checkpoint_tag_dir(path) is not None
+        or is_sharded_checkpoint(path)
+    ):
         return
     raise ConfigError(
         f"model.name_or_path {source!r} holds a config but no weights ({', '.join(WEIGHT_FILES[::2])}); "
@@ -291,6 +297,10 @@ def load_model_and_processor(
         if Path(source).is_dir() and not has_weights(source) and deepspeed_checkpoint_tag_dir(Path(source)) is not None:
             # A checkpoint saved under DeepSpeed holds ZeRO shards, not model files: reassemble the full weights.
             model = load_model_from_deepspeed_checkpoint(
+                Path(source), auto_model, {**common, **(config_overrides or {})}, attention
+            )
+        elif Path(source).is_dir() and not has_weights(source) and is_sharded_checkpoint(Path(source)):
+            model = load_model_from_fsdp_checkpoint(
                 Path(source), auto_model, {**common, **(config_overrides or {})}, attention
             )
         elif Path(source).is_dir() and not has_weights(source):
@@ -395,6 +405,24 @@ def load_deepspeed_checkpoint_weights(path: Path) -> dict:
             return zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(path), tag=tag_dir.name)
         finally:
             torch.load = original_load
+
+
+def load_model_from_fsdp_checkpoint(
+    source: Path, auto_model: type, config_kwargs: dict, load_kwargs: Optional[dict] = None
+) -> PreTrainedModel:
+    """A transformers model with the weights of an FSDP2 checkpoint directory (a distributed checkpoint written by
+    any number of processes, read whole here), config.json and generation_config.json beside it."""
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(source, **config_kwargs)
+    # The random init is overwritten by the checkpoint: it must not move the run's RNG.
+    with torch.random.fork_rng(devices=[]):
+        model = auto_model.from_config(config, **(load_kwargs or {}))
+    load_sharded_weights(model, source)
+    if (Path(source) / "generation_config.json").is_file() and getattr(model, "generation_config", None) is not None:
+        model.generation_config = transformers.GenerationConfig.from_pretrained(source)
+    return model
 
 
 def load_model_from_deepspeed_checkpoint(

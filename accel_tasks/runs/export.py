@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
 from accel_tasks.engines.accelerator import unwrap_model, zero3_init_disabled, zero_stage
+from accel_tasks.engines.fsdp import full_state_dict as fsdp_full_state_dict
+from accel_tasks.engines.fsdp import is_sharded
 from accel_tasks.manifest import write_manifest
 from accel_tasks.models.adapters import EXPORT_ATTR, ExportPlan, is_peft_model, reloadable_base
 from accel_tasks.models.loading import BASE_SUBDIR, PEFT_PREFIX, RUN_CONFIG_FILE
@@ -77,6 +79,8 @@ def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> StateDi
     """
     if zero_stage(accelerator) == 3:
         return model._zero3_consolidated_16bit_state_dict()
+    if is_sharded(model):
+        return fsdp_full_state_dict(model)
     return accelerator.get_state_dict(model)
 
 
@@ -97,6 +101,9 @@ def gather_state_dict(accelerator: Accelerator, peft_model: PeftModel, names: Op
     ``stage3_gather_16bit_weights_on_model_save`` says and never holds more than one full parameter extra.
     """
     main = accelerator.is_main_process
+    if is_sharded(peft_model):
+        state = fsdp_full_state_dict(peft_model)  # every parameter gathered in turn onto the main process's CPU
+        return {k: v for k, v in state.items() if names is None or k in names or k not in _param_names(peft_model)}
     if zero_stage(accelerator) != 3:
         # Every rank holds every parameter: nothing to gather, and nothing is copied.
         return peft_model.state_dict() if main else {}
@@ -122,6 +129,10 @@ def gather_state_dict(accelerator: Accelerator, peft_model: PeftModel, names: Op
             if name in persistent:
                 state[name] = buffer.detach().to("cpu", copy=True)
     return state
+
+
+def _param_names(model: torch.nn.Module) -> set[str]:
+    return {name for name, _ in model.named_parameters(remove_duplicate=False)}
 
 
 def export_adapter(

@@ -17,6 +17,8 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from accel_tasks.engines.fsdp import local_tensor
+
 if TYPE_CHECKING:
     import torch
     from accelerate import Accelerator
@@ -117,13 +119,13 @@ class StepHealth:
 
 
 def weights_finite(accelerator: Accelerator, model: torch.nn.Module) -> bool:
-    """Whether every weight is finite on every process (under ZeRO-3 each checks its own partition)."""
+    """Whether every weight is finite on every process (under ZeRO-3 and FSDP2 each checks its own partition)."""
     import torch
 
     finite = True
     for param in model.parameters():
         local = getattr(param, "ds_tensor", None)
-        tensor = local if local is not None else param
+        tensor = local if local is not None else local_tensor(param)  # this process's partition or shard
         if tensor.numel() and tensor.is_floating_point() and not bool(torch.isfinite(tensor.detach()).all()):
             finite = False
             break

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from accel_tasks import log
 from accel_tasks.config import RunConfig, TrainConfig
 from accel_tasks.data.sampling import LengthGroupedSampler, feature_lengths
-from accel_tasks.engines.accelerator import cast_floating_inputs, optimizer_offloaded
+from accel_tasks.engines.accelerator import cast_floating_inputs, optimizer_offloaded, prepare_for_training
 from accel_tasks.engines.compression import track_powersgd
+from accel_tasks.engines.fsdp import set_gradient_sync
 from accel_tasks.engines.performance import build_adamw, compile_for_training, compile_settings
 from accel_tasks.errors import ConfigError
 from accel_tasks.features.streaming import StreamBatches, is_stream, stream_layout
@@ -119,6 +120,7 @@ class TrainSession(RunSession):
         accelerator, tcfg = self.accelerator, self.cfg.train
         batch = cast_floating_inputs(batch, accelerator, self.model)
         with accelerator.accumulate(self.model):
+            set_gradient_sync(self.model, accelerator.sync_gradients)  # FSDP2: reduce only when the step is taken
             loss = self.recipe.training_loss(self.forward, batch)
             accelerator.backward(loss)
             if accelerator.sync_gradients and tcfg.max_grad_norm > 0:
@@ -135,14 +137,17 @@ def start_training(run: RunSession) -> TrainSession:
     accelerator, tcfg = run.accelerator, run.cfg.train
     streamed = is_stream(run.data.features["train"])
     loader = _stream_loader(run) if streamed else _map_loader(run)
-    # Fused on CUDA (one kernel for every update); under DeepSpeed this is the client optimizer it wraps.
-    optimizer = build_adamw(
-        parameter_groups(run.model, tcfg.weight_decay), tcfg, accelerator.device.type, optimizer_offloaded(accelerator)
+
+    def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
+        # Fused on CUDA (one kernel for every update); under DeepSpeed this is the client optimizer it wraps.
+        groups = parameter_groups(model, tcfg.weight_decay)
+        return build_adamw(groups, tcfg, accelerator.device.type, optimizer_offloaded(accelerator))
+
+    # A stream is already this process's share (streaming.py): prepare(loader) would shard it a second time.
+    model, optimizer, prepared = prepare_for_training(
+        accelerator, run.model, optimizer_for, None if streamed else loader
     )
-    if streamed:  # already this process's share (streaming.py): prepare(loader) would shard it a second time
-        model, optimizer = accelerator.prepare(run.model, optimizer)
-    else:
-        model, optimizer, loader = accelerator.prepare(run.model, optimizer, loader)
+    loader = loader if streamed else prepared
     track_powersgd(accelerator, model, tcfg)  # PowerSGD's step count goes into checkpoints (compression.py)
     # train.compile: the training forward goes through torch.compile; `model` stays what is saved and evaluated.
     forward = compile_for_training(model, compile_settings(tcfg.compile))
