@@ -146,6 +146,12 @@ def _accelerator(cfg: RunConfig, output_dir: Path, trackers: list[Any], kwargs: 
     )
 
 
+def engine_name(accelerator: Accelerator) -> str:
+    """What the run line calls the engine: FSDP2 (which accelerate sees as plain data parallel), else accelerate's
+    distributed type (NO, MULTI_CPU, MULTI_GPU, DEEPSPEED)."""
+    return "FSDP2" if fsdp_requested() else accelerator.distributed_type.value
+
+
 def is_deepspeed(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type.value == "DEEPSPEED"
 

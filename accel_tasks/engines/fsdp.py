@@ -228,6 +228,12 @@ def shard_model(model: torch.nn.Module, accelerator: Accelerator, settings: Fsdp
     for unit in units:
         fully_shard(unit, **options)
     fully_shard(model, **options)
+    # FSDP2 decides which module is the root at its first forward. Generation may first call a submodule (a PEFT
+    # model's base model, an encoder), which would then become a root of its own and the real root's first forward
+    # fail ("already been lazily initialized"): settle it now. Private, and guarded: no public call does this.
+    lazy_init = getattr(getattr(model, "_get_fsdp_state", lambda: None)(), "_lazy_init", None)
+    if lazy_init is not None:
+        lazy_init()
     return model
 
 
@@ -239,8 +245,8 @@ def describe_sharding(model: torch.nn.Module, accelerator: Accelerator, settings
     policy = "bf16 compute, fp32 reductions" if accelerator.mixed_precision == "bf16" else "fp32"
     plural = "es" if accelerator.num_processes != 1 else ""
     return (
-        f"engine: FSDP2 {settings.sharding} over {accelerator.num_processes} process{plural}, {units} layer units + the "
-        f"root, offload {'on' if settings.offload else 'off'}, {policy}; this process holds {local:,} of "
+        f"engine: FSDP2 {settings.sharding} over {accelerator.num_processes} process{plural}, {units} layer units "
+        f"+ the root, offload {'on' if settings.offload else 'off'}, {policy}; this process holds {local:,} of "
         f"{total:,} parameters"
     )
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from accel_tasks import log
-from accel_tasks.engines.accelerator import build_accelerator, configure_threads, prepare_eval_model
+from accel_tasks.engines.accelerator import build_accelerator, configure_threads, engine_name, prepare_eval_model
 from accel_tasks.engines.teardown import finish_processes, track
 from accel_tasks.preflight import Plan
 from accel_tasks.reporting.summary import print_run_summary
@@ -39,7 +39,7 @@ def run(plan: Plan) -> dict[str, Any]:
     setup_logging(accelerator)
     log.info(
         f"{plan.recipe.name}: mode={cfg.mode} processes={accelerator.num_processes} "
-        f"distributed={accelerator.distributed_type.value} mixed_precision={accelerator.mixed_precision} "
+        f"distributed={engine_name(accelerator)} mixed_precision={accelerator.mixed_precision} "
         f"threads/process={threads} output_dir={plan.output_dir}"
     )
     from accelerate.utils import set_seed
