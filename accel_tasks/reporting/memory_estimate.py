@@ -1,4 +1,4 @@
-"""Memory needed for model states (weights, gradients, Adam states) under ZeRO 0-3, with and without offload.
+"""Memory needed for model states (weights, gradients, Adam states) under ZeRO 0-3 and FSDP2, with and without offload.
 
 Two estimates side by side, per GPU and per node of CPU RAM:
 
@@ -7,8 +7,11 @@ Two estimates side by side, per GPU and per node of CPU RAM:
   M nodes): ZeRO-0 16Psi, ZeRO-1 4Psi + 12Psi/N, ZeRO-2 2Psi + 14Psi/N, ZeRO-3 16Psi/N. Offloading the
   optimizer moves the 12Psi fp32 states and fp32 gradients (16Psi in all) into CPU RAM, spread over the
   nodes; offloading parameters too moves the 2Psi weights as well (18Psi).
+* the same 16 bytes per parameter for FSDP2 (torch's ``fully_shard``, bf16 compute), counted as FSDP2 holds them:
+  fp32 sharded parameters (the master weights), fp32 sharded gradients and Adam states, all /N, plus the bf16
+  parameters while gathered (see :func:`fsdp_formula`).
 * DeepSpeed's own "cold" estimators (``estimate_zero2/3_model_states_mem_needs``, with their 1.5x
-  CPU buffer factor and the largest layer gathered in full under ZeRO-3), where DeepSpeed has one.
+  CPU buffer factor and the largest layer gathered in full under ZeRO-3), where DeepSpeed has one (none for FSDP2).
 
 Activations, temporary buffers and the CUDA context come on top: the numbers say what cannot fit, not
 what surely will.
@@ -26,6 +29,9 @@ from accel_tasks.errors import ConfigError
 GIB = 1024**3
 # Offload choices in the order they trade speed for memory.
 OFFLOADS = ("none", "optimizer", "optimizer+params")
+# FSDP2 settings as (stage it partitions like, offload), least memory-saving first: grad-op shard (2: parameters
+# stay gathered from forward to backward), full shard (3), then both with FSDP2's CPUOffloadPolicy ("cpu").
+FSDP_SETTINGS = ((2, "none"), (3, "none"), (2, "cpu"), (3, "cpu"))
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,12 @@ class ModelSize:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Model-state bytes of one ZeRO setting; None where the setting or the estimator does not exist."""
+    """Model-state bytes of one ZeRO or FSDP2 setting; None where the estimator does not exist.
+
+    FSDP2 rows reuse ``stage`` for the ZeRO stage they partition like (engines/fsdp.py draws the same analogy):
+    3 is full shard, 2 is grad-op shard (gradients and optimizer state sharded, parameters gathered through the
+    step). Their ``offload`` is "none" or "cpu" (CPUOffloadPolicy: shards, gradients and the step on the CPU).
+    """
 
     stage: int
     offload: str
@@ -47,10 +58,22 @@ class Estimate:
     cpu_formula: float
     gpu_deepspeed: Optional[int] = None
     cpu_deepspeed: Optional[int] = None
+    engine: str = "ZeRO"  # or "FSDP2"
 
     @property
     def label(self) -> str:
+        if self.engine == "FSDP2":
+            sharding = "full shard" if self.stage == 3 else "grad-op shard"
+            return f"FSDP2 {sharding}" + ("" if self.offload == "none" else " + CPU offload")
         return f"ZeRO-{self.stage}" + ("" if self.offload == "none" else f" + offload {self.offload}")
+
+    @property
+    def preference(self) -> tuple[bool, bool, bool]:
+        """Sort key of :func:`recommend`, fastest first: no offload before offload (the step and the shards
+        cross PCIe), then settings that gather the parameters once per step (ZeRO 0-2, FSDP2 grad-op shard) before
+        those that gather them again for backward (ZeRO-3, FSDP2 full shard: 1.5x the traffic), then ZeRO before
+        FSDP2 (ties keep the ZeRO picks of before, and ZeRO rows have DeepSpeed's estimator as a second check)."""
+        return (self.offload != "none", self.stage == 3, self.engine != "ZeRO")
 
 
 def model_size(model: Any, name: str = "") -> ModelSize:
@@ -95,6 +118,34 @@ def zero_formula(params: int, stage: int, offload: str, gpus_per_node: int, node
     return 0.0, 18 * psi / nodes
 
 
+def fsdp_formula(
+    size: ModelSize, full_shard: bool, offload: bool, gpus_per_node: int, nodes: int
+) -> tuple[float, float]:
+    """(bytes per GPU, bytes of CPU RAM per node) under FSDP2 with bf16 compute and mixed-precision Adam.
+
+    The same 16 bytes per parameter as the ZeRO rows, held differently: FSDP2 keeps no persistent 16-bit copy. Its
+    sharded parameters are the fp32 master weights (4), gradients are reduced into fp32 shards (4), Adam's
+    momentum and variance are fp32 (8): 16Psi/N on each of the N processes. The bf16 parameters exist only while a
+    unit is gathered, so they are counted as that working set:
+
+    * full shard (``fsdp_reshard_after_forward: true``): 16Psi/N + 4L. L is the largest layer's parameters,
+      gathered in bf16 (2 bytes) twice over, the unit computing and the one prefetched. A unit (a whole block, or
+      the root's remainder) holds at least that layer, so 4L is a floor, as the numbers are a floor throughout.
+    * grad-op shard (``false``): 2Psi + 16Psi/N. Every unit stays gathered from its forward to its backward, so
+      at the end of forward the whole model is resident in bf16 (2Psi), on top of the fp32 shards.
+    * CPU offload (``fsdp_offload_params: true``): the fp32 shards, gradients and Adam states (16Psi/N per
+      process) live in CPU RAM, so a node holds that times its processes; the GPU keeps only the gathered bf16
+      units: 4L under full shard, 2Psi under grad-op shard.
+    """
+    n = gpus_per_node * nodes
+    psi = float(size.params)
+    shard = 16 * psi / n
+    gathered = 4.0 * size.largest_layer if full_shard else 2 * psi
+    if offload:
+        return gathered, 16 * psi * gpus_per_node / n
+    return gathered + shard, 0.0
+
+
 def deepspeed_estimate(
     size: ModelSize, stage: int, offload: str, gpus_per_node: int, nodes: int
 ) -> tuple[Optional[int], Optional[int]]:
@@ -137,6 +188,7 @@ def settings() -> list[tuple[int, str]]:
 
 
 def estimate_all(size: ModelSize, gpus_per_node: int, nodes: int, use_deepspeed: bool = True) -> list[Estimate]:
+    """The ZeRO rows of :func:`settings`, then the FSDP2 rows of :data:`FSDP_SETTINGS` (no DeepSpeed estimate)."""
     if gpus_per_node < 1 or nodes < 1:
         raise ConfigError(f"--gpus-per-node and --nodes must be at least 1, got {gpus_per_node} and {nodes}")
     estimates = []
@@ -146,13 +198,21 @@ def estimate_all(size: ModelSize, gpus_per_node: int, nodes: int, use_deepspeed:
             deepspeed_estimate(size, stage, offload, gpus_per_node, nodes) if use_deepspeed else (None, None)
         )
         estimates.append(Estimate(stage, offload, gpu, cpu, ds_gpu, ds_cpu))
+    for stage, offload in FSDP_SETTINGS:
+        gpu, cpu = fsdp_formula(size, stage == 3, offload == "cpu", gpus_per_node, nodes)
+        estimates.append(Estimate(stage, offload, gpu, cpu, engine="FSDP2"))
     return estimates
 
 
 def recommend(estimates: Sequence[Estimate], gpu_memory_gib: float) -> Optional[Estimate]:
-    """The first setting (fastest first: no offload before offload, lower stage first) whose model states fit."""
+    """The fastest setting whose model states fit, by :attr:`Estimate.preference` (the order of ``estimates``
+    breaks ties, so the ZeRO rows keep their order of before: lower stage first, optimizer before parameters).
+
+    With every row: ZeRO-0, 1, 2, FSDP2 grad-op shard, ZeRO-3, FSDP2 full shard, then the offloaded ones in the same
+    order. Grad-op shard comes before full shard because it gathers the parameters once per step, not twice.
+    """
     limit = gpu_memory_gib * GIB
-    for estimate in estimates:
+    for estimate in sorted(estimates, key=lambda e: e.preference):
         worst = max(estimate.gpu_formula, estimate.gpu_deepspeed or 0)
         if worst <= limit:
             return estimate
@@ -175,15 +235,16 @@ def format_report(
     lines = [
         f"{size.name}: {size.params:,} parameters (largest layer {size.largest_layer:,}); "
         f"{nodes} node(s) x {gpus_per_node} GPU(s) = {nodes * gpus_per_node} GPUs; mixed-precision Adam",
-        "model states only (activations and buffers come on top); formula = ZeRO paper, DeepSpeed = its cold estimator",
+        "model states only (activations and buffers come on top); formula = ZeRO paper (FSDP2: the same 16 bytes "
+        "per parameter, sharded, + gathered bf16), DeepSpeed = its cold estimator",
         "",
-        f"{'setting':<32} {'per GPU formula':>16} {'per GPU DeepSpeed':>18} "
+        f"{'setting':<33} {'per GPU formula':>16} {'per GPU DeepSpeed':>18} "
         f"{'CPU/node formula':>17} {'CPU/node DeepSpeed':>19}  fits {gpu_memory_gib:g} GiB",
     ]
     for est in estimates:
         fits = max(est.gpu_formula, est.gpu_deepspeed or 0) <= gpu_memory_gib * GIB
         lines.append(
-            f"{est.label:<32} {format_bytes(est.gpu_formula):>16} {format_bytes(est.gpu_deepspeed):>18} "
+            f"{est.label:<33} {format_bytes(est.gpu_formula):>16} {format_bytes(est.gpu_deepspeed):>18} "
             f"{format_bytes(est.cpu_formula):>17} {format_bytes(est.cpu_deepspeed):>19}  {'yes' if fits else 'no'}"
         )
     choice = recommend(estimates, gpu_memory_gib)
@@ -200,6 +261,12 @@ def format_report(
 
 
 def _config_for(estimate: Estimate) -> str:
+    """The shipped launcher config of a setting, with the keys to change in it."""
+    if estimate.engine == "FSDP2":
+        changes = (["fsdp_reshard_after_forward: false"] if estimate.stage == 2 else []) + (
+            ["fsdp_offload_params: true"] if estimate.offload == "cpu" else []
+        )
+        return "fsdp2.yaml" + (f" with {', '.join(changes)}" if changes else "")
     if estimate.offload == "optimizer+params":
         return "deepspeed_zero3_offload.yaml"
     if estimate.offload == "optimizer":
@@ -229,7 +296,7 @@ def _config_for(estimate: Estimate) -> str:
 def estimate_memory_cli(
     overrides: tuple[str, ...], config_file: Optional[str], gpus_per_node: int, nodes: int, gpu_memory: float
 ) -> None:
-    """Model-state memory per GPU and per node for ZeRO 0-3, with and without CPU offload."""
+    """Model-state memory per GPU and per node for ZeRO 0-3 and FSDP2, with and without CPU offload."""
     from accel_tasks.models.loading import load_model_config, resolve_model_source
     from accel_tasks.preflight import resolve_config
 

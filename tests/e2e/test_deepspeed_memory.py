@@ -1,4 +1,4 @@
-"""`accel-tasks estimate-memory`: ZeRO model-state formulas, DeepSpeed's estimators, and the CLI."""
+"""`accel-tasks estimate-memory`: ZeRO and FSDP2 model-state formulas, DeepSpeed's estimators, and the CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from accel_tasks.reporting.memory_estimate import (
     ModelSize,
     estimate_all,
     format_bytes,
+    format_report,
+    fsdp_formula,
     model_size,
     model_size_from_config,
     recommend,
@@ -72,10 +74,43 @@ def test_zero_formula_matches_the_hand_worked_bytes(setting):
 
 def test_estimate_rows_carry_the_hand_worked_bytes():
     rows = estimate_all(ModelSize("hand", HAND_PSI, 1000), gpus_per_node=4, nodes=1, use_deepspeed=False)
-    assert {(e.stage, e.offload): (e.gpu_formula, e.cpu_formula) for e in rows} == HAND_4_GPUS_1_NODE
+    zero = {(e.stage, e.offload): (e.gpu_formula, e.cpu_formula) for e in rows if e.engine == "ZeRO"}
+    assert zero == HAND_4_GPUS_1_NODE
     # The same model on 2 nodes x 2 GPUs: N is still 4 on the GPU side, CPU RAM is split over 2 nodes.
     assert zero_formula(HAND_PSI, 3, "optimizer", gpus_per_node=2, nodes=2) == (500_000, 8_000_000)
     assert zero_formula(HAND_PSI, 3, "optimizer+params", gpus_per_node=2, nodes=2) == (0, 9_000_000)
+
+
+# FSDP2 with bf16 compute, the same Psi = 1,000,000, largest layer L = 1,000, N = 4 GPUs x 1 node. Sharded on
+# each process: fp32 parameters 4 + fp32 gradients 4 + Adam momentum and variance 8 = 16 Psi / N = 4,000,000 B.
+#   full shard     16 Psi / N + 2 units x 2 bytes x L = 4,000,000 + 4,000 = 4,004,000 B
+#   grad-op shard  2 Psi (bf16, gathered forward to backward) + 16 Psi / N = 2,000,000 + 4,000,000 = 6,000,000 B
+# CPU offload: the 4,000,000 B shard of each of the node's 4 processes is in CPU RAM (16,000,000 B per node); the
+# GPU keeps the gathered bf16: 4,000 B (full shard) or 2,000,000 B (grad-op shard).
+HAND_FSDP_4_GPUS_1_NODE = {
+    (3, "none"): (4_004_000, 0),
+    (2, "none"): (6_000_000, 0),
+    (3, "cpu"): (4_000, 16_000_000),
+    (2, "cpu"): (2_000_000, 16_000_000),
+}
+
+
+def test_fsdp_rows_carry_the_hand_worked_bytes():
+    size = ModelSize("hand", HAND_PSI, 1000)
+    rows = estimate_all(size, gpus_per_node=4, nodes=1, use_deepspeed=False)
+    fsdp = {(e.stage, e.offload): (e.gpu_formula, e.cpu_formula) for e in rows if e.engine == "FSDP2"}
+    assert fsdp == HAND_FSDP_4_GPUS_1_NODE
+    assert all(e.gpu_deepspeed is None and e.cpu_deepspeed is None for e in rows if e.engine == "FSDP2")
+    labels = [e.label for e in rows if e.engine == "FSDP2"]
+    assert labels == [
+        "FSDP2 grad-op shard",
+        "FSDP2 full shard",
+        "FSDP2 grad-op shard + CPU offload",
+        "FSDP2 full shard + CPU offload",
+    ]
+    # 2 nodes x 2 GPUs: N is still 4 on the GPU side; a node's RAM holds its 2 processes' shards, 2 x 4,000,000.
+    assert fsdp_formula(size, True, True, gpus_per_node=2, nodes=2) == (4_000, 8_000_000)
+    assert fsdp_formula(size, False, False, gpus_per_node=2, nodes=2) == (6_000_000, 0)
 
 
 def test_format_bytes_of_the_hand_worked_figures():
@@ -115,6 +150,16 @@ def test_parameter_count_of_a_tiny_bert_worked_by_hand(tmp_path):
     assert size.params == embeddings + 2 * layer + pooler == 7_408
     # The largest single module is the word embedding table: 1,600 > positions 1,024 > intermediate 544.
     assert size.largest_layer == 1_600
+    # FSDP2 rows of this model on 2 GPUs x 1 node. Shard: 16 x 7,408 / 2 = 59,264 B per process.
+    # full shard 59,264 + 2 x 2 x 1,600 = 65,664 B; grad-op shard 2 x 7,408 + 59,264 = 14,816 + 59,264 = 74,080 B;
+    # offload: GPU 6,400 B (full) or 14,816 B (grad-op), CPU 59,264 x 2 processes = 118,528 B on the node.
+    rows = estimate_all(size, gpus_per_node=2, nodes=1, use_deepspeed=False)
+    assert {(e.label, e.gpu_formula, e.cpu_formula) for e in rows if e.engine == "FSDP2"} == {
+        ("FSDP2 full shard", 65_664, 0),
+        ("FSDP2 grad-op shard", 74_080, 0),
+        ("FSDP2 full shard + CPU offload", 6_400, 118_528),
+        ("FSDP2 grad-op shard + CPU offload", 14_816, 118_528),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +185,8 @@ def test_estimates_follow_the_formulas_and_deepspeed(tiny_model_dir):
 
     size = model_size_from_config(str(tiny_model_dir), "AutoModelForSeq2SeqLM")
     psi, n = size.params, 16
-    rows = {(e.stage, e.offload): e for e in estimate_all(size, gpus_per_node=8, nodes=2)}
+    every = estimate_all(size, gpus_per_node=8, nodes=2)
+    rows = {(e.stage, e.offload): e for e in every if e.engine == "ZeRO"}
     assert rows[(0, "none")].gpu_formula == 16 * psi
     assert rows[(1, "none")].gpu_formula == pytest.approx(4 * psi + 12 * psi / n)
     assert rows[(2, "none")].gpu_formula == pytest.approx(2 * psi + 14 * psi / n)
@@ -151,6 +197,15 @@ def test_estimates_follow_the_formulas_and_deepspeed(tiny_model_dir):
     )
     assert (rows[(3, "optimizer+params")].gpu_deepspeed, rows[(3, "optimizer+params")].cpu_deepspeed) == (gpu, cpu)
     assert len(rows) == 8
+    fsdp = {(e.stage, e.offload): e for e in every if e.engine == "FSDP2"}
+    largest = size.largest_layer
+    assert fsdp[(3, "none")].gpu_formula == pytest.approx(16 * psi / n + 4 * largest)
+    assert fsdp[(2, "none")].gpu_formula == pytest.approx(2 * psi + 16 * psi / n)
+    assert fsdp[(3, "cpu")].gpu_formula == 4 * largest and fsdp[(2, "cpu")].gpu_formula == 2 * psi
+    # The node's 8 processes each hold a 16 psi / 16 shard in CPU RAM.
+    assert fsdp[(3, "cpu")].cpu_formula == pytest.approx(8 * 16 * psi / n) == fsdp[(2, "cpu")].cpu_formula
+    assert fsdp[(3, "none")].cpu_formula == 0 and fsdp[(2, "none")].cpu_formula == 0
+    assert len(fsdp) == 4 and len(every) == 12
 
 
 def test_recommendation_is_the_fastest_setting_that_fits():
@@ -160,6 +215,33 @@ def test_recommendation_is_the_fastest_setting_that_fits():
     assert recommend(estimates, 80).label == "ZeRO-1"
     assert recommend(estimates, 16).label == "ZeRO-3"
     assert recommend(estimates, 0.001) is None
+
+
+def test_recommendation_places_the_fsdp_rows_by_communication():
+    # 7B parameters, L = 250M, 8 GPUs (GiB = 2**30 bytes):
+    #   ZeRO-2 formula 2 x 7e9 + 14 x 7e9 / 8 = 26.25e9 (24.45 GiB), DeepSpeed 14e9 + 18 x 7e9 / 8 = 29.75e9 (27.71)
+    #   FSDP2 grad-op 2 x 7e9 + 16 x 7e9 / 8 = 28e9 (26.08 GiB)
+    #   ZeRO-3 formula 14e9 (13.04 GiB), DeepSpeed 4 x 250e6 + 18 x 7e9 / 8 = 16.75e9 (15.60 GiB)
+    #   FSDP2 full shard 14e9 + 4 x 250e6 = 15e9 (13.97 GiB)
+    size = ModelSize("m", params=7_000_000_000, largest_layer=250_000_000)
+    estimates = estimate_all(size, gpus_per_node=8, nodes=1)
+    # 27 GiB: ZeRO-2 fails DeepSpeed's estimate; grad-op and full shard both fit: grad-op gathers once per step.
+    assert recommend(estimates, 27).label == "FSDP2 grad-op shard"
+    fsdp_only = [e for e in estimates if e.engine == "FSDP2"]
+    assert recommend(fsdp_only, 80).label == "FSDP2 grad-op shard"
+    assert recommend(fsdp_only, 20).label == "FSDP2 full shard"
+    assert recommend(fsdp_only, 5).label == "FSDP2 full shard + CPU offload"
+    # 15 GiB: ZeRO-3 fails DeepSpeed's 15.60 GiB, FSDP2 full shard's 13.97 GiB fits.
+    assert recommend(estimates, 15).label == "FSDP2 full shard"
+    # 16 GiB: ZeRO-3 fits and comes first among the settings that gather twice (the ZeRO pick of before).
+    assert recommend(estimates, 16).label == "ZeRO-3"
+    # No offload before offload: 13.5 GiB fits only offloaded settings, ZeRO-2's (14e9 = 13.04 GiB) first.
+    assert recommend(estimates, 13.5).label == "ZeRO-2 + offload optimizer"
+    report = format_report(size, estimates, 8, 1, 27)
+    assert "pick FSDP2 grad-op shard" in report
+    assert "accelerate_configs/fsdp2.yaml with fsdp_reshard_after_forward: false" in report
+    assert "accelerate_configs/fsdp2.yaml)" in format_report(size, estimates, 8, 1, 15)
+    assert "fsdp2.yaml with fsdp_offload_params: true" in format_report(size, fsdp_only, 8, 1, 5)
 
 
 def test_format_bytes_picks_a_readable_unit():
@@ -191,6 +273,20 @@ def test_cli_prints_every_setting_and_a_choice(tiny_model_dir, capsys):
     assert format_bytes(16 * size.params / 8) in zero3_line
     for label in ("ZeRO-0", "ZeRO-1", "ZeRO-2", "ZeRO-3 + offload optimizer+params"):
         assert any(line.startswith(label) for line in out.splitlines()), label
+    rows = {line[:34].strip(): line[34:].split() for line in out.splitlines() if line.startswith("FSDP2 ")}
+    psi, largest = size.params, size.largest_layer
+    # Cells: per GPU formula (2 words), per GPU DeepSpeed "-", CPU/node formula (2 words), CPU/node DeepSpeed "-", fits.
+    expected = {
+        "FSDP2 grad-op shard": (2 * psi + 16 * psi / 8, 0),
+        "FSDP2 full shard": (16 * psi / 8 + 4 * largest, 0),
+        "FSDP2 grad-op shard + CPU offload": (2 * psi, 16 * psi),
+        "FSDP2 full shard + CPU offload": (4 * largest, 16 * psi),
+    }
+    assert set(rows) == set(expected)
+    for label, (gpu, cpu) in expected.items():
+        cells = rows[label]
+        assert " ".join(cells[0:2]) == format_bytes(gpu) and cells[2] == "-", label
+        assert " ".join(cells[3:5]) == format_bytes(cpu) and cells[5] == "-" and cells[6] == "yes", label
     assert "pick ZeRO-0" in out
 
 
