@@ -287,10 +287,17 @@ def gathered_root(model: torch.nn.Module) -> Iterator[None]:
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every weight gathered, on the main process only (CPU tensors); empty elsewhere. A collective."""
+    """Every weight gathered, on the main process only (CPU tensors); empty elsewhere. A collective.
+
+    Tied weights (an embedding shared with the output layer) come back as separate copies, which ``save_pretrained``
+    no longer recognises as tied: only the first name of each shared parameter is kept, as in a plain save.
+    """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    repeated = every - {name for name, _ in model.named_parameters()}
+    return {name: value for name, value in state.items() if name not in repeated}
 
 
 def register_sharded_checkpoints(accelerator: Accelerator, model: torch.nn.Module, optimizer: Any) -> None:

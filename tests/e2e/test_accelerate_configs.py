@@ -21,6 +21,8 @@ REQUIRED = {
     "deepspeed_zero2.yaml",
     "deepspeed_zero3.yaml",
     "deepspeed_zero3_offload.yaml",
+    "fsdp2.yaml",
+    "fsdp2_multinode.yaml",
 }
 
 
@@ -47,6 +49,9 @@ def test_config_is_valid_for_accelerate_launch(path):
     assert args.num_processes == config.num_processes >= 1
     assert args.num_machines == config.num_machines
     raw = yaml.safe_load(path.read_text())
+    if raw["distributed_type"] == "FSDP":
+        # accel_tasks runs FSDP2 only (engines/fsdp.py); FSDP1 configs are refused in preflight.
+        assert args.use_fsdp and raw["fsdp_config"]["fsdp_version"] == 2
     if raw["distributed_type"] == "DEEPSPEED":
         assert args.use_deepspeed and args.zero_stage == raw["deepspeed_config"]["zero_stage"]
         # One source of truth: batch size, accumulation and clipping are run-config settings.

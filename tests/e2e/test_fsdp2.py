@@ -1,0 +1,208 @@
+"""FSDP2 for real on CPU processes (gloo): `accelerate launch --config_file accelerate_configs/fsdp2.yaml`.
+
+The encoder-decoder world of tests/ds_fixtures.py (a tiny BART with weights, 11 eval examples whose forced generation
+lengths make the two processes finish generating at different steps) trains 4 steps on 2 processes with a
+checkpoint at step 2 (run A). A probe recipe records, on each process, what its parameters hold: DTensors, each
+process its own dim-0 shard. Then, from A:
+
+- the export and the step-4 checkpoint scored in one plain process give A's final metrics and predictions (2-process
+  FSDP2 generation, each example once); so does an eval-only run under FSDP2 on 2 processes;
+- A's step-2 checkpoint resumed on the same 2 processes ends at A's losses and weights (exact resume), and on 1
+  process it reshards (distributed checkpoints reshard on load);
+- LoRA on a tiny Qwen2 (decoder-only): 1 FSDP2 process to a checkpoint, resumed on 2 processes (1 -> 2), exporting
+  the adapter and the merged model, each of which reproduces the run's metrics and predictions in one process.
+
+Runs are fp32 (--mixed_precision no), so an eval of the same weights in another process layout is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+from llm_fixtures import save_tiny_causal_lm
+
+from ds_fixtures import FORCED_RECIPE, build_world
+from helpers import ACCELERATE_CONFIGS, check, read_json, read_jsonl, run_cli, scalars
+
+pytestmark = pytest.mark.slow
+
+FSDP2 = ACCELERATE_CONFIGS / "fsdp2.yaml"
+COMMON = [
+    "train.batch_size=2",
+    "train.max_steps=4",
+    "train.log_every=1",
+    "train.lr=3e-3",
+    "train.warmup_steps=1",
+    "train.save_every=2",
+    "eval.batch_size=4",
+    "task.max_target_length=16",
+]
+SHARD_PROBE = (
+    FORCED_RECIPE
+    + '''
+
+import json as _json
+import os as _os
+from pathlib import Path as _Path
+
+
+class ShardProbe(ForcedLengthSummarization):
+    """Records, on each process at its first training step, what each parameter of the model it trains holds."""
+
+    name = "shard_probe"
+
+    def training_loss(self, model, batch):
+        path = _Path(_os.environ.get("RECORD_DIR", ".")) / f"rank{_os.environ.get('RANK', '0')}.json"
+        if "RECORD_DIR" in _os.environ and not path.exists():
+            held = {}
+            for name, param in model.named_parameters():
+                local = param.to_local() if hasattr(param, "to_local") else param
+                held[name] = {"kind": type(param).__name__, "shape": list(param.shape), "local": list(local.shape)}
+            path.write_text(_json.dumps(held))
+        return super().training_loss(model, batch)
+'''
+)
+
+
+def fsdp_run(args: list[str], cwd: Path, processes: int, env: dict | None = None):
+    """accelerate_configs/fsdp2.yaml on ``processes`` processes in fp32 (the shipped file, those two values set)."""
+    import yaml
+
+    config = yaml.safe_load(FSDP2.read_text())
+    config.update(num_processes=processes, mixed_precision="no")
+    path = cwd / f"fsdp2_{processes}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return check(run_cli(args, cwd, config_file=path, env=env))
+
+
+def eval_alone(model_dir: Path, cwd: Path, name: str) -> Path:
+    """mode=eval of ``model_dir`` with its path alone, in one plain process; the output_dir."""
+    check(run_cli(["mode=eval", f"model.name_or_path={model_dir}", f"output_dir={name}"], cwd))
+    return cwd / name
+
+
+def scores(output_dir: Path) -> dict:
+    metrics = read_json(output_dir / "metrics.json")
+    return {key: value for key, value in metrics.items() if key.startswith("rouge") or key == "eval_samples"}
+
+
+def predictions(output_dir: Path) -> dict:
+    return {row["id"]: row["prediction"] for row in read_jsonl(output_dir / "predictions.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("fsdp2")
+    world = build_world(root / "world")
+    (root / "probe.py").write_text(SHARD_PROBE)
+    record = root / "record"
+    record.mkdir()
+    base = [
+        f"recipe={root / 'probe.py'}:ShardProbe",
+        f"model.name_or_path={world['model']}",
+        f"data.train_file={world['train']}",
+        f"data.validation_file={world['validation']}",
+        *COMMON,
+    ]
+    result = fsdp_run([*base, "output_dir=a"], root, 2, env={"RECORD_DIR": str(record)})
+    return {"root": root, "out": root / "a", "log": result.stdout, "record": record, "base": base}
+
+
+def test_each_process_holds_only_its_shard_of_every_parameter(run_a):
+    assert "processes=2 distributed=FSDP2" in run_a["log"]
+    engine = re.search(r"engine: FSDP2 full shard over 2 processes, (\d+) layer units \+ the root", run_a["log"])
+    assert engine and int(engine.group(1)) == 2  # BART's encoder layer and decoder layer, then the root
+    ranks = [read_json(run_a["record"] / f"rank{rank}.json") for rank in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys() and ranks[0]
+    for name, held in ranks[0].items():
+        other = ranks[1][name]
+        assert held["kind"] == other["kind"] == "DTensor", name
+        rows = held["shape"][0]
+        # dim 0 split in two: the first process takes the ceiling, the second the rest; the other dims whole
+        assert held["local"][0] == math.ceil(rows / 2) and other["local"][0] == rows - math.ceil(rows / 2), name
+        assert held["local"][1:] == other["local"][1:] == held["shape"][1:], name
+    embedding = next(held for name, held in ranks[0].items() if "shared" in name or "embed_tokens" in name)
+    assert embedding["local"][0] < embedding["shape"][0]
+
+
+def test_generation_on_two_processes_scores_each_example_once_as_one_process_does(run_a):
+    out, root = run_a["out"], run_a["root"]
+    assert len(predictions(out)) == 11 and scores(out)["eval_samples"] == 11
+    alone = eval_alone(out / "model", root, "export_alone")
+    assert scores(alone) == scores(out) and predictions(alone) == predictions(out)
+    from_checkpoint = eval_alone(out / "checkpoints" / "step_4", root, "checkpoint_alone")
+    assert predictions(from_checkpoint) == predictions(out)
+    sharded = fsdp_run(["mode=eval", f"model.name_or_path={out / 'model'}", "output_dir=eval2"], root, 2)
+    assert "engine: FSDP2 full shard over 2 processes" in sharded.stdout
+    assert scores(root / "eval2") == scores(out) and predictions(root / "eval2") == predictions(out)
+
+
+def test_the_export_is_full_weights_that_load_with_from_pretrained(run_a):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSeq2SeqLM
+
+    initial = load_file(Path(run_a["base"][1].split("=", 1)[1]) / "model.safetensors")
+    exported = load_file(run_a["out"] / "model" / "model.safetensors")
+    assert exported.keys() == initial.keys()  # tied weights saved once, as a plain save_pretrained does
+    for name, tensor in exported.items():
+        assert tensor.shape == initial[name].shape, name
+    model = AutoModelForSeq2SeqLM.from_pretrained(run_a["out"] / "model")
+    assert type(model).__name__ == "BartForConditionalGeneration"
+    assert read_json(run_a["out"] / "model" / "config.json")["architectures"] == ["BartForConditionalGeneration"]
+
+
+def test_a_checkpoint_resumes_exactly_on_two_processes_and_reshards_onto_one(run_a):
+    import torch
+    from safetensors.torch import load_file
+
+    root, out = run_a["root"], run_a["out"]
+    state = out / "checkpoints" / "step_2" / "fsdp_state"
+    assert sorted(p.name for p in state.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    checkpoint = out / "checkpoints" / "step_2"
+    same = fsdp_run([*run_a["base"], f"train.resume_from={checkpoint}", "output_dir=b"], root, 2)
+    assert f"resumed from {checkpoint} at step 2" in same.stdout
+    loss_a, loss_b = scalars(out, "train/loss"), scalars(root / "b", "train/loss")
+    assert sorted(loss_b) == [3, 4]
+    for step in (3, 4):
+        assert loss_b[step] == pytest.approx(loss_a[step], rel=1e-5), (loss_a, loss_b)
+    exported_a, exported_b = (
+        load_file(out / "model" / "model.safetensors"),
+        load_file(root / "b" / "model" / "model.safetensors"),
+    )
+    for name, tensor in exported_a.items():
+        assert torch.allclose(exported_b[name], tensor, atol=1e-6), name
+
+    one = fsdp_run([*run_a["base"], f"train.resume_from={checkpoint}", "output_dir=c"], root, 1)
+    assert "resuming a FSDP2 checkpoint written by 2 processes on 1 process at step 2" in one.stdout
+    assert "engine: FSDP2 full shard over 1 process," in one.stdout
+    assert sorted(scalars(root / "c", "train/loss")) == [3, 4]
+    assert len(predictions(root / "c")) == 11
+
+
+def test_lora_resumes_from_one_process_onto_two_and_both_exports_reproduce(tmp_path):
+    model = save_tiny_causal_lm(tmp_path / "qwen2", "qwen2")
+    args = [
+        "recipe=summarization",
+        f"model.name_or_path={model}",
+        "peft.method=lora",
+        "peft.merge=true",
+        "data.max_train_samples=32",
+        "data.max_eval_samples=5",
+        "train.batch_size=4",
+        "train.save_every=2",
+        "task.max_source_length=48",
+        "generation.max_new_tokens=8",
+    ]
+    fsdp_run([*args, "train.max_steps=2", "output_dir=one"], tmp_path, 1)
+    checkpoint = tmp_path / "one" / "checkpoints" / "step_2"
+    two = fsdp_run([*args, "train.max_steps=4", f"train.resume_from={checkpoint}", "output_dir=two"], tmp_path, 2)
+    assert "resuming a FSDP2 checkpoint written by 1 process on 2 processes at step 2" in two.stdout
+    assert "engine: FSDP2 full shard over 2 processes" in two.stdout
+    out = tmp_path / "two"
+    assert (out / "model" / "adapter_config.json").is_file() and (out / "model_merged" / "model.safetensors").is_file()
+    for export in ("model", "model_merged"):
+        alone = eval_alone(out / export, tmp_path, f"{export}_alone")
+        assert scores(alone) == scores(out) and predictions(alone) == predictions(out), export
