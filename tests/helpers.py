@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from forked_run import forkable, run_forked
+from forked_run import forkable, run_forked, run_forked_ranks
 
 REPO = Path(__file__).resolve().parent.parent
 ACCELERATE_CONFIGS = REPO / "accelerate_configs"
@@ -29,6 +29,22 @@ def cli_env(extra: Optional[dict] = None) -> dict:
     return env
 
 
+def launch_flags(config_file: Optional[Path], num_processes: int, mixed_precision: str) -> list[str]:
+    """``accelerate launch``'s flags for run_cli's arguments, one list for the real launcher and the forked one, so
+    that both start the same run. With a config file, the file decides what run_cli's defaults leave open (its
+    process count for ``num_processes=1``, its precision for ``mixed_precision="no"``)."""
+    if config_file is not None:
+        flags = ["--config_file", str(config_file)]
+        if num_processes != 1:
+            flags += ["--num_processes", str(num_processes)]
+        if mixed_precision != "no":
+            flags += ["--mixed_precision", mixed_precision]
+        return flags
+    flags = ["--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", mixed_precision]
+    flags += ["--dynamo_backend", "no"]
+    return flags + (["--multi_gpu"] if num_processes > 1 else [])
+
+
 def run_cli(
     args: Sequence[str],
     cwd: Path,
@@ -39,37 +55,32 @@ def run_cli(
     timeout: int = 600,
     mixed_precision: str = "no",
 ) -> subprocess.CompletedProcess:
-    """Run ``accel_tasks.run`` as ``accelerate launch -m accel_tasks.run ARGS`` would, in its own process.
+    """Run ``accel_tasks.run`` as ``accelerate launch FLAGS -m accel_tasks.run ARGS`` would (FLAGS:
+    :func:`launch_flags`), in its own processes.
 
-    ``launcher``: ``"accelerate"`` (the launcher for real), ``"python"`` (``python -m accel_tasks.run``), or None:
-    one process with no config file runs as a fork of the test process (tests/forked_run.py: the same code path and
-    environment without 7-11 s of imports); anything else goes through ``accelerate launch``. Name the launcher
-    where the launcher, start-up or the interpreter's exit is what the test is about.
+    ``launcher``: ``"accelerate"`` (the launcher for real), ``"python"`` (``python -m accel_tasks.run``),
+    ``"forked"`` (any process count and config file: one fork of the warm server per worker, each with the
+    environment ``accelerate launch`` and torchrun give it, without 10-15 s of start-up per run; see
+    tests/forked_run.py), or None: one process with no config file runs as a fork (tests/forked_run.py: the same
+    code path and environment without 7-11 s of imports); anything else goes through ``accelerate launch``. Name
+    ``"accelerate"`` where the launcher, start-up or the interpreter's exit is what the test is about.
     """
+    if launcher not in (None, "accelerate", "python", "forked"):
+        raise ValueError(f"launcher={launcher!r}: use None, 'accelerate', 'python' or 'forked'")
     if launcher is None:
         if num_processes == 1 and config_file is None and forkable(env or {}):
             return run_forked(args, cwd, cli_env(env), mixed_precision, timeout)
         launcher = "accelerate"
+    flags = launch_flags(config_file, num_processes, mixed_precision)
+    if launcher == "forked":
+        if not forkable(env or {}):
+            unread = sorted(key for key in env or {} if not forkable({key: ""}))
+            raise ValueError(f"launcher='forked': {unread} are read at import, which a fork skips; name 'accelerate'")
+        return run_forked_ranks(flags, args, cwd, cli_env(env), timeout)
     if launcher == "python":
         command = [sys.executable, "-m", "accel_tasks.run", *args]
     else:
-        command = [sys.executable, "-m", "accelerate.commands.launch"]
-        if config_file is not None:
-            command += ["--config_file", str(config_file)]
-        else:
-            command += [
-                "--num_processes",
-                str(num_processes),
-                "--num_machines",
-                "1",
-                "--mixed_precision",
-                mixed_precision,
-                "--dynamo_backend",
-                "no",
-            ]
-            if num_processes > 1:
-                command += ["--multi_gpu"]
-        command += ["-m", "accel_tasks.run", *args]
+        command = [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", "accel_tasks.run", *args]
     return subprocess.run(command, cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout)
 
 
