@@ -24,6 +24,7 @@ Checks that need no model are :func:`check_fsdp_launch`; this module imports tor
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,9 +222,8 @@ def shard_model(model: torch.nn.Module, accelerator: Accelerator, settings: Fsdp
         options["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
     elif device.type != "cpu":
         model = model.to(device)
-    if settings.activation_checkpointing or getattr(model, "is_gradient_checkpointing", False):
-        # Non-reentrant: the reentrant kind re-runs forward outside FSDP2's hooks.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.activation_checkpointing or checkpointing_on(model):
+        enable_checkpointing(model)
     units = wrap_units(model, settings)
     for unit in units:
         fully_shard(unit, **options)
@@ -235,6 +235,22 @@ def shard_model(model: torch.nn.Module, accelerator: Accelerator, settings: Fsdp
     if lazy_init is not None:
         lazy_init()
     return model
+
+
+def checkpointing_on(model: torch.nn.Module) -> bool:
+    """Whether model.gradient_checkpointing=true switched it on (transformers 5 renamed the attribute)."""
+    value = getattr(model, "is_activation_checkpointing", None)
+    return bool(value if value is not None else getattr(model, "is_gradient_checkpointing", False))
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing: the reentrant kind re-runs forward outside FSDP2's hooks."""
+    kwargs = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers 5's name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def describe_sharding(model: torch.nn.Module, accelerator: Accelerator, settings: FsdpSettings) -> str:
@@ -289,12 +305,16 @@ def gathered_root(model: torch.nn.Module) -> Iterator[None]:
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every weight gathered, on the main process only (CPU tensors); empty elsewhere. A collective.
 
-    Tied weights (an embedding shared with the output layer) come back as separate copies, which ``save_pretrained``
-    no longer recognises as tied: only the first name of each shared parameter is kept, as in a plain save.
+    Tied weights (an embedding shared with the output layer) come back as separate copies under each name.
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def without_tied_copies(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Only the first name of each shared parameter, as a plain ``save_pretrained`` writes them: the gathered copies
+    of tied weights are separate tensors, which transformers no longer recognises as tied."""
     every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     repeated = every - {name for name, _ in model.named_parameters()}
     return {name: value for name, value in state.items() if name not in repeated}
@@ -339,5 +359,7 @@ def load_sharded_weights(model: torch.nn.Module, checkpoint: Path) -> None:
     import torch.distributed.checkpoint as dcp
 
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=Path(checkpoint) / SHARDED_DIR, no_dist=True)
+    with warnings.catch_warnings():  # "torch.distributed is disabled ... load in a single process": as meant
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=Path(checkpoint) / SHARDED_DIR, no_dist=True)
     model.load_state_dict(state["model"])

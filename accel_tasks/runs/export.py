@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterable, Optional
 
 from accel_tasks.engines.accelerator import unwrap_model, zero3_init_disabled, zero_stage
 from accel_tasks.engines.fsdp import full_state_dict as fsdp_full_state_dict
-from accel_tasks.engines.fsdp import is_sharded
+from accel_tasks.engines.fsdp import is_sharded, without_tied_copies
 from accel_tasks.manifest import write_manifest
 from accel_tasks.models.adapters import EXPORT_ATTR, ExportPlan, is_peft_model, reloadable_base
 from accel_tasks.models.loading import BASE_SUBDIR, PEFT_PREFIX, RUN_CONFIG_FILE
@@ -80,7 +80,7 @@ def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> StateDi
     if zero_stage(accelerator) == 3:
         return model._zero3_consolidated_16bit_state_dict()
     if is_sharded(model):
-        return fsdp_full_state_dict(model)
+        return without_tied_copies(model, fsdp_full_state_dict(model))
     return accelerator.get_state_dict(model)
 
 

@@ -9,7 +9,8 @@ process its own dim-0 shard. Then, from A:
   FSDP2 generation, each example once); so does an eval-only run under FSDP2 on 2 processes;
 - A's step-2 checkpoint resumed on the same 2 processes ends at A's losses and weights (exact resume), and on 1
   process it reshards (distributed checkpoints reshard on load);
-- LoRA on a tiny Qwen2 (decoder-only): 1 FSDP2 process to a checkpoint, resumed on 2 processes (1 -> 2), exporting
+- LoRA on the bundled decoder-only Llama (tied embeddings): 1 FSDP2 process to a checkpoint, resumed on 2
+  processes (1 -> 2), exporting
   the adapter and the merged model, each of which reproduces the run's metrics and predictions in one process.
 
 Runs are fp32 (--mixed_precision no), so an eval of the same weights in another process layout is exact.
@@ -22,10 +23,9 @@ import re
 from pathlib import Path
 
 import pytest
-from llm_fixtures import save_tiny_causal_lm
 
 from ds_fixtures import FORCED_RECIPE, build_world
-from helpers import ACCELERATE_CONFIGS, check, read_json, read_jsonl, run_cli, scalars
+from helpers import ACCELERATE_CONFIGS, REPO, check, read_json, read_jsonl, run_cli, scalars
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def fsdp_run(args: list[str], cwd: Path, processes: int, env: dict | None = None
     config.update(num_processes=processes, mixed_precision="no")
     path = cwd / f"fsdp2_{processes}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return check(run_cli(args, cwd, config_file=path, env=env))
+    return check(run_cli(args, cwd, launcher="forked", config_file=path, env=env))
 
 
 def eval_alone(model_dir: Path, cwd: Path, name: str) -> Path:
@@ -183,10 +183,11 @@ def test_a_checkpoint_resumes_exactly_on_two_processes_and_reshards_onto_one(run
 
 
 def test_lora_resumes_from_one_process_onto_two_and_both_exports_reproduce(tmp_path):
-    model = save_tiny_causal_lm(tmp_path / "qwen2", "qwen2")
+    # The bundled decoder-only model: a tiny Llama with tied embeddings and random weights, so the export also
+    # writes the exact base weights the adapter was trained on (model/base) and the merged model.
     args = [
         "recipe=summarization",
-        f"model.name_or_path={model}",
+        "model.bundled=decoder_only",
         "peft.method=lora",
         "peft.merge=true",
         "data.max_train_samples=32",
@@ -206,3 +207,35 @@ def test_lora_resumes_from_one_process_onto_two_and_both_exports_reproduce(tmp_p
     for export in ("model", "model_merged"):
         alone = eval_alone(out / export, tmp_path, f"{export}_alone")
         assert scores(alone) == scores(out) and predictions(alone) == predictions(out), export
+
+
+PLUGIN = REPO / "examples" / "text_classification_plugin" / "accel_tasks_textcls" / "recipe.py"
+RECIPES = {
+    "summarization": ["recipe=summarization", "generation.max_new_tokens=8"],
+    "translation": ["recipe=translation", "generation.max_new_tokens=8"],
+    "extractive_qa": ["recipe=extractive_qa", "task.max_seq_length=128", "task.doc_stride=32"],
+    "speech_ctc": ["recipe=speech_recognition"],
+    "speech_whisper": ["recipe=speech_recognition", "task.language=en", "generation.max_new_tokens=8"],
+    "plugin": [f"recipe={PLUGIN}:TextClassificationRecipe"],
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_built_in_recipe_and_the_example_plugin_train_under_fsdp2(tmp_path, recipe):
+    args = [*RECIPES[recipe], "data.max_train_samples=16", "data.max_eval_samples=6", "train.batch_size=4"]
+    if recipe == "speech_whisper":
+        from accel_tasks.recipes.speech.tiny_whisper import build_tiny_whisper, save_tiny_whisper_assets
+
+        texts = [
+            row["text"] for row in read_jsonl(REPO / "accel_tasks" / "samples" / "speech_recognition" / "train.jsonl")
+        ]
+        tiny = build_tiny_whisper(texts, language="en", task="transcribe")
+        save_tiny_whisper_assets(tiny, tmp_path / "tiny")
+        tiny.model.save_pretrained(tmp_path / "tiny")
+        args.append(f"model.name_or_path={tmp_path / 'tiny'}")
+    run = fsdp_run([*args, "train.max_steps=2", "eval.batch_size=4", "output_dir=out"], tmp_path, 2)
+    assert re.search(r"engine: FSDP2 full shard over 2 processes, [1-9]\d* layer units", run.stdout), run.stdout
+    metrics = read_json(tmp_path / "out" / "metrics.json")
+    assert metrics["train_steps"] == 2 and metrics["eval_samples"] == 6
+    assert len(read_jsonl(tmp_path / "out" / "predictions.jsonl")) == 6
+    assert (tmp_path / "out" / "model" / "accel_tasks_manifest.json").is_file()
