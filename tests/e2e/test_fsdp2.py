@@ -10,8 +10,9 @@ process its own dim-0 shard. Then, from A:
 - A's step-2 checkpoint resumed on the same 2 processes ends at A's losses and weights (exact resume), and on 1
   process it reshards (distributed checkpoints reshard on load);
 - LoRA on the bundled decoder-only Llama (tied embeddings): 1 FSDP2 process to a checkpoint, resumed on 2
-  processes (1 -> 2), exporting
-  the adapter and the merged model, each of which reproduces the run's metrics and predictions in one process.
+  processes (1 -> 2), exporting the adapter (with its base weights) and the merged model, each of which reproduces
+  the run's metrics and predictions in one process;
+- every built-in recipe and the example plugin train 2 steps on 2 processes, score and export.
 
 Runs are fp32 (--mixed_precision no), so an eval of the same weights in another process layout is exact.
 """
