@@ -5,8 +5,9 @@ The multi-node command of the README, once per machine rank, on one host:
     accelerate launch --config_file accelerate_configs/deepspeed_zero3_multinode.yaml --num_machines 2 \\
         --num_processes 2 --machine_rank R --main_process_ip 127.0.0.1 --main_process_port P -m accel_tasks.run ...
 
-(R=1 started in the background, R=0 in the foreground), and the same for plain DDP with multi_gpu-style
-CPU processes (``--multi_gpu --num_machines 2 ...``: Accelerator(cpu=True), gloo). Each backend trains
+(R=1 started in the background, R=0 in the foreground), the same with accelerate_configs/fsdp2_multinode.yaml
+(FSDP2 sharding across the two machines), and for plain DDP with multi_gpu-style CPU processes
+(``--multi_gpu --num_machines 2 ...``: Accelerator(cpu=True), gloo). Each backend trains
 the tiny BART of tests/ds_fixtures.py 4 steps with a checkpoint at 2 (run A), then a second pair of
 launchers resumes A's step-2 checkpoint into a new output_dir (run B). Every launcher (= every rank)
 must exit 0 with no abort text on stderr; A and B export full weights and score all 11 eval examples;
@@ -46,6 +47,7 @@ ABORT_TEXT = re.compile(r"terminate called|Fatal Python error|Aborted|SIGABRT|ex
 BACKENDS = {
     "zero3": ["--config_file", str(ACCELERATE_CONFIGS / "deepspeed_zero3_multinode.yaml"), "--mixed_precision", "no"],
     "ddp": ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"],
+    "fsdp2": ["--config_file", str(ACCELERATE_CONFIGS / "fsdp2_multinode.yaml"), "--mixed_precision", "no"],
 }
 
 
@@ -144,13 +146,13 @@ def assert_full_export_and_eval(world: dict[str, Path], out: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["zero3", "ddp"])
+@pytest.mark.parametrize("backend", ["zero3", "ddp", "fsdp2"])
 def test_two_machines_on_localhost_train_checkpoint_and_resume(world, tmp_path, backend):
     import torch
 
     first = tmp_path / "a"
     log = check_every_rank(launch_two_machines(backend, run_args(world, first), tmp_path))
-    kind = "DEEPSPEED" if backend == "zero3" else "MULTI_CPU"
+    kind = {"zero3": "DEEPSPEED", "ddp": "MULTI_CPU", "fsdp2": "FSDP2"}[backend]
     assert f"processes=2 distributed={kind}" in log
     assert (first / "checkpoints" / "step_2").is_dir() and (first / "checkpoints" / "step_4").is_dir()
     exported_a = assert_full_export_and_eval(world, first)
