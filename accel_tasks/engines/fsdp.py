@@ -262,7 +262,8 @@ def describe_sharding(model: torch.nn.Module, accelerator: Accelerator, settings
     plural = "es" if accelerator.num_processes != 1 else ""
     return (
         f"engine: FSDP2 {settings.sharding} over {accelerator.num_processes} process{plural}, {units} layer units "
-        f"+ the root, offload {'on' if settings.offload else 'off'}, {policy}; this process holds {local:,} of "
+        f"+ the root, offload {'on' if settings.offload else 'off'}, activation checkpointing "
+        f"{'on' if checkpointing_on(model) else 'off'}, {policy}; this process holds {local:,} of "
         f"{total:,} parameters"
     )
 

@@ -68,12 +68,14 @@ class ShardProbe(ForcedLengthSummarization):
 )
 
 
-def fsdp_run(args: list[str], cwd: Path, processes: int, env: dict | None = None):
-    """accelerate_configs/fsdp2.yaml on ``processes`` processes in fp32 (the shipped file, those two values set)."""
+def fsdp_run(args: list[str], cwd: Path, processes: int, env: dict | None = None, **settings):
+    """accelerate_configs/fsdp2.yaml on ``processes`` processes in fp32 (the shipped file, those two values set, and
+    ``settings``: mixed_precision, or fsdp_config keys)."""
     import yaml
 
     config = yaml.safe_load(FSDP2.read_text())
-    config.update(num_processes=processes, mixed_precision="no")
+    config.update(num_processes=processes, mixed_precision=settings.pop("mixed_precision", "no"))
+    config["fsdp_config"].update(settings)
     path = cwd / f"fsdp2_{processes}.yaml"
     path.write_text(yaml.safe_dump(config))
     return check(run_cli(args, cwd, launcher="forked", config_file=path, env=env))
@@ -221,6 +223,20 @@ RECIPES = {
 }
 
 
+# The other choices of the config, each on one of the recipes: grad-op shard with CPU offload; bf16 with activation
+# checkpointing.
+VARIANTS = {
+    "summarization": (
+        {"fsdp_reshard_after_forward": False, "fsdp_offload_params": True},
+        "grad-op shard over 2 processes, .* offload on, activation checkpointing off, fp32",
+    ),
+    "translation": (
+        {"mixed_precision": "bf16", "fsdp_activation_checkpointing": True},
+        "full shard over 2 processes, .* offload off, activation checkpointing on, bf16 compute, fp32 reductions",
+    ),
+}
+
+
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_every_built_in_recipe_and_the_example_plugin_train_under_fsdp2(tmp_path, recipe):
     args = [*RECIPES[recipe], "data.max_train_samples=16", "data.max_eval_samples=6", "train.batch_size=4"]
@@ -234,8 +250,9 @@ def test_every_built_in_recipe_and_the_example_plugin_train_under_fsdp2(tmp_path
         save_tiny_whisper_assets(tiny, tmp_path / "tiny")
         tiny.model.save_pretrained(tmp_path / "tiny")
         args.append(f"model.name_or_path={tmp_path / 'tiny'}")
-    run = fsdp_run([*args, "train.max_steps=2", "eval.batch_size=4", "output_dir=out"], tmp_path, 2)
-    assert re.search(r"engine: FSDP2 full shard over 2 processes, [1-9]\d* layer units", run.stdout), run.stdout
+    settings, engine = VARIANTS.get(recipe, ({}, "full shard over 2 processes, [1-9]\\d* layer units"))
+    run = fsdp_run([*args, "train.max_steps=2", "eval.batch_size=4", "output_dir=out"], tmp_path, 2, **settings)
+    assert re.search(f"engine: FSDP2 {engine}", run.stdout), run.stdout
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["train_steps"] == 2 and metrics["eval_samples"] == 6
     assert len(read_jsonl(tmp_path / "out" / "predictions.jsonl")) == 6
