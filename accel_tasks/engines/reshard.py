@@ -7,7 +7,8 @@ What a resume on N' processes of a checkpoint written by N means here:
 - the same weights and optimizer state: a plain (DDP) checkpoint holds them whole; a DeepSpeed ZeRO-1/2/3
   checkpoint holds one shard per process, so it is first converted to DeepSpeed's universal checkpoint
   (``deepspeed.checkpoint.ds_to_universal``: one fp32 tensor and its Adam moments per parameter) and
-  loaded with ``checkpoint.load_universal``, which re-partitions over N' processes;
+  loaded with ``checkpoint.load_universal``, which re-partitions over N' processes; an FSDP2 checkpoint is a
+  ``torch.distributed.checkpoint`` directory, which reshards on load by itself (engines/fsdp.py);
 - the same number of examples consumed in the epoch: ``batches_in_epoch`` counts micro-batches per
   process, so it becomes ``batches_in_epoch * N / N'`` (rounded down to a whole micro-batch; a notice
   says how many examples are then seen twice).
@@ -18,7 +19,7 @@ after loading are the checkpoint's. Processes beyond the checkpoint's N have no 
 the seeded one.
 
 What cannot work is refused in preflight, in one line, before anything loads (``check_resume_layout``):
-a DeepSpeed checkpoint resumed without DeepSpeed or the other way round, a ZeRO-3 checkpoint under
+a DeepSpeed (or FSDP2) checkpoint resumed without that engine or the other way round, a ZeRO-3 checkpoint under
 another stage (or another stage's under ZeRO-3), and a ZeRO-0 checkpoint (optimizer not partitioned,
 no universal conversion) on another number of processes. The layout is read from file names only: this
 module imports neither torch nor DeepSpeed at module level.
