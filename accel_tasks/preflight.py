@@ -32,7 +32,7 @@ from accel_tasks.models.loading import check_trained_weights, resolve_model_sour
 from accel_tasks.recipe import Recipe
 from accel_tasks.registry import available_recipes, load_recipe_class
 from accel_tasks.runs.checkpoint import resolve_resume
-from accel_tasks.runs.output_dir import acquire_lock
+from accel_tasks.runs.output_dir import acquire_lock, holds_results
 from accel_tasks.runs.output_dir import check_output_dir as check_run_dir
 from accel_tasks.settings import freeze, with_settings
 
@@ -98,6 +98,9 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
                 "its saved settings are not used"
             )
     cfg.recipe = str(recipe_spec)
+    rerun = repeat_output_dir(cfg, config_file, overrides)
+    if rerun is not None:
+        cfg.output_dir = rerun
     return cfg, recipe_cls
 
 
@@ -151,7 +154,40 @@ def _preset_layers(
 
 
 def default_output_dir(cfg: RunConfig, recipe_name: str) -> str:
-    return f"outputs/{recipe_name}" if cfg.mode == "train" else f"outputs/{recipe_name}-{cfg.mode}"
+    """outputs/RECIPE for training; outputs/RECIPE-eval (or -predict) for scoring, then -2, -3, ... when an earlier
+    one holds results: scoring twice is common, and each run's predictions deserve their own folder."""
+    if cfg.mode == "train":
+        return f"outputs/{recipe_name}"
+    base = f"outputs/{recipe_name}-{cfg.mode}"
+    candidate, index = base, 1
+    while holds_results(Path(candidate)):
+        index += 1
+        candidate = f"{base}-{index}"
+    if candidate != base:
+        log.info(f"{base} holds an earlier {cfg.mode} run's results: this run writes to {candidate}")
+    return candidate
+
+
+def repeat_output_dir(cfg: RunConfig, config_file: Optional[str], overrides: Sequence[str]) -> Optional[str]:
+    """``--config OUTPUT_DIR/config.yaml`` repeats that run: into OUTPUT_DIR-rerun (-rerun-2, ...), said in one
+    notice, unless output_dir is given on the command line. Why: the saved config names its own output_dir, which
+    holds the run it describes; a repeat there would be refused, or with overwrite_output_dir replace it."""
+    if config_file is None or cfg.output_dir is None or cfg.mode != "train" or cfg.train.resume_from is not None:
+        return None
+    if any(arg.partition("=")[0].strip() == "output_dir" for arg in overrides):
+        return None
+    saved_in = Path(config_file).expanduser().resolve().parent
+    if saved_in != Path(cfg.output_dir).expanduser().resolve():
+        return None
+    candidate, index = f"{cfg.output_dir}-rerun", 1
+    while Path(candidate).exists() and any(Path(candidate).iterdir()):
+        index += 1
+        candidate = f"{cfg.output_dir}-rerun-{index}"
+    log.info(
+        f"--config {config_file} is the config of the run in {cfg.output_dir}: repeating it into {candidate} "
+        "(output_dir=DIR chooses another)"
+    )
+    return candidate
 
 
 def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
@@ -320,7 +356,7 @@ def check_output_dir(
     # The lock before the contents check: what it sees cannot change under it (a second run starting beside it).
     if lock:
         acquire_lock(output_dir)
-    check_run_dir(output_dir, resuming=resume_dir is not None, overwrite=cfg.train.overwrite_output_dir)
+    check_run_dir(output_dir, resume_dir is not None, cfg.train.overwrite_output_dir, cfg.mode)
 
 
 def _same_or_inside(path: Path, parent: Path) -> bool:

@@ -45,7 +45,7 @@ RUN_ARTIFACTS = (
     "wandb",
 )
 # Outputs that show a run got somewhere: a directory holding none of them can be reused by a retry.
-RESULTS = ("checkpoints", "model", "model_merged", "metrics.json")
+RESULTS = ("checkpoints", "model", "model_merged", "metrics.json", "predictions.jsonl")
 
 
 @dataclass(frozen=True)
@@ -140,14 +140,30 @@ def _ours(path: Path) -> list[Path]:
     return [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
 
 
-def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
-    """A previous run's output is never silently replaced, and files not written by us are never deleted."""
+def holds_results(path: Path) -> bool:
+    """Whether ``path`` holds what a run got to (a checkpoint, an export, final metrics)."""
+    return any((path / name).exists() for name in RESULTS)
+
+
+def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool, mode: str = "train") -> None:
+    """A previous run's output is never silently replaced, and files not written by us are never deleted.
+
+    An eval or predict run never replaces a training run's outputs, overwrite or not: its model, checkpoints and
+    logs are what it would score, and nothing can recreate them.
+    """
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"output_dir {str(output_dir)!r} is a file; pass a directory")
     present = _ours(output_dir)
     if not present or resuming:
         return
     marked = (output_dir / MARKER_FILE).is_file()
+    trained = any((output_dir / name).exists() for name in ("checkpoints", "model", "model_merged"))
+    if mode != "train" and trained:
+        raise ConfigError(
+            f"output_dir {str(output_dir)!r} holds a training run (its model or checkpoints); mode={mode} never "
+            "writes into one, overwrite or not: pass another output_dir, or leave it unset "
+            "(outputs/RECIPE-eval, then -2, -3, ...)"
+        )
     if overwrite:
         if not marked:
             raise ConfigError(
@@ -156,8 +172,14 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
                 f"(no {MARKER_FILE}); nothing is deleted: choose another output_dir or empty it yourself"
             )
         return
-    if marked and not any((output_dir / name).exists() for name in RESULTS):
+    if marked and not holds_results(output_dir):
         return  # a run that failed before its first checkpoint: the retry reuses the directory
+    if mode != "train":
+        raise ConfigError(
+            f"output_dir {str(output_dir)!r} already holds the results of an earlier {mode} run; pass another "
+            "output_dir (left unset, each run gets its own: outputs/RECIPE-eval, -2, -3, ...), or "
+            "train.overwrite_output_dir=true to replace them"
+        )
     raise ConfigError(
         f"output_dir {str(output_dir)!r} already holds a previous run; pass another output_dir, "
         "train.resume_from=latest to continue it, or train.overwrite_output_dir=true to replace it"

@@ -1,0 +1,71 @@
+"""Repeating a run with its saved config, scoring a run again, and an eval run pointed at a training run's folder.
+
+As typed: `--config OUTPUT_DIR/config.yaml` repeats the run (into OUTPUT_DIR-rerun, said in one notice, the first run
+untouched); `mode=eval` twice with no output_dir gives each its own folder (outputs/RECIPE-eval, then -eval-2); an
+explicit output_dir holding an earlier eval gets a hint that applies to eval; and `mode=eval ... output_dir=RUN
+train.overwrite_output_dir=true` on the training run it scores is one line that deletes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from helpers import check, one_error_line, read_json, run_cli
+
+TINY = [
+    "recipe=summarization",
+    "data.max_train_samples=16",
+    "data.max_eval_samples=4",
+    "train.max_steps=2",
+    "train.eval_at_start=false",
+    "generation.max_new_tokens=8",
+]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("repeat")
+    check(run_cli([*TINY, "output_dir=run"], work))
+    return work
+
+
+def test_the_saved_config_repeats_the_run_into_a_new_folder(trained):
+    before = digest(trained / "run")
+    result = check(run_cli(["--config", "run/config.yaml"], trained))
+    assert "--config run/config.yaml is the config of the run in run: repeating it into run-rerun" in result.stdout
+    assert read_json(trained / "run-rerun" / "metrics.json")["train_steps"] == 2
+    assert digest(trained / "run") == before
+    again = check(run_cli(["--config", "run/config.yaml"], trained))
+    assert "repeating it into run-rerun-2" in again.stdout
+
+
+def test_each_eval_without_an_output_dir_gets_its_own_folder(trained):
+    args = ["mode=eval", "model.name_or_path=run/model"]
+    check(run_cli(args, trained))
+    second = check(run_cli(args, trained))
+    assert "outputs/summarization-eval holds an earlier eval run's results: this run writes to " in second.stdout
+    assert (trained / "outputs" / "summarization-eval-2" / "metrics.json").is_file()
+    named = [*args, "output_dir=outputs/summarization-eval"]
+    line = one_error_line(run_cli(named, trained))
+    assert "already holds the results of an earlier eval run; pass another output_dir" in line
+    assert "resume_from" not in line
+
+
+def test_an_eval_never_replaces_the_training_run_it_scores(trained):
+    before = digest(trained / "run")
+    args = ["mode=eval", "model.name_or_path=run/model", "output_dir=run", "train.overwrite_output_dir=true"]
+    result = run_cli(args, trained)
+    assert result.returncode == 2
+    assert "holds a training run (its model or checkpoints); mode=eval never writes into one" in one_error_line(result)
+    assert digest(trained / "run") == before
