@@ -3,11 +3,12 @@
 - A lock file (pid, host, start time) is taken in preflight by the first process: a second run in the
   same output_dir is refused while the first is alive; a stale lock (its pid is dead on this host) is
   taken over with a notice. The lock goes when the run ends.
-- A marker file says "a run of accel_tasks wrote here". ``train.overwrite_output_dir=true`` deletes
+- A marker file says "a run of accel_tasks wrote here". ``train.overwrite_output_dir=true`` replaces
   only our own artifacts, only where the marker is, and only after every check has passed (the loop
-  calls :func:`prepare_output_dir` once the data is ready).
+  calls :func:`prepare_output_dir` once the data is ready); the replaced run is set aside, not deleted,
+  until the new run has ended well, and comes back if it fails.
 - A run that failed before its first checkpoint or export left only its config and logs: the same
-  command can be run again in place.
+  command can be run again in place (those logs are kept in ``failed-run-N``).
 - A resume never overwrites the config of the run it continues: it writes ``config.resume-N.yaml``.
 """
 
@@ -44,6 +45,9 @@ RUN_ARTIFACTS = (
     "mlruns",
     "wandb",
 )
+# Where an overwritten run waits until the run replacing it has ended well; where a failed attempt's outputs stay.
+REPLACED_DIR = ".replaced-run"
+FAILED_PREFIX = "failed-run"
 # Outputs that show a run got somewhere: a directory holding none of them can be reused by a retry.
 RESULTS = ("checkpoints", "model", "model_merged", "metrics.json", "predictions.jsonl")
 
@@ -186,22 +190,82 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool, mode: st
     )
 
 
+def _artifacts(output_dir: Path) -> list[Path]:
+    """Our artifacts at the top of output_dir, the configs of earlier resumes included."""
+    found = [output_dir / name for name in RUN_ARTIFACTS if (output_dir / name).exists()]
+    return found + sorted(output_dir.glob("config.resume-*.yaml"))
+
+
+def _move_into(items: list[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        os.replace(item, folder / item.name)
+
+
+def _free_name(output_dir: Path, stem: str) -> Path:
+    index = 1
+    while (output_dir / f"{stem}-{index}").exists():
+        index += 1
+    return output_dir / f"{stem}-{index}"
+
+
+def set_aside_previous(output_dir: Path) -> None:
+    """Before a new run writes: a previous run with results (an overwrite) moves into REPLACED_DIR, where it stays
+    until the new run has finished (:func:`discard_replaced`) or comes back if it fails (:func:`restore_replaced`);
+    an attempt that got nowhere (a retry) keeps its logs in ``failed-run-N``, said in a notice.
+
+    A REPLACED_DIR already there holds the last run that finished, and what lies beside it is an overwrite that
+    crashed (kill -9): that one is the attempt kept as ``failed-run-N``.
+    """
+    items = _artifacts(output_dir)
+    if not items:
+        return
+    if holds_results(output_dir) and not (output_dir / REPLACED_DIR).exists():
+        _move_into(items, output_dir / REPLACED_DIR)
+        log.info(f"output_dir {str(output_dir)!r}: the previous run is kept in {REPLACED_DIR} until this one ends")
+        return
+    kept = _free_name(output_dir, FAILED_PREFIX)
+    _move_into(items, kept)
+    log.warning(f"output_dir {str(output_dir)!r}: an earlier attempt's outputs (logs, config) are kept in {kept}")
+
+
+def discard_replaced(output_dir: Path) -> None:
+    """The run has ended well: the run it replaced goes (renamed first, so an interruption leaves no half)."""
+    replaced, doomed = output_dir / REPLACED_DIR, output_dir / f"{REPLACED_DIR}.deleting"
+    if replaced.is_dir():
+        shutil.rmtree(doomed, ignore_errors=True)
+        os.replace(replaced, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def restore_replaced(output_dir: Path) -> Optional[Path]:
+    """The run failed: its outputs move to ``failed-run-N`` and the run it replaced comes back; the folder kept,
+    or None when nothing had been set aside."""
+    replaced = output_dir / REPLACED_DIR
+    if not replaced.is_dir():
+        return None
+    kept = _free_name(output_dir, FAILED_PREFIX)
+    _move_into(_artifacts(output_dir), kept)
+    for item in replaced.iterdir():
+        os.replace(item, output_dir / item.name)
+    replaced.rmdir()
+    log.warning(
+        f"output_dir {str(output_dir)!r}: the run failed; the run it replaced is back, its outputs are in {kept}"
+    )
+    return kept
+
+
 def prepare_output_dir(output_dir: Path, overwrite: bool, resume_step: Optional[int], config_yaml: str) -> Path:
     """Make output_dir ours and write this run's config; returns the config file written.
 
     Called by the first process once every check has passed (model loaded, data read and preprocessed).
-    A fresh run (or a retry, or an overwrite) clears our earlier artifacts; a resume keeps everything and
-    writes its config beside the old one.
+    A fresh run (an overwrite, or a retry) sets our earlier artifacts aside (:func:`set_aside_previous`): nothing is
+    deleted before this run has ended well; a resume keeps everything and writes its config beside the old one.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     if resume_step is None and (output_dir / MARKER_FILE).is_file():
         # Only a marked directory gets here with contents (check_output_dir): either overwrite=true or a retry.
-        for name in RUN_ARTIFACTS:
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        set_aside_previous(output_dir)
     (output_dir / MARKER_FILE).write_text(
         json.dumps({"written_by": "accel_tasks", "overwrite_deletes": list(RUN_ARTIFACTS)}) + "\n"
     )

@@ -19,8 +19,10 @@ from typing import Any
 from accel_tasks import log
 from accel_tasks.engines.accelerator import build_accelerator, configure_threads, engine_name, prepare_eval_model
 from accel_tasks.engines.teardown import finish_processes, track
+from accel_tasks.errors import Preempted
 from accel_tasks.preflight import Plan
 from accel_tasks.reporting.summary import print_run_summary
+from accel_tasks.runs.output_dir import discard_replaced, restore_replaced
 from accel_tasks.training.evals import final_eval
 from accel_tasks.training.finish import finish_training
 from accel_tasks.training.guards import StopRequest, die_with_launcher
@@ -48,11 +50,20 @@ def run(plan: Plan) -> dict[str, Any]:
     session = prepare_run(accelerator, plan)
     # Every check has passed (model loaded, data read and preprocessed): only now is output_dir written to.
     start_outputs(session)
-    if cfg.mode == "train":
-        metrics = train(session)
-    else:
-        metrics = final_eval(replace(session, model=prepare_eval_model(accelerator, session.model)))
     main_process = accelerator.is_main_process
+    try:
+        if cfg.mode == "train":
+            metrics = train(session)
+        else:
+            metrics = final_eval(replace(session, model=prepare_eval_model(accelerator, session.model)))
+    except Preempted:
+        raise  # resumable: the run it replaced stays set aside until the resumed run ends
+    except BaseException:
+        if main_process:  # an overwritten run comes back when the run replacing it fails (output_dir.py)
+            restore_replaced(plan.output_dir)
+        raise
+    if main_process:
+        discard_replaced(plan.output_dir)
     # Trackers, the DeepSpeed engine, a barrier, the process group: nothing distributed is left to the
     # interpreter's exit, where a finished process was seen to abort (see teardown.py).
     finish_processes(accelerator)

@@ -69,3 +69,23 @@ def test_an_eval_never_replaces_the_training_run_it_scores(trained):
     assert result.returncode == 2
     assert "holds a training run (its model or checkpoints); mode=eval never writes into one" in one_error_line(result)
     assert digest(trained / "run") == before
+
+
+def test_an_overwrite_that_diverges_puts_the_finished_run_back_and_a_retry_keeps_the_failed_logs(trained):
+    before = digest(trained / "run")
+    diverging = [*TINY, "output_dir=run", "train.overwrite_output_dir=true", "train.lr=1e10", "train.max_steps=30"]
+    result = run_cli(diverging, trained)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "the run failed; the run it replaced is back, its outputs are in run/failed-run-1" in result.stderr
+    restored = {name: sha for name, sha in digest(trained / "run").items() if not name.startswith("failed-run-1/")}
+    assert restored == before  # the finished run, byte for byte
+    assert (trained / "run" / "failed-run-1" / "config.yaml").is_file()
+
+    fresh = trained / "fresh"
+    assert run_cli([*TINY, "output_dir=fresh", "train.lr=1e10", "train.max_steps=30"], trained).returncode == 3
+    retry = check(run_cli([*TINY, "output_dir=fresh"], trained))
+    assert "an earlier attempt's outputs (logs, config) are kept in fresh/failed-run-1" in retry.stderr
+    assert (fresh / "failed-run-1" / "logs").is_dir() and (fresh / "model").is_dir()
+    overwrite = check(run_cli([*TINY, "output_dir=fresh", "train.overwrite_output_dir=true"], trained))
+    assert "the previous run is kept in .replaced-run until this one ends" in overwrite.stdout
+    assert not (fresh / ".replaced-run").exists() and (fresh / "model").is_dir()  # discarded once the run ended well

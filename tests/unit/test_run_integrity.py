@@ -27,10 +27,13 @@ from accel_tasks.runs.checkpoint import (
 from accel_tasks.runs.output_dir import (
     LOCK_FILE,
     MARKER_FILE,
+    REPLACED_DIR,
     acquire_lock,
     check_output_dir,
+    discard_replaced,
     prepare_output_dir,
     release_lock,
+    restore_replaced,
 )
 
 
@@ -169,10 +172,41 @@ def test_overwrite_deletes_only_what_a_run_of_ours_wrote(tmp_path: Path):
     for name in ("model", "checkpoints", "logs"):
         (ours / name).mkdir()
     (ours / "mine.txt").write_text("kept")
+    (ours / "config.resume-1.yaml").write_text("a: 1\n")
     check_output_dir(ours, resuming=False, overwrite=True)
     prepare_output_dir(ours, overwrite=True, resume_step=None, config_yaml="a: 2\n")
-    assert sorted(p.name for p in ours.iterdir()) == sorted([MARKER_FILE, "config.yaml", "mine.txt"])
+    # The replaced run waits aside (config.resume-* included) until the new one ends well, then goes.
+    assert sorted(p.name for p in ours.iterdir()) == sorted([MARKER_FILE, "config.yaml", "mine.txt", REPLACED_DIR])
+    assert sorted(p.name for p in (ours / REPLACED_DIR).iterdir()) == sorted(
+        ["model", "checkpoints", "logs", "config.yaml", "config.resume-1.yaml"]
+    )
     assert (ours / "config.yaml").read_text() == "a: 2\n"
+    discard_replaced(ours)
+    assert sorted(p.name for p in ours.iterdir()) == sorted([MARKER_FILE, "config.yaml", "mine.txt"])
+
+
+def test_an_overwrite_that_fails_puts_the_replaced_run_back(tmp_path: Path):
+    prepare_output_dir(tmp_path, overwrite=False, resume_step=None, config_yaml="a: 1\n")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.safetensors").write_text("weights")
+    prepare_output_dir(tmp_path, overwrite=True, resume_step=None, config_yaml="a: 2\n")
+    (tmp_path / "logs").mkdir()  # what the failing run wrote
+    kept = restore_replaced(tmp_path)
+    assert (tmp_path / "model" / "model.safetensors").read_text() == "weights"
+    assert (tmp_path / "config.yaml").read_text() == "a: 1\n"
+    assert kept == tmp_path / "failed-run-1" and (kept / "logs").is_dir()
+    assert (kept / "config.yaml").read_text() == "a: 2\n"
+    assert not (tmp_path / REPLACED_DIR).exists()
+    assert restore_replaced(tmp_path) is None  # nothing set aside any more
+
+
+def test_a_retry_keeps_the_failed_attempts_logs(tmp_path: Path):
+    prepare_output_dir(tmp_path, overwrite=False, resume_step=None, config_yaml="a: 1\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "events").write_text("x")
+    prepare_output_dir(tmp_path, overwrite=False, resume_step=None, config_yaml="a: 2\n")
+    assert (tmp_path / "failed-run-1" / "logs" / "events").read_text() == "x"
+    assert (tmp_path / "config.yaml").read_text() == "a: 2\n" and not (tmp_path / "logs").exists()
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_can_be_retried(tmp_path: Path):
