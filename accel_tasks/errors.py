@@ -57,3 +57,9 @@ class Preempted(RunStopped):
     """SIGTERM / SIGUSR1 asked the run to stop: a checkpoint was written; exit status 75 (EX_TEMPFAIL: run again)."""
 
     exit_code = 75
+
+
+class Interrupted(Preempted):
+    """Ctrl-C (SIGINT) asked the run to stop: as Preempted, with the shell's status for an interrupt, 130."""
+
+    exit_code = 130

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import click
 
 from accel_tasks.config import to_yaml
-from accel_tasks.errors import ConfigError, Preempted, RunStopped, is_first_process
+from accel_tasks.errors import ConfigError, Interrupted, Preempted, RunStopped, is_first_process
 from accel_tasks.help import settings_help
 from accel_tasks.preflight import make_plan, resolve_config
 from accel_tasks.registry import available_recipes
@@ -49,6 +49,10 @@ def cli(overrides: tuple[str, ...], config_file: Optional[str], print_config: bo
     if print_config:
         click.echo(to_yaml(cfg), nl=False)
         return
+    from accel_tasks.training.guards import stop_outside_the_steps
+
+    # From here a stop signal is one line and a released lock (guards.py), never a silent death.
+    stop_outside_the_steps()
     plan = make_plan(cfg, recipe_cls)
     from accel_tasks.training.loop import run
 
@@ -118,8 +122,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except click.UsageError as exc:
         click.echo(f"{PROG}: error: {exc.format_message()}", err=True)
         return 2
-    except click.Abort:
-        return 1
+    except click.Abort:  # what click makes of KeyboardInterrupt: a second Ctrl-C during the steps
+        if is_first_process():
+            click.echo(f"{PROG}: stopped at once by Ctrl-C (no checkpoint written by this stop)", err=True)
+        return Interrupted.exit_code
     finally:
         # Whatever ended the run (an error on this process alone included), the process group and the
         # DeepSpeed engine go now, while the interpreter is whole, never at its exit (see teardown.py).

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -45,6 +45,26 @@ LEFTOVER_NAME = re.compile(r"step_\d+(\.tmp|\.deleting|" + re.escape(UNIVERSAL_S
 
 
 @dataclass
+class RunTotals:
+    """The training figures of metrics.json summed over the steps so far, across resumes: a resumed run reports the
+    whole run (steps, mean loss, tokens, runtime), as the uninterrupted run would.
+
+    Sums over every process, so that a resume on another number of processes adds up the same way.
+    """
+
+    from_step: int = 0
+    """The step the totals start at: 0, or the step of a checkpoint written before totals were kept."""
+    loss_sum: float = 0.0
+    """Micro-batch losses, summed over micro-batches and processes."""
+    loss_count: int = 0
+    """Micro-batches, summed over processes: train_loss is loss_sum / loss_count."""
+    tokens: int = 0
+    """Real (not padding) input tokens, summed over processes."""
+    runtime_s: float = 0.0
+    """Seconds of training steps (periodic evals and checkpoints included) up to this step, each run's added."""
+
+
+@dataclass
 class LoopState:
     """The loop's position: enough to continue at the exact next batch."""
 
@@ -57,6 +77,8 @@ class LoopState:
     best_step: int = -1
     best_value: Optional[float] = None
     evals_without_improvement: int = 0
+    # None only when read from a checkpoint written before the totals were kept (steps.py then starts them there).
+    totals: Optional[RunTotals] = field(default_factory=RunTotals)
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:
@@ -76,7 +98,9 @@ def resolve_resume(resume_from: Optional[str], checkpoints_root: Path) -> Option
     """``latest`` or a path -> a complete checkpoint directory; errors name what is wrong.
 
     ``latest`` skips incomplete checkpoints (a crash mid-save, a file lost since) with a one-line warning
-    each and takes the newest complete one; a named checkpoint that is incomplete is an error.
+    each and takes the newest complete one, or None (train from the start, said in a notice) when there is none:
+    a cluster job requeued after a stop before its first checkpoint runs the same command; a named checkpoint that
+    is incomplete is an error.
     """
     if resume_from is None:
         return None
@@ -86,10 +110,11 @@ def resolve_resume(resume_from: Optional[str], checkpoints_root: Path) -> Option
             if problem is None:
                 return candidate
             log.warning(f"skipping incomplete checkpoint {candidate}: {problem}")
-        raise ConfigError(
-            f"train.resume_from=latest but {checkpoints_root} holds no complete checkpoint; "
-            "start a new run (another output_dir or train.overwrite_output_dir=true)"
+        # A requeued job's command names latest from its first start on: with nothing to resume it starts afresh.
+        log.warning(
+            f"train.resume_from=latest: {checkpoints_root} holds no complete checkpoint; training from the start"
         )
+        return None
     path = Path(resume_from)
     if not (path / LOOP_STATE_FILE).is_file() and not has_manifest(path):
         raise ConfigError(f"train.resume_from={resume_from!r} is not a checkpoint directory (no {LOOP_STATE_FILE})")
@@ -185,10 +210,17 @@ def load_checkpoint(
 
 
 def read_loop_state(path: Path) -> LoopState:
-    """The loop position saved in a checkpoint (fields a checkpoint predates keep their defaults)."""
+    """The loop position saved in a checkpoint (fields a checkpoint predates keep their defaults; its run totals are
+    None then: what they would have counted is unknown)."""
     data = json.loads((path / LOOP_STATE_FILE).read_text())
-    known = {f for f in LoopState.__dataclass_fields__}
-    return LoopState(**{k: v for k, v in data.items() if k in known})
+    state = LoopState(**{k: v for k, v in data.items() if k in LoopState.__dataclass_fields__ and k != "totals"})
+    totals = data.get("totals")
+    state.totals = (
+        RunTotals(**{k: v for k, v in totals.items() if k in RunTotals.__dataclass_fields__})
+        if isinstance(totals, dict)
+        else None
+    )
+    return state
 
 
 def _apply_retention(root: Path, keep: Optional[int], protect: Optional[Path] = None) -> None:

@@ -17,13 +17,19 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from accel_tasks import log
 from accel_tasks.engines.fsdp import local_tensor
+from accel_tasks.errors import Interrupted, Preempted
 
 if TYPE_CHECKING:
     import torch
     from accelerate import Accelerator
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+OUTSIDE_STEPS = (
+    "no checkpoint was written by this stop; run the same command again (with train.resume_from=latest it continues "
+    "from the newest checkpoint, or starts from the beginning when there is none)"
+)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -51,8 +57,28 @@ def die_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # the launcher died before the request was in place
 
 
+def stop_outside_the_steps() -> None:
+    """Until the training steps begin (and after them): a stop signal ends the run with one line, its lock released.
+
+    Why: with the default handlers SIGTERM killed a run that was still loading with no word and left its lock, and
+    Ctrl-C was a traceback. The exception raised here reaches run.py's one-line handler like any RunStopped.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    name = signal.Signals(signum).name
+    kind = Interrupted if signum == signal.SIGINT else Preempted
+    raise kind(f"stopped by {name} outside the training steps: {OUTSIDE_STEPS}")
+
+
 class StopRequest:
-    """Records a stop signal instead of dying mid-step; the loop polls it at optimizer-step boundaries."""
+    """Records a stop signal instead of dying mid-step; the loop polls it at optimizer-step boundaries.
+
+    Ctrl-C (SIGINT) is a stop signal too: the first one checkpoints at the next step (exit 130), a second one
+    stops at once (KeyboardInterrupt, exit 130, no checkpoint).
+    """
 
     def __init__(self) -> None:
         self.signal_name: str = ""
@@ -76,6 +102,10 @@ class StopRequest:
         self.restore()
 
     def _record(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self.signal_name == "SIGINT":
+            raise KeyboardInterrupt  # the second Ctrl-C: at once
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C: checkpointing at the next step (press it again to stop at once)")
         self.signal_name = signal.Signals(signum).name
 
     @property

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from accel_tasks import log
 from accel_tasks.config import to_yaml
-from accel_tasks.errors import NonFiniteLoss, Preempted
+from accel_tasks.errors import Interrupted, NonFiniteLoss, Preempted
 from accel_tasks.evaluation.best import BestTracker, tracking
-from accel_tasks.runs.checkpoint import Retention, clear_leftovers, save_checkpoint
+from accel_tasks.runs.checkpoint import Retention, RunTotals, clear_leftovers, save_checkpoint
 from accel_tasks.training.evals import periodic_eval
 from accel_tasks.training.guards import StepHealth, StopRequest
-from accel_tasks.training.meter import ThroughputMeter, log_train, mean_loss, total_tokens
+from accel_tasks.training.meter import ThroughputMeter, log_train, run_totals
 
 if TYPE_CHECKING:
     from accel_tasks.training.session import TrainSession
@@ -35,7 +35,8 @@ DIVERGENCE_FIXES = (
 class StepsOutcome:
     """How the steps ended: what the export and the final eval need to know.
 
-    ``stats`` go into metrics.json (train_steps, train_runtime_s, train_loss); ``best`` is None unless periodic
+    ``stats`` go into metrics.json (train_steps, train_runtime_s, train_loss, train_tokens: the whole run's, resumes
+    included, see RunTotals); ``best`` is None unless periodic
     evals tracked a best one; ``stopped_early``: early stopping ended the run before train.max_steps / epochs.
     """
 
@@ -78,6 +79,23 @@ class StepLoop:
         self.first_step, self.start = session.state.global_step, time.perf_counter()
         self.meter = ThroughputMeter()  # the current log window
         self.run_loss = ThroughputMeter()  # every step of this run, for train_loss
+        self.totals_before = self.totals_carried()  # what the checkpoint this run resumed from had counted
+
+    def totals_carried(self) -> RunTotals:
+        """The run totals of the steps before this run: a fresh run's zeros, a resumed checkpoint's; a checkpoint
+        written before totals were kept starts them at its step, and one line says what metrics.json then covers."""
+        state = self.session.state
+        if state.totals is None:
+            log.info(
+                f"{self.session.plan.resume_dir} predates the run totals in checkpoints: metrics.json's train_steps, "
+                f"train_loss, train_tokens and train_runtime_s count the steps after step {state.global_step} only"
+            )
+            state.totals = RunTotals(from_step=state.global_step)
+        return state.totals
+
+    def totals(self) -> RunTotals:
+        """The run totals up to now, every run before this one included (every process calls it: summed over them)."""
+        return run_totals(self.session.accelerator, self.run_loss, self.totals_before, time.perf_counter() - self.start)
 
     def run(self) -> StepsOutcome:
         self.session.model.train()
@@ -119,7 +137,7 @@ class StepLoop:
             self.checkpoint(step)
         if stopping:
             self.progress.close()
-            raise Preempted(
+            raise (Interrupted if self.stop.signal_name == "SIGINT" else Preempted)(
                 f"stopped by {self.stop.signal_name or 'a stop signal to another process'} "
                 f"at step {step}/{session.total_steps}: checkpoint {self.last_checkpoint} written; "
                 "run the same command with train.resume_from=latest to continue"
@@ -157,6 +175,7 @@ class StepLoop:
         protect = (
             session.checkpoints_root / f"step_{state.best_step}" if tcfg.export_best and state.best_step > 0 else None
         )
+        state.totals = self.totals()  # a resume from this checkpoint reports the whole run
         with self.meter.paused():
             self.last_checkpoint = save_checkpoint(
                 session.accelerator,
@@ -172,15 +191,18 @@ class StepLoop:
 
     def outcome(self) -> StepsOutcome:
         """The run's training figures (every process computes train_loss together) and how the steps ended."""
-        session = self.session
+        session, totals = self.session, self.totals()
         stats = {
-            "train_steps": session.state.global_step - self.first_step,
-            "train_runtime_s": round(time.perf_counter() - self.start, 3),
-            # Trainer's train_loss: the mean over this run's steps (every process), not the last log window's.
-            "train_loss": mean_loss(session.accelerator, self.run_loss),
-            "train_tokens": total_tokens(session.accelerator, self.run_loss),
+            "train_steps": session.state.global_step - totals.from_step,
+            # The sum of each part's runtime when the run was resumed (the steps up to the checkpoint, then these).
+            "train_runtime_s": round(totals.runtime_s, 3),
+            # Trainer's train_loss: the mean over the run's steps (every process), not the last log window's.
+            "train_loss": totals.loss_sum / max(totals.loss_count, 1),
+            "train_tokens": totals.tokens,
         }
-        log.info(f"trained {stats['train_steps']} steps in {stats['train_runtime_s']:.1f} s")
+        steps, seconds = session.state.global_step - self.first_step, time.perf_counter() - self.start
+        whole = f" ({stats['train_steps']} steps in {totals.runtime_s:.1f} s with the run(s) before the resume)"
+        log.info(f"trained {steps} steps in {seconds:.1f} s{whole if totals.from_step < self.first_step else ''}")
         return StepsOutcome(stats, self.best, self.stopped_early, self.last_checkpoint)
 
     def divergence_message(self, step: int, value: float) -> str:
