@@ -98,6 +98,7 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
                 "its saved settings are not used"
             )
     cfg.recipe = str(recipe_spec)
+    _epochs_over_preset_steps(cfg, user_layers)
     rerun = repeat_output_dir(cfg, config_file, overrides)
     if rerun is not None:
         cfg.output_dir = rerun
@@ -166,6 +167,24 @@ def default_output_dir(cfg: RunConfig, recipe_name: str) -> str:
     if candidate != base:
         log.info(f"{base} holds an earlier {cfg.mode} run's results: this run writes to {candidate}")
     return candidate
+
+
+def _epochs_over_preset_steps(cfg: RunConfig, user_layers: list[tuple[str, DictConfig]]) -> None:
+    """train.epochs typed by the user wins over a max_steps that only a preset set (max_steps wins over epochs in
+    the loop, as in Trainer): without this, `train.epochs=1` trained the bundled preset's 1,200 steps without a word.
+    """
+    typed = {
+        key
+        for _, layer in user_layers
+        for key in ("epochs", "max_steps")
+        if OmegaConf.select(layer, f"train.{key}") is not None
+    }
+    if "epochs" in typed and "max_steps" not in typed and cfg.train.max_steps > 0:
+        log.info(
+            f"train.epochs={cfg.train.epochs} as given: the preset's train.max_steps={cfg.train.max_steps} is dropped "
+            "(set train.max_steps to cap the steps)"
+        )
+        cfg.train.max_steps = -1
 
 
 def repeat_output_dir(cfg: RunConfig, config_file: Optional[str], overrides: Sequence[str]) -> Optional[str]:

@@ -130,3 +130,16 @@ def test_unknown_key_in_config_file_names_the_file(tmp_path: Path):
     config_file.write_text("recipe: summarization\ntrian:\n  lr: 0.1\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'trian' in --config .*run.yaml; did you mean 'train'"):
         resolve_config([], str(config_file))
+
+
+def test_epochs_typed_by_the_user_win_over_the_presets_max_steps(capsys):
+    """`train.epochs=1` on the bundled summarization preset (max_steps 1200): the epochs, said in one notice."""
+    from accel_tasks.preflight import resolve_config
+
+    cfg, _ = resolve_config(["recipe=summarization", "train.epochs=1"], None)
+    assert (cfg.train.epochs, cfg.train.max_steps) == (1, -1)
+    assert "train.epochs=1 as given: the preset's train.max_steps=1200 is dropped" in capsys.readouterr().out
+    cfg, _ = resolve_config(["recipe=summarization", "train.epochs=1", "train.max_steps=5"], None)
+    assert cfg.train.max_steps == 5  # both typed: max_steps caps, as in Trainer
+    cfg, _ = resolve_config(["recipe=summarization"], None)
+    assert cfg.train.max_steps == 1200
