@@ -60,7 +60,8 @@ def _normalise_layer(target: DictConfig, layer: DictConfig, source: str, prefix:
     for key in list(layer.keys()):
         dotted = f"{prefix}{key}"
         if key not in target:
-            raise ConfigError(f"unknown config key {dotted!r} in {source}{suggest(dotted, all_keys(_root(target)))}")
+            hint = suggest(dotted, all_keys(_root(target)), siblings=layer)
+            raise ConfigError(f"unknown config key {dotted!r} in {source}{hint}")
         target_node = target._get_node(key)
         value = layer._get_node(key)
         if isinstance(target_node, DictConfig) and OmegaConf.get_type(target_node) is not dict:
