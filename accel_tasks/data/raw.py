@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from accel_tasks.config import SPLITS, DataConfig
+from accel_tasks.data.audio_columns import allow_undecoded_audio, undecoded_audio_columns
 from accel_tasks.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
@@ -55,10 +56,12 @@ def load_raw_datasets(
 ) -> datasets.DatasetDict:
     """A DatasetDict with the requested splits, named train / validation / test.
 
-    ``read_file`` is tried first on every local data file; it returns None for files it does not own.
+    ``read_file`` is tried first on every local data file; it returns None for files it does not own. Audio columns
+    come undecoded (``{"path", "bytes"}``) and are stored without torchcodec (audio_columns.py says why).
     """
     import datasets
 
+    allow_undecoded_audio()
     splits = tuple(splits)
     check_data_files(data_cfg, splits)
     streamed = streamed_splits(data_cfg, splits)
@@ -102,7 +105,7 @@ def load_raw_datasets(
             raw = datasets.load_dataset("json", data_files=files)
     else:
         raise ConfigError("no data given: set data.name=<hub id> or data.train_file / data.validation_file")
-    return _limit(raw, data_cfg)
+    return _limit(undecoded_audio_columns(raw), data_cfg)
 
 
 def streamed_splits(data_cfg: DataConfig, splits: Iterable[str]) -> set[str]:
@@ -114,9 +117,10 @@ def streamed_splits(data_cfg: DataConfig, splits: Iterable[str]) -> set[str]:
 
 
 def resolve_stream(stream: datasets.IterableDataset, what: str) -> datasets.IterableDataset:
-    """The stream with its columns known (read from its first rows); an empty or unreadable start is one line."""
+    """The stream with its columns known (read from its first rows), Audio columns undecoded; an empty or unreadable
+    start is one line."""
     try:
-        stream = stream._resolve_features()
+        stream = undecoded_audio_columns(stream._resolve_features())
         first = next(iter(stream.take(1)), None)
     except Exception as exc:  # datasets raises its parse errors lazily, on the first read
         cause = exc.__cause__ or exc.__context__ or exc
@@ -193,6 +197,11 @@ def _load_named(data_cfg: DataConfig, splits: tuple[str, ...], streamed: Iterabl
                     f"set data.{split}_split"
                 ) from None
             raise ConfigError(f"dataset {data_cfg.name!r} cannot be loaded: {first_line(exc)}") from None
+        except datasets.exceptions.DatasetGenerationError as exc:  # a row the builder cannot store
+            cause = exc.__cause__ or exc
+            raise ConfigError(
+                f"data.name={data_cfg.name!r} cannot be read: {type(cause).__name__}: {first_line(cause)}"
+            ) from None
         except (ConnectionError, OSError) as exc:  # offline, no such repo, or a gated one: the hub is the cause
             raise ConfigError(
                 f"data.name={data_cfg.name!r} cannot be loaded ({type(exc).__name__}: {first_line(exc)}); "

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
 from accel_tasks import log
+from accel_tasks.runs.checkpoint import RunTotals
 
 if TYPE_CHECKING:
     import torch
@@ -46,13 +47,26 @@ class ThroughputMeter:
         self.tokens += tokens
 
 
-def total_tokens(accelerator: Accelerator, meter: ThroughputMeter) -> int:
-    """The real (not padding) input tokens the meter counted, summed over processes (every process must call it):
-    Trainer's num_input_tokens_seen, and what tokens/s comparisons divide."""
+def run_totals(accelerator: Accelerator, meter: ThroughputMeter, before: RunTotals, seconds: float) -> RunTotals:
+    """``before`` (the totals a resumed checkpoint carried) plus what ``meter`` counted on every process and
+    ``seconds`` of this run (every process must call it).
+
+    Sums, not means, over processes: the totals of runs on different numbers of processes add up. The tokens are
+    the real (not padding) input tokens, Trainer's num_input_tokens_seen, and what tokens/s comparisons divide.
+    """
     import torch
 
-    local = torch.tensor([meter.tokens], dtype=torch.float64, device=accelerator.device)
-    return int(accelerator.reduce(local, reduction="sum").item())
+    local = torch.tensor(
+        [float(meter.loss_sum), meter.batches, meter.tokens], dtype=torch.float64, device=accelerator.device
+    )
+    loss_sum, batches, tokens = accelerator.reduce(local, reduction="sum").tolist()
+    return RunTotals(
+        from_step=before.from_step,
+        loss_sum=before.loss_sum + loss_sum,
+        loss_count=before.loss_count + int(batches),
+        tokens=before.tokens + int(tokens),
+        runtime_s=before.runtime_s + seconds,
+    )
 
 
 def mean_loss(accelerator: Accelerator, meter: ThroughputMeter) -> float:

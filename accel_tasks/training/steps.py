@@ -36,8 +36,8 @@ class StepsOutcome:
     """How the steps ended: what the export and the final eval need to know.
 
     ``stats`` go into metrics.json (train_steps, train_runtime_s, train_loss, train_tokens: the whole run's, resumes
-    included, see RunTotals); ``best`` is None unless periodic
-    evals tracked a best one; ``stopped_early``: early stopping ended the run before train.max_steps / epochs.
+    included, see RunTotals); ``best`` is None unless periodic evals tracked a best one; ``stopped_early``: early
+    stopping ended the run before train.max_steps / epochs.
     """
 
     stats: dict[str, Any]

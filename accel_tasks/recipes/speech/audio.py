@@ -34,6 +34,18 @@ def _to_mono(audio: np.ndarray, channels_first: bool) -> np.ndarray:
     return audio.mean(axis=0 if channels_first else 1)
 
 
+def _undecodable(row_id: Any, shown: str, err: BaseException) -> AudioLoadError:
+    """The one line for a clip soundfile cannot read: its format needs a decoder the package does not use
+    (torchcodec, see the module docstring), so the fix is a converted file, and ffmpeg is what converts it."""
+    import soundfile as sf
+
+    return AudioLoadError(
+        f"{_where(row_id)}cannot decode audio {shown}: {str(err).rstrip('.')}. "
+        f"Fix: soundfile (libsndfile {sf.__libsndfile_version__}) reads wav, flac, ogg and mp3; convert other "
+        "formats with ffmpeg (install ffmpeg, then e.g. `ffmpeg -i in.m4a out.flac`)."
+    )
+
+
 def _read_soundfile(source: Any, row_id: Any, shown: str) -> tuple[np.ndarray, int]:
     """Read a path or file-like object with soundfile, wrapping failures in one clear error."""
     import soundfile as sf
@@ -41,11 +53,7 @@ def _read_soundfile(source: Any, row_id: Any, shown: str) -> tuple[np.ndarray, i
     try:
         audio, sr = sf.read(source, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioLoadError(
-            f"{_where(row_id)}cannot decode audio {shown}: {err}. "
-            "Fix: provide a file soundfile can read (wav, flac, ogg, mp3), "
-            "or convert it first (e.g. `ffmpeg -i in.m4a out.flac`)."
-        ) from err
+        raise _undecodable(row_id, shown, err) from err
     return _to_mono(audio, channels_first=False), int(sr)
 
 
@@ -75,11 +83,7 @@ def _header_info(source: Any, row_id: Any, shown: str) -> tuple[float, int]:
     try:
         info = sf.info(source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioLoadError(
-            f"{_where(row_id)}cannot decode audio {shown}: {err}. "
-            "Fix: provide a file soundfile can read (wav, flac, ogg, mp3), "
-            "or convert it first (e.g. `ffmpeg -i in.m4a out.flac`)."
-        ) from err
+        raise _undecodable(row_id, shown, err) from err
     if info.frames > 0 and info.samplerate > 0:
         return info.frames / info.samplerate, int(info.samplerate)
     if hasattr(source, "seek"):
