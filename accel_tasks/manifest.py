@@ -3,7 +3,8 @@
 The manifest lists every file with its size and is written last, after every other file is closed.
 A directory whose manifest is missing, or whose files no longer match it (a file deleted, truncated
 or still being written), is incomplete, and nothing of ours trusts it: not ``resume_from=latest``,
-not an explicit resume, not an eval-only run. Checking costs one ``stat`` per file.
+not an explicit resume, not an eval-only run. Checking costs one ``stat`` per file, and one header read per
+safetensors file (:func:`safetensors_problem`: a corrupted header of the same size).
 """
 
 from __future__ import annotations
@@ -48,6 +49,44 @@ def manifest_problem(directory: Path) -> Optional[str]:
         actual = path.stat().st_size
         if actual != size:
             return f"{name} has {actual} bytes, the manifest says {size}"
+        problem = safetensors_problem(path) if name.endswith(".safetensors") else None
+        if problem is not None:
+            return problem
+    return None
+
+
+# A safetensors header is JSON of a few KB to a few MB; a length beyond this is a corrupted prefix.
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+
+
+def safetensors_problem(path: Path) -> Optional[str]:
+    """None when ``path`` is a whole safetensors file, else what is wrong, in words.
+
+    Why more than the size: a corrupted header of the same size passes a size check and fails only inside
+    ``from_pretrained`` as a traceback. The header is read and parsed (8 bytes of length, then JSON), every entry must
+    name a dtype, a shape and its data offsets, and the file must end exactly where the last tensor's data ends
+    (a truncated file does not). Costs one header read; the tensors themselves are not read.
+    """
+    size = path.stat().st_size
+    if size < 8:
+        return f"{path.name} has {size} bytes, too few for a safetensors file"
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > min(size - 8, MAX_SAFETENSORS_HEADER):
+            return f"{path.name} is corrupted (its header length {length} does not fit its {size} bytes)"
+        try:
+            header = json.loads(handle.read(length))
+            ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
+            named = all(
+                {"dtype", "shape", "data_offsets"} <= set(entry) for k, entry in header.items() if k != "__metadata__"
+            )
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return f"{path.name} is corrupted (its header is not a safetensors header)"
+    if not named:
+        return f"{path.name} is corrupted (a header entry lacks its dtype, shape or offsets)"
+    expected = 8 + length + max(ends, default=0)
+    if expected != size:
+        return f"{path.name} is truncated or corrupted (its header describes {expected} bytes, the file has {size})"
     return None
 
 

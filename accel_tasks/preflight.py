@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from accel_tasks import log
 from accel_tasks.config import BUNDLED_MODELS, RunConfig, build_config, load_yaml_layer, parse_overrides, run_splits
+from accel_tasks.config.aliases import trainer_flag_hint
 from accel_tasks.data.raw import check_data_files
 from accel_tasks.engines.accelerator import threads_from_env
 from accel_tasks.engines.compression import check_grad_compression
@@ -27,6 +28,7 @@ from accel_tasks.errors import ConfigError, first_line
 from accel_tasks.evaluation.best import best_metric_name
 from accel_tasks.evaluation.eval_pass import load_metrics, score
 from accel_tasks.features.streaming import check_streaming
+from accel_tasks.manifest import safetensors_problem
 from accel_tasks.models.adapters import check_peft_config_file
 from accel_tasks.models.loading import check_trained_weights, resolve_model_source, saved_run_config
 from accel_tasks.recipe import Recipe
@@ -59,7 +61,8 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
     for arg in overrides:
         if arg.startswith("-"):
             raise ConfigError(
-                f"unknown option {arg!r}; options are --config, --print-config, --list (settings are key=value)"
+                trainer_flag_hint(overrides)
+                or f"unknown option {arg!r}; options are --config, --print-config, --list (settings are key=value)"
             )
     recipe_args = [arg.partition("=")[2] for arg in overrides if arg.partition("=")[0].strip() == "recipe"]
     file_layer = load_yaml_layer(config_file, "--config file") if config_file else None
@@ -235,6 +238,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     model_source = resolve_model_source(cfg.model, default_model)
     if cfg.mode != "train":
         check_trained_weights(model_source)
+    check_weight_files(model_source)
     check_deepspeed_config(cfg)
     # FSDP2 with DeepSpeed, FSDP1, fp16, compile or DDP compression: one line, before anything loads.
     check_fsdp_launch(
@@ -269,6 +273,23 @@ def preflight_settings(cfg: RunConfig, recipe_cls: type[Recipe]) -> dict[str, An
     if cfg.mode == "predict":
         settings["eval.split"] = "test"
     return settings
+
+
+def check_weight_files(source: str) -> None:
+    """Every safetensors file of a local model directory is whole, in training as in eval (with a manifest or not):
+    a truncated or corrupted file was a SafetensorError traceback inside from_pretrained."""
+    path = Path(source)
+    if not path.is_dir():
+        return
+    for weights in sorted(path.rglob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem is not None:
+            where = weights.parent.relative_to(path).as_posix()
+            inside = "" if where == "." else f" ({where}/)"
+            raise ConfigError(
+                f"model.name_or_path {source!r}: {problem}{inside}; copy or export the model again, or point at "
+                "another checkpoint"
+            )
 
 
 def check_predict_inputs(cfg: RunConfig) -> None:

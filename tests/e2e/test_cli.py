@@ -39,6 +39,10 @@ def test_print_config_shows_the_resolved_config_and_exits(tmp_path: Path):
         (["recipe=summarization", "train.batch_size=many"], "wrong type for train.batch_size"),
         (["recipe=summarization", "oops"], "malformed override 'oops'"),
         (["recipe=summarization", "--frobnicate"], "unknown option '--frobnicate'"),
+        (
+            ["recipe=summarization", "--learning_rate", "3e-5"],
+            "Trainer-style flag --learning_rate 3e-5: here it is train.lr=3e-5",
+        ),
         (["train.lr=1"], "no recipe given; pass recipe=NAME"),
         (["recipe=summarization", "data.train_file=missing.jsonl"], "data.train_file 'missing.jsonl' does not exist"),
         (["recipe=summarization", "model.name_or_path=./no/such/dir"], "does not exist"),
