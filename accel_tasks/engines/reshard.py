@@ -34,7 +34,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from accel_tasks import log
 from accel_tasks.config import RunConfig
@@ -206,9 +206,13 @@ def load_resharded(accelerator: Accelerator, checkpoint: Path, layout: Checkpoin
             shutil.rmtree(source, ignore_errors=True)
 
 
-def rescale_position(batches_in_epoch: int, saved: int, now: int, batch_size: int) -> tuple[int, int]:
-    """(micro-batches per process on ``now`` processes, examples seen twice) for the same examples consumed."""
-    examples = batches_in_epoch * saved * batch_size
+def rescale_position(
+    batches_in_epoch: int, saved: int, now: int, batch_size: int, saved_batch_size: Optional[int] = None
+) -> tuple[int, int]:
+    """(micro-batches per process on ``now`` processes of ``batch_size``, examples seen twice) for the same examples
+    consumed as ``batches_in_epoch`` micro-batches on ``saved`` processes of ``saved_batch_size`` (default: the same
+    batch size)."""
+    examples = batches_in_epoch * saved * (saved_batch_size or batch_size)
     per_step = now * batch_size
     return examples // per_step, examples % per_step
 

@@ -196,17 +196,47 @@ def load_checkpoint(
     state = read_loop_state(path)
     layout = checkpoint_layout(path)
     now = accelerator.num_processes
+    saved_batch = saved_batch_size(path) or batch_size
     if layout.processes == now:
         accelerator.load_state(str(path))
+        if saved_batch != batch_size:
+            _rebatch_position(accelerator, state, saved_batch, batch_size)
         return state
     load_resharded(accelerator, path, layout, work_root if work_root is not None else path.parent)
     if scheduler is not None:
         rescale_scheduler(scheduler, layout.processes, now)
-    state.batches_in_epoch, repeated = rescale_position(state.batches_in_epoch, layout.processes, now, batch_size)
+    state.batches_in_epoch, repeated = rescale_position(
+        state.batches_in_epoch, layout.processes, now, batch_size, saved_batch
+    )
     accelerator.step = state.batches_in_epoch  # gradient accumulation counts micro-batches of the epoch
     if accelerator.is_main_process:
         print(f"[accel_tasks] {announce(layout, now, state.global_step, repeated)}", flush=True)
     return state
+
+
+def saved_batch_size(path: Path) -> Optional[int]:
+    """train.batch_size of the run that wrote the checkpoint (its saved settings), None when unknown."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((path / RUN_CONFIG_FILE).read_text()) or {}
+        return int(saved["train"]["batch_size"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _rebatch_position(accelerator: Accelerator, state: LoopState, saved_batch: int, batch_size: int) -> None:
+    """A resume with another train.batch_size on the same processes: the epoch's position counts micro-batches of
+    the old size, so it becomes the same number of examples in batches of the new one (said in one notice)."""
+    processes = accelerator.num_processes
+    before = state.batches_in_epoch
+    state.batches_in_epoch, repeated = rescale_position(before, processes, processes, batch_size, saved_batch)
+    accelerator.step = state.batches_in_epoch
+    again = f"; {repeated} examples of this epoch are seen again" if repeated else ""
+    log.warning(
+        f"resuming with train.batch_size={batch_size} where the checkpoint used {saved_batch}: the {before} batches "
+        f"consumed in this epoch are {state.batches_in_epoch} batches now{again}"
+    )
 
 
 def read_loop_state(path: Path) -> LoopState:
