@@ -17,6 +17,7 @@ from accel_tasks import log
 from accel_tasks.config import ModelConfig
 from accel_tasks.engines.fsdp import is_sharded_checkpoint, load_sharded_weights
 from accel_tasks.engines.performance import attention_kwargs
+from accel_tasks.engines.zero3_init import zero3_loading
 from accel_tasks.errors import ConfigError, first_line
 from accel_tasks.manifest import has_manifest, manifest_problem
 
@@ -293,7 +294,8 @@ def load_model_and_processor(
         processor = auto_processor.from_pretrained(model_cfg.tokenizer_name or source, **common)
     # SDPA where the model supports it (transformers' default when nothing is passed), or model.attn_implementation.
     attention = attention_kwargs(model_cfg.attn_implementation)
-    with attention_as_config_error(model_cfg.attn_implementation):
+    # zero3_loading: under ZeRO-3, what the weights lack is initialised with the parameters its init reads gathered.
+    with attention_as_config_error(model_cfg.attn_implementation), zero3_loading():
         if Path(source).is_dir() and not has_weights(source) and deepspeed_checkpoint_tag_dir(Path(source)) is not None:
             # A checkpoint saved under DeepSpeed holds ZeRO shards, not model files: reassemble the full weights.
             model = load_model_from_deepspeed_checkpoint(
@@ -431,7 +433,9 @@ def load_model_from_deepspeed_checkpoint(
     """A transformers model with the full weights of a DeepSpeed checkpoint directory (config.json beside it).
 
     ``from_pretrained(None, config=..., state_dict=...)`` also loads correctly into a model that an
-    eval-only ZeRO-3 run builds already partitioned (``zero.Init``).
+    eval-only ZeRO-3 run builds already partitioned (``zero.Init``), with the caller inside
+    :func:`~accel_tasks.engines.zero3_init.zero3_loading`: the state dict holds weights a plain export leaves out
+    (Marian's sinusoidal positions), whose init would otherwise read their partitioned shapes.
     """
     import transformers
 
