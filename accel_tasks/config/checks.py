@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from accel_tasks.config.groups import (
     BUNDLED_MODELS,
     MODES,
+    PRECISIONS,
     SPLITS,
     DataConfig,
     GenerationOptions,
@@ -68,6 +69,8 @@ def check_values(cfg: DictConfig) -> None:
         )
     if cfg.eval.split not in SPLITS:
         raise ConfigError(f"eval.split={cfg.eval.split!r} is not one of {', '.join(SPLITS)}")
+    if cfg.eval.precision is not None and cfg.eval.precision not in PRECISIONS:
+        raise ConfigError(f"eval.precision={cfg.eval.precision!r} is not one of {', '.join(PRECISIONS)}")
     if cfg.mode == "train" and cfg.eval.split == "train":
         raise ConfigError(
             "eval.split=train in a training run would score the data it learns from; use validation or test"

@@ -186,6 +186,10 @@ class EvalConfig:
     greater_is_better: Optional[bool] = None
     """Direction of eval.best_metric; None: known per metric (error rates and losses lower, scores
     higher)."""
+    precision: Optional[str] = None
+    """How evals compute: no; bf16/fp16 (autocast, weights as saved: plain, DDP); bf16-weights/fp16-weights
+    (weights cast, no autocast: DeepSpeed); bf16-fsdp2 (weights cast, autocast: FSDP2); launcher (the launcher's
+    --mixed_precision). A training run saves its own here; eval-only adopts it; None: the launcher's."""
 
 
 @dataclass
@@ -261,6 +265,8 @@ class RunConfig:
 
 
 MODES = ("train", "eval", "predict")
+# eval.precision values (engines/precision.py says what each computes); "launcher" is never saved by a run.
+PRECISIONS = ("no", "bf16", "fp16", "fp8", "bf16-weights", "fp16-weights", "bf16-fsdp2", "launcher")
 # The splits a run can read (data.<split>_split / data.<split>_file).
 SPLITS = ("train", "validation", "test")
 

@@ -30,6 +30,7 @@ from accel_tasks.engines.fsdp import (
     register_sharded_checkpoints,
     shard_model,
 )
+from accel_tasks.engines.precision import accelerator_settings, adapter_kept_in_fp32, cast_parameters, weights_dtype
 from accel_tasks.engines.trackers import point_trackers_at, resolve_trackers
 from accel_tasks.errors import ConfigError
 
@@ -102,10 +103,15 @@ def build_deepspeed_plugin(cfg: RunConfig, on_cpu: bool) -> DeepSpeedPlugin:
 
 
 def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
+    """The run's Accelerator; an eval-only run's mixed precision is the one its evals compute in (eval.precision,
+    engines/precision.py), the launcher's only where that is unset."""
     import torch
     from accelerate.utils import InitProcessGroupKwargs
 
     kwargs: dict[str, Any] = {}
+    mixed_precision, handlers = accelerator_settings(cfg)
+    if mixed_precision is not None:
+        kwargs["mixed_precision"] = mixed_precision
     on_cpu = not torch.cuda.is_available()
     if deepspeed_requested(cfg):
         # Never with cpu=True: Accelerator(cpu=True) silently drops the DeepSpeed plugin.
@@ -113,7 +119,6 @@ def build_accelerator(cfg: RunConfig, output_dir: Path) -> Accelerator:
     elif on_cpu:
         # Without cpu=True, `--multi_gpu` on a CPU machine starts independent single processes.
         kwargs["cpu"] = True
-    handlers: list[Any] = []
     if on_cpu and world_size() > 1:
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     compression = ddp_kwargs_handler(cfg.train, gloo=on_cpu) if not deepspeed_requested(cfg) else None
@@ -193,23 +198,30 @@ def optimizer_offloaded(accelerator: Accelerator) -> bool:
     return offload.get("device", "none") not in (None, "none")
 
 
-def prepare_eval_model(accelerator: Accelerator, model: PreTrainedModel) -> PreTrainedModel:
-    """The model for an eval-only run.
+def prepare_eval_model(
+    accelerator: Accelerator, model: PreTrainedModel, precision: str, source: Optional[str] = None
+) -> PreTrainedModel:
+    """The model for an eval-only run that computes in ``precision`` (the run's ``eval.precision``) of ``source``
+    (model.name_or_path: an adapter saved in fp32 keeps that dtype, engines/precision.py).
 
     Under ZeRO-3 the DeepSpeed engine shards the weights, which is why one would run eval under it. ZeRO
     0-2 shard only optimizer state and gradients and DeepSpeed refuses to build them without an
-    optimizer ("zero stage 2 requires an optimizer"): the plain model is used, in the dtype the engine
-    would have given it (DeepSpeed bf16/fp16 keeps half-precision weights and has no autocast).
+    optimizer ("zero stage 2 requires an optimizer"): the plain model is used, with the parameters the engine
+    would have given it (DeepSpeed bf16/fp16 keeps half-precision parameters and has no autocast). A plain engine
+    asked for DeepSpeed's or FSDP2's precision casts the parameters the same way, and does not ``prepare`` the
+    model: accelerate would wrap its forward in an autocast, which neither of those engines does.
     """
     if fsdp_requested():
         return shard_for_run(accelerator, model)
-    if not is_deepspeed(accelerator) or zero_stage(accelerator) == 3:
+    if is_deepspeed(accelerator) and zero_stage(accelerator) == 3:
         return accelerator.prepare(model)
-    import torch
-
+    dtype = weights_dtype(precision)
+    if dtype is None and not is_deepspeed(accelerator):
+        return accelerator.prepare(model)
     model = model.to(accelerator.device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
-    return model.to(dtype) if dtype is not None else model
+    if dtype is None:
+        return model
+    return cast_parameters(model, dtype, adapter_kept_in_fp32(model, precision, source))
 
 
 def shard_for_run(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
@@ -270,10 +282,13 @@ def zero3_init_disabled() -> Iterator[None]:
 
 
 def cast_floating_inputs(
-    batch: dict[str, torch.Tensor], accelerator: Accelerator, model: torch.nn.Module
+    batch: dict[str, torch.Tensor], accelerator: Accelerator, model: torch.nn.Module, precision: Optional[str] = None
 ) -> dict[str, torch.Tensor]:
-    """Under DeepSpeed fp16/bf16 the weights are half precision and there is no autocast: cast float inputs."""
-    if not is_deepspeed(accelerator) or accelerator.mixed_precision == "no":
+    """Float inputs in the weights' dtype where the weights are half precision and no autocast covers them:
+    DeepSpeed fp16/bf16, and an eval whose ``precision`` casts the parameters on a plain engine (DeepSpeed's, or
+    FSDP2's, whose root casts its inputs so; under FSDP2 itself the parameters stay fp32 here: nothing changes)."""
+    half = is_deepspeed(accelerator) and accelerator.mixed_precision != "no"
+    if not half and (precision is None or weights_dtype(precision) is None):
         return batch
     dtype = next(model.parameters()).dtype
     return {

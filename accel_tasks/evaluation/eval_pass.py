@@ -20,6 +20,7 @@ from accel_tasks.config import RunConfig
 from accel_tasks.data.sampling import feature_lengths
 from accel_tasks.engines.accelerator import cast_floating_inputs, unwrap_model, zero_stage
 from accel_tasks.engines.fsdp import gathered_root, is_sharded
+from accel_tasks.engines.precision import torch_linear
 from accel_tasks.errors import ConfigError
 from accel_tasks.evaluation.batching import (
     BatchPlan,
@@ -144,8 +145,9 @@ def run_eval(
     ):
         if plan is not None:
             batch = send_to_device(batch, accelerator.device)
-        batch = cast_floating_inputs(batch, accelerator, unwrapped)
-        with torch.no_grad(), accelerator.autocast(), gathered_root(unwrapped):
+        batch = cast_floating_inputs(batch, accelerator, unwrapped, cfg.eval.precision)
+        # torch_linear: a ZeRO-3 eval computes linear layers as every other engine does (engines/precision.py).
+        with torch.no_grad(), accelerator.autocast(), gathered_root(unwrapped), torch_linear():
             outputs = recipe.predict(unwrapped, batch, synced_gpus=synced_gpus)
         for key, tensor in outputs.items():
             tensor = tensor.contiguous()

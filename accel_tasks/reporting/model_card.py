@@ -208,6 +208,36 @@ def launch_lines(config: dict[str, Any], launch: LaunchFacts, model_subdir: str 
     return shlex.join(train), shlex.join(score)
 
 
+def score_note(config: dict[str, Any], model_subdir: str = "model") -> str:
+    """What the card says its eval-only line gives: the results above, exactly, where that holds.
+
+    The line computes in the precision the run's final eval ran in (``eval.precision``, saved with the export and
+    adopted by eval-only: engines/precision.py). Not exactly in two cases: a merged adapter under mixed precision
+    (the run computed the base weights and the adapter apart, each rounded; the merged weights are rounded once
+    after their sum) and FSDP2's bf16 without FSDP2 (a plain model does not cast each layer unit's inputs).
+    """
+    precision = (config.get("eval") or {}).get("precision") or "no"
+    saved = f"`eval.precision: {precision}` in `{RUN_CONFIG_FILE}`"
+    if model_subdir != "model" and precision != "no":
+        return (
+            f"Score this model again, in the precision of the run's final eval ({saved}). It may differ slightly "
+            f"from the results above: the run computed the base weights and the adapter apart in {precision}, and "
+            "these merged weights are rounded once after their sum; the adapter export `model/` computes them as the "
+            "run did:"
+        )
+    if precision.endswith("-fsdp2"):
+        return (
+            f"Score this model again, in the precision of the run's final eval ({saved}). Launched under FSDP2 with "
+            "the run's fsdp_config (`--config_file`, any number of processes) it reproduces the results above; "
+            "without FSDP2 it may differ slightly (FSDP2 also casts each layer unit's inputs to bf16):"
+        )
+    return (
+        f"Score this model again (reproduces the results above: it computes in the precision of the run's final "
+        f"eval, {saved}, whatever `--mixed_precision` it is launched with; a DeepSpeed or FSDP2 launch computes only "
+        "its own engine's precision, and says so where that is another):"
+    )
+
+
 def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
     for key, value in rows.items():
@@ -281,7 +311,7 @@ def build_model_card(
         "## Training hyperparameters\n\n" + _table(hyperparameters(config, launch), ("setting", "value")),
         "## Reproduce\n\nFrom the directory the run was started in, repeat the training run (the settings are this "
         f"directory's `{RUN_CONFIG_FILE}`):\n\n```bash\n{train_line}\n```\n\n"
-        "Score this model again (reproduces the results above):\n\n"
+        f"{score_note(config, model_subdir)}\n\n"
         f"```bash\n{score_line}\n```",
         "## Framework versions\n\n" + "\n".join(f"- {lib} {ver}" for lib, ver in versions.items()),
     ]

@@ -17,7 +17,15 @@ from dataclasses import replace
 from typing import Any
 
 from accel_tasks import log
-from accel_tasks.engines.accelerator import build_accelerator, configure_threads, engine_name, prepare_eval_model
+from accel_tasks.engines.accelerator import (
+    build_accelerator,
+    configure_threads,
+    engine_name,
+    is_deepspeed,
+    prepare_eval_model,
+)
+from accel_tasks.engines.fsdp import fsdp_requested
+from accel_tasks.engines.precision import precision_notice
 from accel_tasks.engines.teardown import finish_processes, track
 from accel_tasks.errors import Preempted
 from accel_tasks.preflight import Plan
@@ -44,6 +52,9 @@ def run(plan: Plan) -> dict[str, Any]:
         f"distributed={engine_name(accelerator)} mixed_precision={accelerator.mixed_precision} "
         f"threads/process={threads} output_dir={plan.output_dir}"
     )
+    notice = precision_notice(cfg, accelerator.mixed_precision, is_deepspeed(accelerator), fsdp_requested())
+    if notice:
+        log.info(notice)
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
@@ -55,7 +66,8 @@ def run(plan: Plan) -> dict[str, Any]:
         if cfg.mode == "train":
             metrics = train(session)
         else:
-            metrics = final_eval(replace(session, model=prepare_eval_model(accelerator, session.model)))
+            model = prepare_eval_model(accelerator, session.model, session.cfg.eval.precision, cfg.model.name_or_path)
+            metrics = final_eval(replace(session, model=model))
     except Preempted:
         raise  # resumable: the run it replaced stays set aside until the resumed run ends
     except BaseException:

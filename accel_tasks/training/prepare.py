@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 from accel_tasks import log
 from accel_tasks.config import RunConfig, run_splits, to_yaml
 from accel_tasks.data.raw import check_columns
-from accel_tasks.engines.accelerator import optimizer_offloaded
+from accel_tasks.engines.accelerator import is_deepspeed, optimizer_offloaded
 from accel_tasks.engines.compression import describe_compression
+from accel_tasks.engines.fsdp import fsdp_requested
 from accel_tasks.engines.performance import (
     attention_in_use,
     compile_settings,
@@ -24,6 +25,7 @@ from accel_tasks.engines.performance import (
     pad_multiple,
     set_tf32,
 )
+from accel_tasks.engines.precision import run_precision
 from accel_tasks.engines.trackers import resolve_trackers, tracker_init_kwargs
 from accel_tasks.features.cache import make_features
 from accel_tasks.features.streaming import is_stream, stream_features
@@ -33,6 +35,7 @@ from accel_tasks.preflight import Plan
 from accel_tasks.recipe import Recipe, RunContext
 from accel_tasks.runs.checkpoint import read_loop_state
 from accel_tasks.runs.output_dir import prepare_output_dir
+from accel_tasks.settings import with_settings
 from accel_tasks.training.session import RunData, RunSession
 
 if TYPE_CHECKING:
@@ -48,7 +51,9 @@ def prepare_run(accelerator: Accelerator, plan: Plan) -> RunSession:
     ``Recipe.begin_run``), then check and preprocess every split the run needs.
 
     The session's settings are the recipe's once the data is prepared: the resolved config plus what was decided
-    at run time (``Recipe.decide``), which is what config.yaml, the checkpoints and the export save.
+    at run time (``Recipe.decide``), and the precision the run's evals compute in (``eval.precision``, from the
+    Accelerator: engines/precision.py), which is what config.yaml, the checkpoints and the export save, so an
+    eval-only run of the export computes as this run's evals did.
     """
     cfg, recipe = plan.cfg, plan.recipe
     tf32 = set_tf32(accelerator.device.type, cfg.train.tf32)
@@ -61,7 +66,9 @@ def prepare_run(accelerator: Accelerator, plan: Plan) -> RunSession:
     references = _references(recipe, raw, cfg)
     recipe.begin_run(RunContext(pad_to_multiple_of=pad_to, with_references=references, model_settings=model_settings))
     data = _prepare_data(accelerator, recipe, raw, cfg)
-    return RunSession(accelerator, plan, recipe.cfg, model, processor, data)
+    precision = run_precision(cfg, accelerator.mixed_precision, is_deepspeed(accelerator), fsdp_requested())
+    settings = with_settings(recipe.cfg, {"eval.precision": precision})
+    return RunSession(accelerator, plan, settings, model, processor, data)
 
 
 def _describe_model(accelerator: Accelerator, cfg: RunConfig, model: torch.nn.Module, tf32: bool, pad: Any) -> None:
