@@ -18,7 +18,6 @@ from accel_tasks.config import RunConfig, TrainConfig
 from accel_tasks.data.sampling import LengthGroupedSampler, feature_lengths
 from accel_tasks.engines.accelerator import cast_floating_inputs, optimizer_offloaded, prepare_for_training
 from accel_tasks.engines.compression import track_powersgd
-from accel_tasks.engines.fsdp import set_gradient_sync
 from accel_tasks.engines.performance import build_adamw, compile_for_training, compile_settings
 from accel_tasks.errors import ConfigError
 from accel_tasks.features.streaming import StreamBatches, is_stream, stream_layout
@@ -120,7 +119,6 @@ class TrainSession(RunSession):
         accelerator, tcfg = self.accelerator, self.cfg.train
         batch = cast_floating_inputs(batch, accelerator, self.model)
         with accelerator.accumulate(self.model):
-            set_gradient_sync(self.model, accelerator.sync_gradients)  # FSDP2: reduce only when the step is taken
             loss = self.recipe.training_loss(self.forward, batch)
             accelerator.backward(loss)
             if accelerator.sync_gradients and tcfg.max_grad_norm > 0:

@@ -143,6 +143,20 @@ def test_generation_on_two_processes_scores_each_example_once_as_one_process_doe
     assert scores(root / "eval2") == scores(out) and predictions(root / "eval2") == predictions(out)
 
 
+def test_accumulation_and_clipping_follow_the_ddp_run(run_a):
+    """Gradients reduce-scattered every micro-batch, averaged and clipped as DDP's all-reduced ones are."""
+    root = run_a["root"]
+    args = [*run_a["base"], "train.grad_accum=2", "train.max_grad_norm=0.05", "train.save_every=0"]
+    fsdp_run([*args, "output_dir=accum_fsdp"], root, 2)
+    ddp = ACCELERATE_CONFIGS / "cpu_2proc.yaml"
+    check(run_cli([*args, "output_dir=accum_ddp"], root, launcher="forked", config_file=ddp))
+    sharded, plain = scalars(root / "accum_fsdp", "train/loss"), scalars(root / "accum_ddp", "train/loss")
+    assert sorted(sharded) == sorted(plain) == [1, 2, 3, 4]
+    for step, loss in plain.items():
+        assert sharded[step] == pytest.approx(loss, rel=1e-5), (sharded, plain)
+    assert plain[4] != plain[1]
+
+
 def test_the_export_is_full_weights_that_load_with_from_pretrained(run_a):
     from safetensors.torch import load_file
     from transformers import AutoModelForSeq2SeqLM
