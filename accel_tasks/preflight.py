@@ -238,7 +238,6 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     model_source = resolve_model_source(cfg.model, default_model)
     if cfg.mode != "train":
         check_trained_weights(model_source)
-    check_weight_files(model_source)
     check_deepspeed_config(cfg)
     # FSDP2 with DeepSpeed, FSDP1, fp16, compile or DDP compression: one line, before anything loads.
     check_fsdp_launch(
@@ -255,6 +254,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     # The output_dir's contents now (read only), so that this common mistake is not found only after the
     # metrics have imported evaluate and datasets (seconds); checked again under the lock below.
     check_output_dir(cfg, output_dir, resume_dir, model_source, lock=False)
+    check_weight_files(model_source)  # reads each weights file's header: after the cheaper checks above
     # Below, imports that take seconds: accelerate's tracker table (torch), evaluate and datasets for the metrics.
     resolve_trackers(cfg.train.report_to)
     metric_modules = load_metrics(recipe.metrics())

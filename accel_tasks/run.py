@@ -130,7 +130,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Whatever ended the run (an error on this process alone included), the process group and the
         # DeepSpeed engine go now, while the interpreter is whole, never at its exit (see teardown.py).
         from accel_tasks.engines.teardown import release_after_error
+        from accel_tasks.training.guards import ignore_stop_signals
 
+        ignore_stop_signals()
         release_after_error()
     return 0
 

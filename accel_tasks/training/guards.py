@@ -67,6 +67,14 @@ def stop_outside_the_steps() -> None:
         signal.signal(sig, _raise_stop)
 
 
+def ignore_stop_signals() -> None:
+    """While a run that has ended (or failed) tears down: a stop signal (torchrun stops the other ranks of a failed
+    run with SIGTERM) must not turn a clean, one-line ending into a traceback; the process exits with its own
+    status in moments anyway."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _raise_stop(signum: int, frame: object) -> None:
     name = signal.Signals(signum).name
     kind = Interrupted if signum == signal.SIGINT else Preempted

@@ -36,13 +36,17 @@ def test_a_whole_file_passes_and_each_kind_of_damage_is_named(weights: Path):
     assert "too few for a safetensors file" in safetensors_problem(weights)
 
 
-def test_the_manifest_check_reads_the_header_too(weights: Path):
+def test_an_export_with_a_corrupted_header_of_the_same_size_is_refused(weights: Path):
+    """Its manifest's sizes still match: preflight reads the header of every weights file too."""
+    from accel_tasks.preflight import check_weight_files
+
     write_manifest(weights.parent, kind="export")
-    assert manifest_problem(weights.parent) is None
     data = bytearray(weights.read_bytes())
-    data[8] = ord("[")  # same size: the size check alone passed this
+    data[8] = ord("[")
     weights.write_bytes(bytes(data))
-    assert "model.safetensors is corrupted" in manifest_problem(weights.parent)
+    assert manifest_problem(weights.parent) is None  # the size check alone passes it
+    with pytest.raises(ConfigError, match="model.safetensors is corrupted"):
+        check_weight_files(str(weights.parent))
 
 
 def test_preflight_checks_the_model_directory_in_training_too(tmp_path: Path, weights: Path):
