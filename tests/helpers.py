@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from forked_run import forkable, run_forked, run_forked_ranks
+from forked_run import Refused, forkable, run_forked, run_forked_ranks
 
 REPO = Path(__file__).resolve().parent.parent
 ACCELERATE_CONFIGS = REPO / "accelerate_configs"
@@ -62,16 +62,24 @@ def run_cli(
     ``"forked"`` (any process count and config file: one fork of the warm server per worker, each with the
     environment ``accelerate launch`` and torchrun give it, without 10-15 s of start-up per run; see
     tests/forked_run.py), or None: one process with no config file runs as a fork (tests/forked_run.py: the same
-    code path and environment without 7-11 s of imports); anything else goes through ``accelerate launch``. Name
-    ``"accelerate"`` where the launcher, start-up or the interpreter's exit is what the test is about.
+    code path and environment without 7-11 s of imports), and several processes or a config file run as
+    ``"forked"`` unless the launch is one it does not reproduce (DeepSpeed, several machines: ``accelerate launch``).
+    Name ``"accelerate"`` where the launcher, start-up or the interpreter's exit is what the test is about.
     """
     if launcher not in (None, "accelerate", "python", "forked"):
         raise ValueError(f"launcher={launcher!r}: use None, 'accelerate', 'python' or 'forked'")
+    flags = launch_flags(config_file, num_processes, mixed_precision)
     if launcher is None:
         if num_processes == 1 and config_file is None and forkable(env or {}):
             return run_forked(args, cwd, cli_env(env), mixed_precision, timeout)
+        if forkable(env or {}):
+            # Several processes, or a config file, on one machine without DeepSpeed: the forked workers get what
+            # the launcher gives them (tests/forked_run.py), without 10-15 s of start-up per run.
+            try:
+                return run_forked_ranks(flags, args, cwd, cli_env(env), timeout)
+            except Refused:
+                pass  # DeepSpeed, several machines: the launcher for real
         launcher = "accelerate"
-    flags = launch_flags(config_file, num_processes, mixed_precision)
     if launcher == "forked":
         if not forkable(env or {}):
             unread = sorted(key for key in env or {} if not forkable({key: ""}))
