@@ -25,6 +25,20 @@ LONG_FORCED_TOKENS = 12
 FILLER_WORDS = 4000
 
 
+# The run settings of a short run on this world (4 steps, a checkpoint at 2): the multi-node and FSDP2 tests share them.
+STEPS = 4
+WORLD_ARGS = [
+    "train.batch_size=2",
+    f"train.max_steps={STEPS}",
+    "train.log_every=1",
+    "train.lr=3e-3",
+    "train.warmup_steps=1",
+    "train.save_every=2",
+    "eval.batch_size=4",
+    "task.max_target_length=16",
+]
+
+
 def sentence(rng: random.Random) -> str:
     return f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)} ."
 

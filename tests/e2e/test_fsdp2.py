@@ -25,22 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from ds_fixtures import FORCED_RECIPE, build_world
+from ds_fixtures import FORCED_RECIPE, WORLD_ARGS, build_world
 from helpers import ACCELERATE_CONFIGS, REPO, check, read_json, read_jsonl, run_cli, scalars
 
 pytestmark = pytest.mark.slow
 
 FSDP2 = ACCELERATE_CONFIGS / "fsdp2.yaml"
-COMMON = [
-    "train.batch_size=2",
-    "train.max_steps=4",
-    "train.log_every=1",
-    "train.lr=3e-3",
-    "train.warmup_steps=1",
-    "train.save_every=2",
-    "eval.batch_size=4",
-    "task.max_target_length=16",
-]
+COMMON = WORLD_ARGS
 SHARD_PROBE = (
     FORCED_RECIPE
     + '''

@@ -28,20 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from ds_fixtures import build_world
+from ds_fixtures import WORLD_ARGS, build_world
 from helpers import ACCELERATE_CONFIGS, REPO, cli_env, read_json, read_jsonl, scalars
 
-STEPS = 4
-COMMON = [
-    "train.batch_size=2",
-    f"train.max_steps={STEPS}",
-    "train.log_every=1",
-    "train.lr=3e-3",
-    "train.warmup_steps=1",
-    "train.save_every=2",
-    "eval.batch_size=4",
-    "task.max_target_length=16",
-]
+COMMON = WORLD_ARGS
 ABORT_TEXT = re.compile(r"terminate called|Fatal Python error|Aborted|SIGABRT|exitcode\s*:")
 # Launcher flags per backend, besides the machine rank and the rendezvous address.
 BACKENDS = {
