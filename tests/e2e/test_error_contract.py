@@ -220,6 +220,7 @@ def test_two_processes_print_the_line_once_and_both_exit(tmp_path: Path):
     result = run_cli(
         ["recipe=summarization", "train.lr=-1", "output_dir=out"],
         tmp_path,
+        launcher="accelerate",  # what the launcher itself reports is part of the test
         config_file=ACCELERATE_CONFIGS / "cpu_2proc.yaml",
     )
     assert result.returncode != 0
