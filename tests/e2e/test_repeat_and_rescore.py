@@ -8,12 +8,11 @@ train.overwrite_output_dir=true` on the training run it scores is one line that 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
-from helpers import check, one_error_line, read_json, run_cli
+from helpers import check, one_error_line, read_json, run_cli, tree_digest
 
 TINY = [
     "recipe=summarization",
@@ -25,14 +24,6 @@ TINY = [
 ]
 
 
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("repeat")
@@ -41,11 +32,11 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_the_saved_config_repeats_the_run_into_a_new_folder(trained):
-    before = digest(trained / "run")
+    before = tree_digest(trained / "run")
     result = check(run_cli(["--config", "run/config.yaml"], trained))
     assert "--config run/config.yaml is the config of the run in run: repeating it into run-rerun" in result.stdout
     assert read_json(trained / "run-rerun" / "metrics.json")["train_steps"] == 2
-    assert digest(trained / "run") == before
+    assert tree_digest(trained / "run") == before
     again = check(run_cli(["--config", "run/config.yaml"], trained))
     assert "repeating it into run-rerun-2" in again.stdout
 
@@ -63,21 +54,21 @@ def test_each_eval_without_an_output_dir_gets_its_own_folder(trained):
 
 
 def test_an_eval_never_replaces_the_training_run_it_scores(trained):
-    before = digest(trained / "run")
+    before = tree_digest(trained / "run")
     args = ["mode=eval", "model.name_or_path=run/model", "output_dir=run", "train.overwrite_output_dir=true"]
     result = run_cli(args, trained)
     assert result.returncode == 2
     assert "holds a training run (its model or checkpoints); mode=eval never writes into one" in one_error_line(result)
-    assert digest(trained / "run") == before
+    assert tree_digest(trained / "run") == before
 
 
 def test_an_overwrite_that_diverges_puts_the_finished_run_back_and_a_retry_keeps_the_failed_logs(trained):
-    before = digest(trained / "run")
+    before = tree_digest(trained / "run")
     diverging = [*TINY, "output_dir=run", "train.overwrite_output_dir=true", "train.lr=1e10", "train.max_steps=30"]
     result = run_cli(diverging, trained)
     assert result.returncode == 3, result.stderr[-3000:]
     assert "the run failed; the run it replaced is back, its outputs are in run/failed-run-1" in result.stderr
-    restored = {name: sha for name, sha in digest(trained / "run").items() if not name.startswith("failed-run-1/")}
+    restored = {name: sha for name, sha in tree_digest(trained / "run").items() if not name.startswith("failed-run-1/")}
     assert restored == before  # the finished run, byte for byte
     assert (trained / "run" / "failed-run-1" / "config.yaml").is_file()
 

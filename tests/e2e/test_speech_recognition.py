@@ -9,7 +9,6 @@ tested in test_speech_logic.py; this file tests the recipe that wires them into 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import re
@@ -24,7 +23,7 @@ from accel_tasks.recipes.speech_ctc import SpeechCTCRecipe
 from accel_tasks.recipes.speech_recognition import SpeechRecognitionRecipe
 from accel_tasks.recipes.speech_seq2seq import SpeechSeq2SeqRecipe
 
-from helpers import check, read_json, read_jsonl, run_cli
+from helpers import check, read_json, read_jsonl, run_cli, tree_digest
 
 sf = pytest.importorskip("soundfile")
 torch = pytest.importorskip("torch")
@@ -79,14 +78,6 @@ def make_recipe(*overrides: str):
 def prepared(recipe, split: str):
     raw = recipe.load_data((split,))[split]
     return recipe.prepare_raw(raw, split)
-
-
-def tree_digest(path: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture

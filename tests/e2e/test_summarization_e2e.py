@@ -3,7 +3,6 @@ eval-only on the export and on a checkpoint, exact resume, feature cache, and le
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, check, read_json, read_jsonl, run_cli
+from helpers import REPO, check, read_json, read_jsonl, run_cli, tree_digest
 
 SAMPLE = REPO / "accel_tasks" / "samples" / "summarization"
 
@@ -23,14 +22,6 @@ SMALL = [
     "train.batch_size=8",
     "eval.batch_size=8",
 ]
-
-
-def tree_digest(path: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
