@@ -25,14 +25,23 @@ from accel_tasks.recipes import PRESETS_DIR, SAMPLES_DIR
 from accel_tasks.recipes.qa import (
     EVAL_ONLY_COLUMNS,
     QADataError,
+    QAPredictions,
     SpanRules,
     check_fast_tokenizer,
+    choose_null_answers,
     postprocess_qa_predictions,
     prepare_eval_features,
     prepare_train_features,
 )
 from accel_tasks.recipes.qa.generative import GenerativeQARecipe
-from accel_tasks.recipes.qa.options import ANSWER_STYLES, GENERATE, ExtractiveQAOptions, changed_generative_options
+from accel_tasks.recipes.qa.null_threshold import TunedThreshold, no_answer_probability, tune_null_threshold
+from accel_tasks.recipes.qa.options import (
+    ANSWER_STYLES,
+    AUTO,
+    GENERATE,
+    ExtractiveQAOptions,
+    changed_generative_options,
+)
 from accel_tasks.recipes.qa.span_model import (
     backbone_renaming,
     forget_key_mapping,
@@ -119,10 +128,7 @@ class ExtractiveQARecipe(SquadData, Recipe):
         for key in ("n_best_size", "max_answer_length"):
             if getattr(opts, key) < 1:
                 raise ConfigError(f"task.{key} must be at least 1, got {getattr(opts, key)}")
-        if not math.isfinite(opts.null_score_diff_threshold):
-            raise ConfigError(
-                f"task.null_score_diff_threshold must be a finite number, got {opts.null_score_diff_threshold}"
-            )
+        self.check_null_threshold()
         changed = changed_generative_options(opts)
         if changed:
             raise ConfigError(
@@ -132,6 +138,33 @@ class ExtractiveQARecipe(SquadData, Recipe):
         self.check_squad_options()
         if self.cfg.model.name_or_path is None:
             packaged_model_dir()  # a missing package fails here, before anything heavy
+
+    def check_null_threshold(self) -> None:
+        """A finite number or auto; auto in eval and predict needs the threshold a training run saved with its
+        export."""
+        opts = self.options
+        threshold, tuned = opts.null_score_diff_threshold, opts.tuned_null_score_diff_threshold
+        if threshold != AUTO and (isinstance(threshold, str) or not math.isfinite(threshold)):
+            raise ConfigError(
+                f"task.null_score_diff_threshold must be a finite number or {AUTO}, got {threshold!r}; e.g. "
+                f"task.null_score_diff_threshold=0.0, or {AUTO} to apply the threshold a training run tuned"
+            )
+        if tuned is not None and not math.isfinite(tuned):
+            raise ConfigError(f"task.tuned_null_score_diff_threshold must be a finite number, got {tuned}; unset it")
+        if threshold != AUTO:
+            return
+        if not opts.version_2_with_negative:
+            raise ConfigError(
+                f'task.null_score_diff_threshold={AUTO} tunes when to answer "no answer", which only SQuAD v2 '
+                "predicts; set task.version_2_with_negative=true, or leave task.null_score_diff_threshold unset"
+            )
+        if self.cfg.mode != "train" and tuned is None:
+            raise ConfigError(
+                f"task.null_score_diff_threshold={AUTO} applies the threshold a SQuAD v2 training run tuned on its "
+                f"validation split and saved with its export (output_dir/model), and the settings of "
+                f"model.name_or_path={self.cfg.model.name_or_path!r} hold none (a checkpoint, a v1 run or a model "
+                "made elsewhere); evaluate that export, or set task.null_score_diff_threshold=<number>, e.g. 0.0"
+            )
 
     # -- model and data -----------------------------------------------------------------------------
     def default_model_dir(self) -> Path:
@@ -239,29 +272,60 @@ class ExtractiveQARecipe(SquadData, Recipe):
     def postprocess(
         self, outputs: dict[str, np.ndarray], examples: datasets.Dataset, features: datasets.Dataset
     ) -> EvalOutput:
-        """Best span per example -> squad / squad_v2 metric inputs and one predictions.jsonl row per example."""
+        """Best span per example -> squad / squad_v2 metric inputs and one predictions.jsonl row per example.
+
+        SQuAD v2 in training: every eval also tunes the null_score_diff_threshold (:meth:`tune`), which the run
+        saves; with task.null_score_diff_threshold=auto that eval's answers are chosen with it.
+        """
         opts = self.options
         try:
             rules = SpanRules(
                 n_best_size=opts.n_best_size,
                 max_answer_length=opts.max_answer_length,
                 version_2_with_negative=opts.version_2_with_negative,
-                null_score_diff_threshold=opts.null_score_diff_threshold,
+                null_score_diff_threshold=self.null_threshold() or 0.0,
             )
             predictions = postprocess_qa_predictions(
                 examples, features, outputs["start_logits"], outputs["end_logits"], rules
             )
         except QADataError as exc:
             raise as_config_error(exc) from None
-        metric_predictions = predictions.metric_predictions()
         references = self.squad_references(examples)
+        if predictions.version_2_with_negative and references and self.cfg.mode == "train":
+            tuned = self.tune(predictions, references)
+            if opts.null_score_diff_threshold == AUTO:
+                predictions = choose_null_answers(predictions, tuned.null_score_diff_threshold)
         records = [
             {"id": record.pop("id"), "input": preview(f"{question} | {context}"), **record}
             for record, question, context in zip(predictions.records(), examples["question"], examples["context"])
         ]
-        for record, metric_input in zip(records, metric_predictions):
-            if "no_answer_probability" in metric_input:
-                record["no_answer_probability"] = metric_input["no_answer_probability"]
         for record, reference in zip(records, references or ()):
             record["answers"] = reference["answers"]["text"]
-        return EvalOutput(predictions=metric_predictions, references=references, records=records)
+        return EvalOutput(predictions=predictions.metric_predictions(), references=references, records=records)
+
+    def null_threshold(self) -> Optional[float]:
+        """The null_score_diff_threshold applied: the number set, or with auto the tuned one (None in training
+        until an eval has tuned it)."""
+        threshold = self.options.null_score_diff_threshold
+        return self.options.tuned_null_score_diff_threshold if threshold == AUTO else float(threshold)
+
+    def tune(self, predictions: QAPredictions, references: list[dict]) -> TunedThreshold:
+        """The threshold of this eval's best F1 (official rules), decided as task.tuned_null_score_diff_threshold:
+        the run saves the final eval's with its export, for task.null_score_diff_threshold=auto."""
+        tuned = tune_null_threshold(predictions.metric_predictions(), predictions.null_odds, references)
+        self.decide({"task.tuned_null_score_diff_threshold": tuned.null_score_diff_threshold})
+        log.info(
+            f"squad_v2: best_f1={tuned.best_f1:.4g} at task.null_score_diff_threshold="
+            f"{tuned.null_score_diff_threshold:.6g} (no_answer_probability > {tuned.probability:.6g}); "
+            f"saved with the export, task.null_score_diff_threshold={AUTO} applies it"
+        )
+        return tuned
+
+    def default_metric_kwargs(self, metric: str) -> dict[str, Any]:
+        """squad_v2 scores each example's best span with its no-answer probability (so best_f1 sweeps every
+        threshold); its no_answer_threshold is the applied null_score_diff_threshold as a probability, so its
+        exact and f1 are those of the answers written out."""
+        threshold = self.null_threshold()
+        if Path(metric).name != "squad_v2" or not self.options.version_2_with_negative or threshold is None:
+            return {}
+        return {"no_answer_threshold": float(no_answer_probability(threshold))}

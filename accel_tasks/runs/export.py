@@ -70,6 +70,14 @@ def finish_export(out_dir: Path, run_config: str) -> None:
     write_manifest(out_dir, kind="export")
 
 
+def resave_settings(out_dir: Path, run_config: str) -> None:
+    """Settings decided by the final eval, after the export was written (a threshold tuned on the eval split), into
+    the export's (and model_merged's) accel_tasks_config.yaml, with a new manifest; main process only."""
+    for directory in (out_dir, merged_dir_for(out_dir)):
+        if (directory / RUN_CONFIG_FILE).is_file():
+            finish_export(directory, run_config)
+
+
 def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> StateDict:
     """The complete weights on the main process (a collective: every rank must call it).
 

@@ -13,7 +13,8 @@ from accel_tasks import log
 from accel_tasks.config import to_yaml
 from accel_tasks.errors import NonFiniteLoss
 from accel_tasks.reporting.model_card import write_model_card
-from accel_tasks.runs.export import export_model
+from accel_tasks.runs.export import export_model, resave_settings
+from accel_tasks.settings import with_settings
 from accel_tasks.training.evals import final_eval
 from accel_tasks.training.guards import weights_finite
 from accel_tasks.training.steps import DIVERGENCE_FIXES
@@ -40,8 +41,13 @@ def finish_training(session: TrainSession, outcome: StepsOutcome) -> dict[str, A
     metrics = final_eval(
         session, step=state.global_step, extra=stats, best_of_run=(best, state) if fold_final else None
     )
+    # What the recipe decided while scoring the exported weights (SQuAD v2's tuned threshold) joins the export's
+    # settings; the recipe postprocesses on the main process, which alone writes.
+    settings = with_settings(session.cfg, session.recipe.decisions)
+    if session.accelerator.is_main_process and to_yaml(settings) != to_yaml(session.cfg):
+        resave_settings(export_dir, to_yaml(settings))
     # The card holds the final metrics: after the final eval.
-    write_model_card(session.accelerator, export_dir, session.cfg, session.recipe, metrics)
+    write_model_card(session.accelerator, export_dir, settings, session.recipe, metrics)
     return metrics
 
 

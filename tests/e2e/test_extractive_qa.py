@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 import sys
@@ -15,11 +16,20 @@ import pytest
 from accel_tasks.errors import ConfigError
 from accel_tasks.preflight import resolve_config
 from accel_tasks.recipes.extractive_qa import ExtractiveQARecipe
+from accel_tasks.recipes.qa.null_threshold import SATURATED, no_answer_probability
 
 from helpers import check, read_json, read_jsonl, run_cli
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def squad_v2():
+    from accel_tasks.metrics import load_metric
+
+    return load_metric("squad_v2", keep_in_memory=True)
+
 
 SAMPLE = Path(__file__).resolve().parents[2] / "accel_tasks" / "samples" / "extractive_qa"
 WORDS = ["where", "who", "is", "lives", "in", "rome", "paris", "ada", "bo", "the", "city", "of", "?", "."]
@@ -296,20 +306,96 @@ def test_postprocess_v1_metric_inputs_and_records():
     assert result.records[0]["answers"] == ["rome"] and "null_odds" not in result.records[0]
 
 
+def sigmoid(value: float) -> float:
+    return 1.0 / (1.0 + math.exp(-value))
+
+
 def test_postprocess_v2_chooses_no_answer_and_reports_null_odds():
-    recipe, features, batch = eval_setup("task.version_2_with_negative=true")
+    recipe, features, batch = eval_setup("task.version_2_with_negative=true", "mode=eval")
     rows = [ROWS[0], row("q2", "where lives bo ?", None)]
     examples = datasets.Dataset.from_list(rows)
     result = recipe.postprocess(
         hand_logits(recipe, features, batch, {"q1": "rome"}), examples, datasets.Dataset.from_list(features)
     )
-    # q2: null score 0 + 0 beats the best span -5 + -5, so the answer is "" with null_odds 10.
-    assert result.predictions == [
-        {"id": "q1", "prediction_text": "rome", "no_answer_probability": 0.0},
-        {"id": "q2", "prediction_text": "", "no_answer_probability": 1.0},
+    # q2: null score 0 + 0 beats the best span -5 + -5, so the answer is "" with null_odds 10; the metric gets each
+    # best span with its no-answer probability and the threshold 0 as the probability 0.5.
+    assert [r["prediction_text"] for r in result.records] == ["rome", ""]
+    assert result.records[1]["null_odds"] == pytest.approx(10.0) and result.records[0]["null_odds"] == pytest.approx(
+        -16.0
+    )
+    assert [p["no_answer_probability"] for p in result.predictions] == pytest.approx([sigmoid(-16.0), sigmoid(10.0)])
+    assert [r["no_answer_probability"] for r in result.records] == [
+        p["no_answer_probability"] for p in result.predictions
     ]
-    assert result.records[1]["null_odds"] == pytest.approx(10.0) and result.records[1]["no_answer_probability"] == 1.0
-    assert result.records[0]["null_odds"] == pytest.approx(-16.0)
+    assert result.predictions[0]["prediction_text"] == "rome" and recipe.metric_kwargs("squad_v2") == {
+        "no_answer_threshold": 0.5
+    }
+    assert recipe.decisions == {}  # eval runs apply a threshold, training runs tune one
+
+
+V2_ROWS = [
+    row("q1", "where lives ada ?", "rome"),  # right, null_odds -16
+    row("q2", "where lives bo ?", None),  # unanswerable, its best span at null_odds 6
+    row("q3", "who in paris ?", "bo"),  # right at null_odds 4: lost at the default threshold 0
+]
+
+
+def test_training_evals_tune_the_threshold_and_auto_applies_it(squad_v2):
+    """In training every eval tunes (a decision the run saves); with auto its f1 is its best_f1, and an eval run
+    with auto and the saved threshold chooses the same answers."""
+    recipe, _, _ = eval_setup("task.version_2_with_negative=true")
+    features = features_of(recipe, V2_ROWS, "validation")
+    logits = hand_logits(recipe, features, recipe.collate(features), {"q1": "rome", "q2": "rome", "q3": "bo"})
+    logits["start_logits"][:, 0] += np.array([22.0 if f["example_id"] == "q2" else 0.0 for f in features])
+    logits["start_logits"][:, 0] += np.array([20.0 if f["example_id"] == "q3" else 0.0 for f in features])
+    examples, table = datasets.Dataset.from_list(V2_ROWS), datasets.Dataset.from_list(features)
+
+    def score(recipe):
+        result = recipe.postprocess(logits, examples, table)
+        return result, squad_v2.compute(
+            predictions=result.predictions, references=result.references, **recipe.metric_kwargs("squad_v2")
+        )
+
+    fixed, fixed_scores = score(recipe)
+    assert [r["null_odds"] for r in fixed.records] == pytest.approx([-16.0, 6.0, 4.0])
+    assert [r["prediction_text"] for r in fixed.records] == ["rome", "", ""]
+    tuned = recipe.decisions["task.tuned_null_score_diff_threshold"]
+    assert tuned == pytest.approx(4.0) and fixed_scores["best_f1_thresh"] == sigmoid(tuned)
+    assert fixed_scores["f1"] == pytest.approx(200 / 3) and fixed_scores["best_f1"] == 100.0
+
+    auto, auto_scores = score(
+        recipe_for(
+            "task.version_2_with_negative=true",
+            "task.null_score_diff_threshold=auto",
+            "task.max_seq_length=12",
+            "task.doc_stride=4",
+        )
+    )
+    assert [r["prediction_text"] for r in auto.records] == ["rome", "", "bo"]
+    assert auto_scores["f1"] == auto_scores["best_f1"] == fixed_scores["best_f1"]
+    saved = recipe_for(
+        "mode=eval",
+        "task.version_2_with_negative=true",
+        "task.null_score_diff_threshold=auto",
+        f"task.tuned_null_score_diff_threshold={tuned!r}",
+        "task.max_seq_length=12",
+        "task.doc_stride=4",
+    )
+    again, again_scores = score(saved)
+    assert again.records == auto.records and again_scores == auto_scores and saved.decisions == {}
+
+
+def test_auto_is_refused_in_one_line_where_there_is_nothing_to_apply():
+    with pytest.raises(ConfigError, match="version_2_with_negative=true"):
+        recipe_for("task.null_score_diff_threshold=auto").validate_options()
+    with pytest.raises(ConfigError, match=r"hold none .* task.null_score_diff_threshold=<number>"):
+        recipe_for(
+            "mode=eval", "task.version_2_with_negative=true", "task.null_score_diff_threshold=auto"
+        ).validate_options()
+    with pytest.raises(ConfigError, match="a finite number or auto, got 'often'"):
+        recipe_for("task.null_score_diff_threshold=often").validate_options()
+    recipe_for("task.version_2_with_negative=true", "task.null_score_diff_threshold=auto").validate_options()
+    recipe_for("task.null_score_diff_threshold=-2").validate_options()
 
 
 # -- end to end through accelerate launch ---------------------------------------------------------------
@@ -426,3 +512,35 @@ def test_v2_eval_only_writes_squad_v2_metrics(trained):
     unanswerable = [r for r in records if not r["answers"]]
     assert len(unanswerable) == no
     assert metrics["NoAns_exact"] == pytest.approx(100.0 * sum(r["prediction_text"] == "" for r in unanswerable) / no)
+
+
+@pytest.mark.slow
+def test_v2_training_tunes_the_threshold_and_eval_only_with_auto_scores_its_best_f1(tmp_path):
+    """SQuAD v2 metrics.json holds the official best_exact / best_f1 and their thresholds, predictions.jsonl each
+    example's no-answer probability; the export keeps the tuned threshold, which auto applies."""
+    env = {"HF_DATASETS_CACHE": str(tmp_path / "ds_cache")}
+    v2_data = [
+        "task.version_2_with_negative=true",
+        f"data.train_file={SAMPLE / 'train_v2.jsonl'}",
+        f"data.validation_file={SAMPLE / 'validation_v2.jsonl'}",
+        "data.max_eval_samples=40",
+    ]
+    check(run_cli([*SMALL, *v2_data, "train.max_steps=4", "output_dir=run"], tmp_path, env=env))
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    assert {"exact", "f1", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"} <= set(metrics)
+    assert metrics["best_f1"] >= metrics["f1"] and metrics["best_exact"] >= metrics["exact"]
+    records = read_jsonl(tmp_path / "run" / "predictions.jsonl")
+    assert all(r["no_answer_probability"] == no_answer_probability(r["null_odds"] or math.inf) for r in records)
+    saved = (tmp_path / "run" / "model" / "accel_tasks_config.yaml").read_text()
+    tuned = float(re.search(r"tuned_null_score_diff_threshold: (\S+)", saved).group(1))
+    # A threshold inside the sweep (4 steps answer too often), whose probability is the metric's best_f1_thresh.
+    assert -SATURATED < tuned < 0 and no_answer_probability(tuned) == metrics["best_f1_thresh"]
+
+    again = ["recipe=extractive_qa", "mode=eval", "model.name_or_path=run/model", "task.null_score_diff_threshold=auto"]
+    check(run_cli([*again, "output_dir=again"], tmp_path, env=env))
+    after = read_json(tmp_path / "again" / "metrics.json")
+    assert after["f1"] == metrics["best_f1"] and after["best_f1"] == metrics["best_f1"]
+    chosen = read_jsonl(tmp_path / "again" / "predictions.jsonl")
+    assert [r["prediction_text"] == "" for r in chosen] == [
+        r["null_odds"] is None or r["null_odds"] > tuned for r in records
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import runpy
 from collections import defaultdict
 from pathlib import Path
@@ -347,13 +348,20 @@ def test_postprocess_v2_null_threshold_both_ways():
     end = np.stack([logits(p0=3.0, p4=2.0), logits(p0=5.0)])
     null = postprocess_qa_predictions(examples, features, start, end, SpanRules(version_2_with_negative=True))
     assert null.texts == [""] and null.null_odds.tolist() == [2.0] and null.scores.tolist() == [6.0]
-    assert null.metric_predictions() == [{"id": "ex", "prediction_text": "", "no_answer_probability": 1.0}]
+    # The metric gets the best span and its no-answer probability sigmoid(2) either way; the threshold goes to the
+    # metric as sigmoid(threshold), so its scores are those of the answer chosen here.
+    probability = 1.0 / (1.0 + math.exp(-2.0))
+    assert null.metric_predictions() == [{"id": "ex", "prediction_text": "cat", "no_answer_probability": probability}]
+    assert null.no_answer_threshold == 0.5
     kept = postprocess_qa_predictions(
         examples, features, start, end, SpanRules(version_2_with_negative=True, null_score_diff_threshold=2.5)
     )
     assert kept.texts == ["cat"] and kept.scores.tolist() == [4.0]
-    assert kept.metric_predictions() == [{"id": "ex", "prediction_text": "cat", "no_answer_probability": 0.0}]
-    assert kept.records() == [{"id": "ex", "prediction_text": "cat", "score": 4.0, "null_odds": 2.0}]
+    assert kept.metric_predictions() == null.metric_predictions()
+    assert kept.no_answer_threshold == pytest.approx(1.0 / (1.0 + math.exp(-2.5)))
+    assert kept.records() == [
+        {"id": "ex", "prediction_text": "cat", "score": 4.0, "null_odds": 2.0, "no_answer_probability": probability}
+    ]
 
 
 def test_postprocess_v2_reads_null_score_at_cls_index():

@@ -22,7 +22,7 @@ from accel_tasks.recipes.qa.answer_prompts import (
     instruction_template,
     is_no_answer,
 )
-from accel_tasks.recipes.qa.options import ExtractiveQAOptions
+from accel_tasks.recipes.qa.options import AUTO, ExtractiveQAOptions
 from accel_tasks.recipes.qa.squad_data import SquadData
 from accel_tasks.text2text.prompts import PromptSpec
 
@@ -57,6 +57,11 @@ class GenerativeQARecipe(SquadData, Seq2SeqRecipe):
             )
         super().validate_options()
         check_qa_template(self.options.prompt_template)
+        if self.options.null_score_diff_threshold == AUTO:
+            raise ConfigError(
+                f"task.null_score_diff_threshold={AUTO} tunes the span head's no-answer threshold, and generated "
+                "answers have none (they learn task.no_answer_reply); unset it, or set task.answer_style=span"
+            )
         if not isinstance(self.options.no_answer_reply, str):
             raise ConfigError("task.no_answer_reply must be a text, e.g. task.no_answer_reply=unanswerable")
         self.check_squad_options()

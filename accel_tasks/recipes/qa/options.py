@@ -10,12 +10,15 @@ recipe too); the span recipe refuses the generative ones a user changed, so a pr
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Optional, Union
 
 from accel_tasks.recipe import Seq2SeqOptions
 
 SPAN = "span"
 GENERATE = "generate"
 ANSWER_STYLES = (SPAN, GENERATE)
+# task.null_score_diff_threshold=auto: apply the threshold tuned on the validation split (qa/null_threshold.py).
+AUTO = "auto"
 DEFAULT_PROMPT = "Answer the question from the context.\nContext: {context}\nQuestion: {question}\nAnswer:"
 # The template fields of task.prompt_template: {context} is the source (the part cut to fit), {question} the other.
 CONTEXT_FIELD = "context"
@@ -46,8 +49,13 @@ class ExtractiveQAOptions(Seq2SeqOptions):
     """span: start and end candidates per window crossed into answer spans."""
     max_answer_length: int = 30
     """span: longest answer in tokens."""
-    null_score_diff_threshold: float = 0.0
-    """span, v2: predict "" when null score - best span score exceeds this."""
+    null_score_diff_threshold: Union[float, int, str] = 0.0
+    """span, v2: predict "" when null score - best span score exceeds this (as a no-answer probability, sigmoid of
+    it). auto: the threshold of the best F1 on the validation split, tuned by the training run's last eval and saved
+    with its export (task.tuned_null_score_diff_threshold); in training, each eval's own."""
+    tuned_null_score_diff_threshold: Optional[float] = None
+    """span, v2: written by training: the null_score_diff_threshold of the final eval's best_f1 (its sigmoid is
+    best_f1_thresh); what null_score_diff_threshold=auto applies in eval and predict runs."""
     pad_to_max_length: bool = False
     """span: pad every window to max_seq_length (fixed shapes, e.g. for TPUs); otherwise pad per batch."""
     no_answer_reply: str = "unanswerable"

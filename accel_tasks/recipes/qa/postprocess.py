@@ -13,18 +13,33 @@ positions first and drops invalid ones after; the two agree whenever the top-k a
 
 SQuAD v2: the null score of an example is the minimum over its features of start+end logit at the CLS
 token (the feature's `cls_index` column when present, else position 0); `null_odds` = null score minus
-the best non-null span score, and the prediction is "" when `null_odds > null_score_diff_threshold`.
+the best non-null span score, and its no-answer probability is sigmoid(null_odds) (null_threshold.py). The
+prediction is "" when that probability exceeds sigmoid(null_score_diff_threshold): the same as
+`null_odds > null_score_diff_threshold` wherever float64 tells the two probabilities apart, and exactly the rule
+the squad_v2 metric applies to the probabilities, so its scores are those of the answers written out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from accel_tasks.recipes.qa.errors import QADataError
+from accel_tasks.recipes.qa.null_threshold import no_answer_probability
 from accel_tasks.recipes.qa.offsets import ContextOffsets, read_offsets
+
+
+@dataclass(frozen=True)
+class BestSpans:
+    """SQuAD v2: each example's best non-null span, before the no-answer rule (text "" and score -inf without one)."""
+
+    texts: list[str]
+    scores: np.ndarray
+    start_chars: np.ndarray
+    end_chars: np.ndarray
+    null_scores: np.ndarray
 
 
 @dataclass
@@ -33,8 +48,10 @@ class QAPredictions:
 
     `scores` is the start+end logit sum of the chosen answer (the null score when v2 chose no answer;
     NaN when an example had no valid span). `null_odds` (v2 only) is null score minus best span score
-    (+inf without any valid span); larger means "more likely unanswerable". `nbest` (when requested) holds
-    up to n_best_size non-null spans per example, best first.
+    (+inf without any valid span); larger means "more likely unanswerable". `spans` (v2 only) keeps the best
+    span of each example whatever the rule chose, so the rule can be applied again at another threshold
+    (:func:`choose_null_answers`); `null_threshold` is the null_score_diff_threshold applied. `nbest` (when
+    requested) holds up to n_best_size non-null spans per example, best first.
     """
 
     ids: list[str]
@@ -45,35 +62,54 @@ class QAPredictions:
     is_null: np.ndarray
     null_odds: np.ndarray | None = None
     nbest: list[list[dict]] | None = None
+    spans: BestSpans | None = None
+    null_threshold: float = 0.0
 
     @property
     def version_2_with_negative(self) -> bool:
         return self.null_odds is not None
 
+    @property
+    def no_answer_probabilities(self) -> np.ndarray:
+        """v2: sigmoid(null_odds) per example, float64 (1.0 without a valid span)."""
+        if self.null_odds is None:
+            raise QADataError("no-answer probabilities exist for SQuAD v2 predictions only")
+        return no_answer_probability(self.null_odds)
+
+    @property
+    def no_answer_threshold(self) -> float:
+        """v2: the squad_v2 metric's ``no_answer_threshold`` that makes the answers it scores these answers."""
+        return float(no_answer_probability(self.null_threshold))
+
     def metric_predictions(self) -> list[dict]:
         """Inputs for the `squad` (v1) or `squad_v2` metric.
 
-        v2 `no_answer_probability` is 1.0 when the null answer was chosen and 0.0 otherwise: the decision
-        already made with `null_score_diff_threshold` is final, because the squad_v2 metric only overrides
-        a prediction when the probability is *greater* than its threshold of 1.0, which 0/1 never is.
+        v2: each example's best span with its no-answer probability, so that the metric's sweep (best_exact,
+        best_f1 and their thresholds) tries every threshold both ways, as the official evaluate-v2.0 script does
+        over na_probs. Scored with ``no_answer_threshold`` (:attr:`no_answer_threshold`), the metric's exact and f1
+        are those of the answers chosen here. (Passing the chosen answers instead, as BERT's run_squad did, leaves
+        the sweep nothing to gain above the applied threshold: a question answered "" scores 0 either way.)
         """
-        if not self.version_2_with_negative:
+        if self.spans is None:
             return [{"id": i, "prediction_text": t} for i, t in zip(self.ids, self.texts)]
         return [
-            {"id": i, "prediction_text": t, "no_answer_probability": 1.0 if null else 0.0}
-            for i, t, null in zip(self.ids, self.texts, self.is_null.tolist())
+            {"id": i, "prediction_text": t, "no_answer_probability": p}
+            for i, t, p in zip(self.ids, self.spans.texts, self.no_answer_probabilities.tolist())
         ]
 
     def records(self) -> list[dict]:
-        """Rows for predictions.jsonl: id, prediction_text, score (+ null_odds for v2, + nbest when computed).
+        """Rows for predictions.jsonl: id, prediction_text, score (+ null_odds and no_answer_probability for v2,
+        + nbest when computed).
 
         Non-finite numbers become None so every row is strict JSON.
         """
         rows = []
+        probabilities = self.no_answer_probabilities.tolist() if self.null_odds is not None else None
         for n, (qid, text, score) in enumerate(zip(self.ids, self.texts, self.scores.tolist())):
             row: dict[str, Any] = {"id": qid, "prediction_text": text, "score": _finite_or_none(score)}
-            if self.null_odds is not None:
+            if probabilities is not None:
                 row["null_odds"] = _finite_or_none(float(self.null_odds[n]))
+                row["no_answer_probability"] = probabilities[n]
             if self.nbest is not None:
                 row["nbest"] = self.nbest[n]
             rows.append(row)
@@ -219,11 +255,12 @@ def postprocess_qa_predictions(
         end_chars=end_char,
         is_null=~has_span,
     )
-    if rules.version_2_with_negative:
-        null_score = _null_scores(features, start_logits, end_logits, feature_example, len(example_ids))
-        _choose_null_answers(predictions, null_score, best_score, has_span, rules.null_score_diff_threshold)
     starts, ends = predictions.start_chars.tolist(), predictions.end_chars.tolist()
     predictions.texts = [contexts[n][s:e] if s >= 0 else "" for n, (s, e) in enumerate(zip(starts, ends))]
+    if rules.version_2_with_negative:
+        null_score = _null_scores(features, start_logits, end_logits, feature_example, len(example_ids))
+        best = BestSpans(predictions.texts, best_score, start_char, end_char, null_score)
+        predictions = choose_null_answers(replace(predictions, spans=best), rules.null_score_diff_threshold)
     if return_nbest:
         predictions.nbest = _nbest(spans, feature_example, offsets, contexts, rules.n_best_size)
     return predictions
@@ -241,6 +278,10 @@ def _no_predictions(rules: SpanRules, return_nbest: bool) -> QAPredictions:
         is_null=empty.astype(bool),
         null_odds=empty if rules.version_2_with_negative else None,
         nbest=[] if return_nbest else None,
+        spans=BestSpans([], empty, empty.astype(np.int64), empty.astype(np.int64), empty)
+        if rules.version_2_with_negative
+        else None,
+        null_threshold=rules.null_score_diff_threshold,
     )
 
 
@@ -285,15 +326,25 @@ def _null_scores(
     return null_score
 
 
-def _choose_null_answers(
-    predictions: QAPredictions, null_score: np.ndarray, best_score: np.ndarray, has_span: np.ndarray, threshold: float
-) -> None:
-    """SQuAD v2: the null answer where null score - best span score exceeds ``threshold`` (set on ``predictions``)."""
-    predictions.null_odds = np.where(has_span, null_score - best_score, np.inf)
-    predictions.is_null = predictions.null_odds > threshold
-    predictions.scores = np.where(predictions.is_null, null_score, best_score)
-    predictions.start_chars = np.where(predictions.is_null, -1, predictions.start_chars)
-    predictions.end_chars = np.where(predictions.is_null, -1, predictions.end_chars)
+def choose_null_answers(predictions: QAPredictions, threshold: float) -> QAPredictions:
+    """SQuAD v2: the predictions with the null answer where the no-answer probability exceeds sigmoid(``threshold``)
+    (see the module docstring); every example's best span is kept in ``spans``, so any threshold can be applied."""
+    spans = predictions.spans
+    if spans is None:
+        raise QADataError("choosing null answers needs SQuAD v2 predictions (SpanRules(version_2_with_negative=True))")
+    has_span = np.isfinite(spans.scores)
+    null_odds = np.where(has_span, spans.null_scores - np.where(has_span, spans.scores, 0.0), np.inf)
+    is_null = ~has_span | (no_answer_probability(null_odds) > no_answer_probability(threshold))
+    return replace(
+        predictions,
+        texts=["" if null else text for null, text in zip(is_null.tolist(), spans.texts)],
+        scores=np.where(is_null, spans.null_scores, spans.scores),
+        start_chars=np.where(is_null, -1, spans.start_chars),
+        end_chars=np.where(is_null, -1, spans.end_chars),
+        is_null=is_null,
+        null_odds=null_odds,
+        null_threshold=float(threshold),
+    )
 
 
 def _cls_positions(features: Any, n_features: int, width: int) -> np.ndarray:
