@@ -32,7 +32,9 @@ DEBUG_ENV = "ACCEL_TASKS_DEBUG"
     "Memory per GPU for ZeRO 0-3: "
     "accel-tasks estimate-memory recipe=NAME model.name_or_path=M --gpus-per-node 8 --nodes 1\n\n"
     "A run as one HTML page (curves, metrics, config, best and worst predictions): "
-    "accel-tasks report OUTPUT_DIR [OUTPUT_DIR ...]",
+    "accel-tasks report OUTPUT_DIR [OUTPUT_DIR ...]\n\n"
+    "The mean of a run's last N checkpoints as an export (OUTPUT_DIR/model_avg): "
+    "accel-tasks average OUTPUT_DIR --last N (or --steps A,B,C)",
 )
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--config", "config_file", metavar="FILE.yaml", help="A run config; key=value overrides win over it.")
@@ -100,6 +102,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from accel_tasks.reporting.report import report_cli
 
         command, prog, args = report_cli, f"{PROG} report", args[1:]
+    elif args and args[0] == "average":
+        from accel_tasks.runs.average import average_cli
+
+        command, prog, args = average_cli, f"{PROG} average", args[1:]
     try:
         if command is cli and any(flag in args for flag in HELP_FLAGS) and any(a.startswith("recipe=") for a in args):
             # `recipe=NAME --help`: the generic help, then every setting of that recipe with its default and doc.
