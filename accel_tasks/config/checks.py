@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from accel_tasks.config.groups import (
     BUNDLED_MODELS,
+    MIX_STOPPING,
     MODES,
     PRECISIONS,
     SPLITS,
@@ -58,6 +59,7 @@ def check_values(cfg: DictConfig) -> None:
     _check_packing_values(cfg.train)
     _check_generation_values(cfg.generation)
     _check_data_values(cfg.data)
+    _check_mix_values(cfg)
     if not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed={cfg.seed} must be in [0, 2**32): numpy and torch seeds are unsigned 32-bit")
     if cfg.train.save_total_limit is not None and cfg.train.save_total_limit < 1:
@@ -128,6 +130,40 @@ def _check_data_values(data: DataConfig) -> None:
     if data.dataloader_num_workers < 0:
         raise ConfigError(
             f"data.dataloader_num_workers={data.dataloader_num_workers} must be 0 (load in the main process) or more"
+        )
+
+
+def _check_mix_values(cfg: DictConfig) -> None:
+    """data.mix: each source named once, positive weights, not beside data.train_file, and an eval split."""
+    data = cfg.data
+    if data.mix_stopping not in MIX_STOPPING:
+        raise ConfigError(f"data.mix_stopping={data.mix_stopping!r} is not one of {', '.join(MIX_STOPPING)}")
+    if not data.mix:
+        return
+    if data.train_file is not None:
+        raise ConfigError(
+            "data.mix and data.train_file both give the train split; keep data.mix (add the file to it as "
+            "{train_file: FILE, weight: W}) or unset data.mix"
+        )
+    for index, source in enumerate(data.mix):
+        where = f"data.mix[{index}]"
+        if (source.train_file is None) == (source.name is None):
+            named = "names both train_file and name" if source.train_file is not None else "names no source"
+            raise ConfigError(f"{where} {named}; give it one: train_file=FILE or name=DATASET")
+        if not (math.isfinite(source.weight) and source.weight > 0):
+            raise ConfigError(
+                f"{where}.weight={source.weight} must be a positive number (weights are relative: 0.7 and 0.3, "
+                "or 7 and 3)"
+            )
+        targets = list(source.columns.values())
+        doubled = sorted({name for name in targets if targets.count(name) > 1})
+        if doubled:
+            raise ConfigError(f"{where}.columns renames two columns to {doubled[0]!r}; rename one column to each name")
+    split = cfg.eval.split
+    if cfg.mode == "train" and data.get(f"{split}_file") is None and data.name is None:
+        raise ConfigError(
+            f"data.mix gives the train split only; name the {split} split the run scores: "
+            f"data.{split}_file=FILE (or data.name=DATASET for its data.{split}_split)"
         )
 
 

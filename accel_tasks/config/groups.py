@@ -7,6 +7,7 @@ documented where it is declared. The few derived facts that every layer reads th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -35,6 +36,28 @@ class ModelConfig:
     attn_implementation: Optional[str] = None
     """Attention kernel: None picks sdpa (torch's scaled_dot_product_attention) where the model supports it,
     else eager; or eager, sdpa, flash_attention_2, flex_attention."""
+
+
+@dataclass
+class MixSource:
+    """One source of data.mix: a local file or a data set, its weight, and its columns renamed to the recipe's."""
+
+    train_file: Optional[str] = None
+    """A local file: json, jsonl, csv, tsv or parquet (or set name)."""
+    name: Optional[str] = None
+    """A hub dataset id or a local dataset directory for datasets.load_dataset (or set train_file)."""
+    config: Optional[str] = None
+    """The data set's configuration name."""
+    split: str = "train"
+    """The data set's split the mix draws from."""
+    weight: float = 1.0
+    """Relative weight: this source gives weight / (sum of the weights) of the drawn rows."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Its columns renamed before mixing, {its name: the name the recipe reads}, e.g. {article: document}."""
+
+
+# data.mix_stopping values: datasets.interleave_datasets' stopping strategies.
+MIX_STOPPING = ("first_exhausted", "all_exhausted")
 
 
 @dataclass
@@ -77,6 +100,17 @@ class DataConfig:
     shuffle_buffer: int = 1000
     """data.streaming: rows held in the seeded shuffle buffer (datasets' buffer_size; more mixes better,
     holds more rows); 0: the stream's own order."""
+    # dataclasses.field: the name ``field`` is data.field's own inside this class.
+    mix: list[MixSource] = dataclasses.field(default_factory=list)
+    """The train split drawn from several sources by weight (datasets.interleave_datasets); a source is train_file:
+    FILE or name: DATASET (with config, split), weight (relative; default 1) and columns ({its name: the recipe's}),
+    e.g. [{train_file: a.jsonl, weight: 0.7}, {name: path/to/ds, weight: 0.3, columns: {article: document}}].
+    Map-style or streamed; not with data.train_file; eval splits come from data.validation_file / data.name."""
+    mix_stopping: str = "first_exhausted"
+    """When a data.mix epoch ends: first_exhausted (a source runs out: no row twice) or all_exhausted (every source
+    has given every row: the others repeat theirs)."""
+    mix_seed: int = 42
+    """Seed of data.mix's draws: the same seed, sources and weights give the same rows every run."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from accel_tasks.config import SPLITS, DataConfig
 from accel_tasks.data.audio_columns import allow_undecoded_audio, undecoded_audio_columns
+from accel_tasks.data.mixing import RequiredColumns, check_sources, mix_train, without_mix
 from accel_tasks.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ FileReader = Callable[[Path], Optional["datasets.Dataset"]]
 
 def check_data_files(data_cfg: DataConfig, splits: Iterable[str]) -> None:
     """Fail before anything heavy when a named data file is missing or of an unknown kind."""
+    if "train" in splits and data_cfg.mix:  # each data.mix source as if it were the train data (mixing.py)
+        check_sources(data_cfg, lambda source: check_data_files(source, ("train",)))
     for split in splits:
         path = getattr(data_cfg, f"{split}_file")
         if path is None:
@@ -53,11 +56,14 @@ def load_raw_datasets(
     splits: Iterable[str],
     sample_dir: Optional[Path] = None,
     read_file: Optional[FileReader] = None,
+    required_columns: Optional[RequiredColumns] = None,
 ) -> datasets.DatasetDict:
     """A DatasetDict with the requested splits, named train / validation / test.
 
     ``read_file`` is tried first on every local data file; it returns None for files it does not own. Audio columns
-    come undecoded (``{"path", "bytes"}``) and are stored without torchcodec (audio_columns.py says why).
+    come undecoded (``{"path", "bytes"}``) and are stored without torchcodec (audio_columns.py says why). With
+    data.mix the train split is drawn from its sources (mixing.py), each checked for ``required_columns`` (the
+    recipe's train columns) when given; the other splits come from the usual keys.
     """
     import datasets
 
@@ -65,6 +71,16 @@ def load_raw_datasets(
     splits = tuple(splits)
     check_data_files(data_cfg, splits)
     streamed = streamed_splits(data_cfg, splits)
+    if data_cfg.mix and "train" in splits:
+        rest = tuple(split for split in splits if split != "train")
+        raw = load_raw_datasets(without_mix(data_cfg), rest, sample_dir, read_file) if rest else datasets.DatasetDict()
+        raw["train"] = mix_train(
+            data_cfg,
+            lambda source: load_raw_datasets(source, ("train",), read_file=read_file)["train"],
+            "train" in streamed,
+            required_columns,
+        )
+        return raw
     if uses_files(data_cfg):
         loaded = {}
         for split in splits:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from accel_tasks import log
 from accel_tasks.config import RunConfig
+from accel_tasks.data.mixing import describe_mix
 from accel_tasks.engines.deepspeed_config import world_size
 from accel_tasks.errors import ConfigError, first_line
 from accel_tasks.recipe import Recipe
@@ -117,6 +118,8 @@ def stream_layout(cfg: RunConfig, processes: int) -> StreamLayout:
     source = data.train_file or (
         f"{data.name}:{data.config or ''}:{data.train_split}" if data.name else "bundled sample"
     )
+    if data.mix:  # another mix names other rows at the same position
+        source = describe_mix(data)
     return StreamLayout(
         processes, cfg.train.batch_size, cfg.seed, data.shuffle_buffer, data.max_train_samples, str(source)
     )
