@@ -1,18 +1,21 @@
 """Speech recognition with an encoder-decoder model: Whisper, Speech2Text.
 
 What makes it encoder-decoder: ``AutoModelForSpeechSeq2Seq`` with its own tokenizer (never rebuilt), Whisper's
-language and task tokens (``task.language`` / ``task.task``), labels that must fit the decoder's positions,
-``generate`` for predictions and label smoothing (``train.label_smoothing``). Training transcripts stay raw by
+language and task tokens (``task.language`` / ``task.task``, the same in the labels and in the exported generation
+config), labels that must fit the decoder's positions (longer transcripts are dropped before training, or refused
+with ``task.on_too_long=error``), SpecAugment while training (``task.spec_augment``), ``generate`` for predictions
+and label smoothing (``train.label_smoothing``). Training transcripts stay raw by
 default (the tokenizer knows case and punctuation). Data, features and scoring are the shared ones of
 :class:`SpeechRecipe`. ``recipe=speech_recognition`` picks this class when the model is encoder-decoder.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
+from accel_tasks import log
 from accel_tasks.errors import ConfigError
 from accel_tasks.recipe import decode_generated, generation_kwargs, smoothed_loss
 from accel_tasks.recipes import PRESETS_DIR
@@ -31,6 +34,7 @@ class SpeechSeq2SeqRecipe(SpeechRecipe):
     normalize_targets_by_default = False
     missing_tokenizer_fix = "set model.tokenizer_name=<tokenizer>"
     supports_label_smoothing = True
+    supports_spec_augment = True
 
     def validate_options(self) -> None:
         super().validate_options()
@@ -40,29 +44,58 @@ class SpeechSeq2SeqRecipe(SpeechRecipe):
                 "its tokenizer"
             )
 
-    def adapt_model(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Whisper's language and task tokens, in the labels and in generation (task.language / task.task)."""
-        from accel_tasks.recipes.speech.models import set_language_and_task
+    def model_config_overrides(self) -> dict[str, Any]:
+        """task.spec_augment and its mask shares, set on the config the model is built with (training runs only).
 
-        set_language_and_task(model, tokenizer, self.options.language, self.options.task)
+        Why on the config: transformers applies SpecAugment in the model's forward only while it trains
+        (``model.training``), so evaluation and generation never see it, in this run or from the export.
+        """
+        from accel_tasks.models.loading import load_model_config
+
+        opts = self.options
+        if opts.spec_augment is None:
+            return {}
+        config = load_model_config(self.cfg.model, self.default_model_dir())
+        if not hasattr(config, "apply_spec_augment"):
+            raise ConfigError(
+                f"task.spec_augment is set, but {config.model_type} models have no SpecAugment "
+                "(config.apply_spec_augment); leave task.spec_augment unset"
+            )
+        masks = {"mask_time_prob": opts.mask_time_prob, "mask_feature_prob": opts.mask_feature_prob}
+        return {"apply_spec_augment": opts.spec_augment, **{k: v for k, v in masks.items() if v is not None}}
+
+    def adapt_model(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Whisper's language and task tokens, the same in the labels and in generation (task.language / task.task,
+        else what the model names); with task.spec_augment, say what the model will mask while training."""
+        from accel_tasks.recipes.speech.models import prompt_language_and_task, set_language_and_task
+
+        training = self.cfg.mode == "train"
+        language, task = prompt_language_and_task(model, tokenizer, self.options.language, self.options.task, training)
+        set_language_and_task(model, tokenizer, language, task)
+        if not training:
+            return
+        self.decide({"task.language": language, "task.task": task})
+        if language is None and getattr(model.generation_config, "lang_to_id", None):
+            log.info(
+                "task.language is unset and the model names none: the labels carry no language token and generate "
+                "detects the language; set task.language=<language> to train and generate with one"
+            )
+        config = model.config
+        if self.options.spec_augment:
+            log.info(
+                f"SpecAugment while training (not in eval or generation): mask_time_prob={config.mask_time_prob:g} "
+                f"(spans of {config.mask_time_length} frames), mask_feature_prob={config.mask_feature_prob:g} "
+                f"(spans of {config.mask_feature_length} mel bins)"
+            )
+            self.decide({f"task.{key}": getattr(config, key) for key in ("mask_time_prob", "mask_feature_prob")})
 
     def training_loss(self, model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The model's loss, or label-smoothed cross-entropy with train.label_smoothing."""
         return smoothed_loss(model, batch, self.cfg.train.label_smoothing)
 
-    def check_labels(self, labels: list, row_ids: list) -> None:
-        """A decoder has a fixed number of positions; longer labels would fail deep inside the model."""
-        from accel_tasks.recipes.speech.rawdata import shown_rows
-
-        limit = getattr(self.model.config, "max_target_positions", None)
-        if limit is None:
-            return
-        long = [row_id for row_id, row in zip(row_ids, labels) if len(row) > limit]
-        if long:
-            raise ConfigError(
-                f"{len(long)} transcript(s) are longer than the decoder's {limit} positions once tokenised: rows "
-                f"{shown_rows(long)}; lower task.max_duration_s or remove those rows"
-            )
+    def decoder_positions(self) -> Optional[int]:
+        """The decoder's position table (Whisper: 448); the row filter drops or refuses longer training labels."""
+        return getattr(self.model.config, "max_target_positions", None)
 
     def make_collator(self) -> Callable[[list[dict]], dict[str, Any]]:
         from accel_tasks.recipes.speech.audio_features import SpeechSeq2SeqCollator

@@ -437,3 +437,123 @@ def test_row_filter_verdicts_errors_and_counts(tmp_path: Path, monkeypatch) -> N
         "train: 1 of 2 clips at 8000 Hz are resampled to 16000 Hz",
         "train: duration filter [0, 2] s removed 1 of 2 clips (0 shorter, 1 longer), kept 1",
     ]
+
+
+# ---------------------------------------------------------------- Whisper guards: the decoder's positions, the window
+
+
+@pytest.fixture(scope="module")
+def short_whisper():
+    """A tiny Whisper whose decoder holds 16 label tokens (Whisper: 448) and whose window is 4 s (Whisper: 30 s)."""
+    from accel_tasks.recipes.speech.tiny_whisper import TinyWhisperSize, build_tiny_whisper
+
+    return build_tiny_whisper(["one two three four five six"], size=TinyWhisperSize(max_target_positions=16))
+
+
+def limit_of(tiny, positions: int = 16):
+    from accel_tasks.recipes.speech.rows import LabelLimit
+
+    return LabelLimit(tiny.tokenizer, None, positions, tiny.model.config.decoder_start_token_id)
+
+
+def test_label_limit_is_exactly_what_the_decoder_takes(short_whisper) -> None:
+    """The length the row filter counts is the collated labels' length: 16 fit the 16 positions, 17 do not."""
+    tiny = short_whisper
+    fits, over = " ".join(["one"] * 6 + ["six"]), " ".join(["one"] * 7)
+    assert limit_of(tiny).lengths([fits, over]) == [16, 17]
+    features = prepare_speech_features(
+        {
+            "id": ["fits", "over"],
+            "audio": [{"array": sine(440, 16000), "sampling_rate": 16000}] * 2,
+            "text": [fits, over],
+        },
+        feature_extractor=tiny.feature_extractor,
+        tokenizer=tiny.tokenizer,
+    )
+    collate = SpeechSeq2SeqCollator(tiny.processor, decoder_start_token_id=tiny.model.config.decoder_start_token_id)
+    rows = [{k: features[k][i] for k in ("input_features", "labels")} for i in range(2)]
+    batch = collate(rows[:1])
+    assert batch["labels"].shape[1] == 16
+    assert torch.isfinite(tiny.model(**batch).loss)
+    assert collate(rows)["labels"].shape[1] == 17
+    with pytest.raises(ValueError, match="cannot exceed"):  # what the filter keeps from ever reaching the model
+        tiny.model(**collate(rows))
+    normalised = limit_of(tiny).__class__(tiny.tokenizer, TextNormalizer(), 16, None)
+    assert normalised.lengths(["ONE, one!"]) == [len(tiny.tokenizer("one one").input_ids)]  # the start token counts
+
+
+def test_row_filter_drops_or_refuses_clips_over_the_window_and_labels_over_the_decoder(
+    short_whisper, tmp_path: Path, monkeypatch
+) -> None:
+    from accel_tasks import log
+    from accel_tasks.errors import ConfigError
+    from accel_tasks.recipes.speech import rows
+    from accel_tasks.recipes.speech.rawdata import input_window_s
+
+    lines: list[str] = []
+    monkeypatch.setattr(log, "info", lines.append)
+    for name, seconds in (("ok", 1.0), ("long_clip", 5.0), ("long_text", 1.0)):
+        sf.write(tmp_path / f"{name}.wav", sine(440, 16000, seconds), 16000)
+    batch = {
+        "id": ["ok", "long_clip", "long_text"],
+        "audio": ["ok.wav", "long_clip.wav", "long_text.wav"],
+        "text": ["one two", "one two", " ".join(["one two three"] * 10)],
+    }
+    rule = rows.RowRule(
+        columns=SpeechColumns("audio", "text", "id"),
+        transcript_normalizers=(None,),
+        base_dir=str(tmp_path),
+        min_duration_s=None,
+        max_duration_s=None,
+        window_s=input_window_s(short_whisper.feature_extractor),
+        drop_empty_transcripts=False,
+        sampling_rate=16000,
+        label_limit=limit_of(short_whisper),
+    )
+    verdicts = rows.row_verdicts(batch, rule)
+    assert verdicts[rows.VERDICT] == [rows.KEPT, rows.OVER_WINDOW, rows.OVER_DECODER]
+    assert rows.judge_rows(batch["id"], verdicts, rule, "the train data", "train").tolist() == [True, False, False]
+    assert lines == [
+        "train: removed 1 clips longer than the model's 4 s input window",
+        "train: dropped 1 of 3 rows whose transcript is longer than the decoder's 16 positions once tokenised "
+        "(rows 'long_text')",
+    ]
+    assert rows.kept_rows(batch, rule, "the train stream") == [True, False, False]
+    assert len(lines) == 2  # a streamed batch is filtered silently
+    refusing = rows.RowRule(**{**rule.__dict__, "on_too_long": "error"})
+    with pytest.raises(ConfigError, match=r"1 clip\(s\) longer than the model's 4 s input window.*rows 'long_clip'"):
+        rows.kept_rows(batch, refusing, "the train stream")
+    no_long_clip = {key: [value[0], value[2]] for key, value in batch.items()}
+    with pytest.raises(ConfigError, match=r"decoder's 16 positions .*rows 'long_text'.*task.on_too_long=drop"):
+        rows.judge_rows(
+            no_long_clip["id"], rows.row_verdicts(no_long_clip, refusing), refusing, "the train data", "train"
+        )
+
+
+def test_language_and_task_agree_between_labels_and_generation(short_whisper) -> None:
+    """An unset task.language / task.task comes from whichever of the tokenizer (labels) and the generation config
+    names one; when they differ, training is refused and evaluation follows the generation config."""
+    import copy
+
+    from accel_tasks.errors import ConfigError
+    from accel_tasks.recipes.speech.models import language_code, prompt_language_and_task, set_language_and_task
+
+    model, tokenizer = copy.deepcopy(short_whisper.model), copy.deepcopy(short_whisper.tokenizer)
+    assert [language_code(name) for name in ("english", "EN", "<|en|>", "klingon")] == ["en", "en", "en", "klingon"]
+    assert prompt_language_and_task(model, tokenizer, "fr", None, True) == ("fr", "transcribe")
+    tokenizer.set_prefix_tokens(language=None, task=None)  # a tokenizer saved without them (hub checkpoints)
+    assert prompt_language_and_task(model, tokenizer, None, None, True) == ("en", "transcribe")
+    set_language_and_task(model, tokenizer, *prompt_language_and_task(model, tokenizer, None, None, True))
+    assert tokenizer.convert_ids_to_tokens(tokenizer("one").input_ids[:3]) == [
+        "<|startoftranscript|>",
+        "<|en|>",
+        "<|transcribe|>",
+    ]
+    model.generation_config.language = None  # a 28814-era export: the labels' language, none to generate with
+    assert prompt_language_and_task(model, tokenizer, None, None, True)[0] == "en"
+    model.generation_config.language, tokenizer.language = "english", "en"  # the same language twice: fine
+    assert prompt_language_and_task(model, tokenizer, None, None, True)[0] == "english"
+    tokenizer.set_prefix_tokens(language="french")
+    with pytest.raises(ConfigError, match=r"tokenizer's language 'french' .* 'english' differ; set task.language="):
+        prompt_language_and_task(model, tokenizer, None, None, True)
+    assert prompt_language_and_task(model, tokenizer, None, None, False)[0] == "english"

@@ -24,7 +24,13 @@ from accel_tasks import log
 from accel_tasks.errors import ConfigError
 from accel_tasks.recipe import PAD_INT, EvalOutput, Recipe
 from accel_tasks.recipes import PRESETS_DIR, SAMPLES_DIR
-from accel_tasks.recipes.speech.options import NORMALIZERS, SpeechRecognitionOptions
+from accel_tasks.recipes.speech.options import (
+    NORMALIZERS,
+    ON_TOO_LONG,
+    SpeechRecognitionOptions,
+    check_durations,
+    check_spec_augment,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -41,7 +47,7 @@ class SpeechRecipe(Recipe):
     """Speech recognition for one model family; a subclass says which (``model_type``) and fills the family hooks.
 
     Family hooks: ``load_family_model`` (optional), ``adapt_model``, ``check_train_transcripts`` and
-    ``check_labels`` (optional), ``make_collator``, ``predict``, ``decode_predictions``.
+    ``decoder_positions`` (optional), ``make_collator``, ``predict``, ``decode_predictions``.
     """
 
     name = "speech_recognition"
@@ -63,6 +69,8 @@ class SpeechRecipe(Recipe):
     normalize_targets_by_default: ClassVar[bool] = False
     # What to do about a model without a tokenizer.
     missing_tokenizer_fix: ClassVar[str] = "set model.tokenizer_name=<tokenizer>"
+    # Whether task.spec_augment / task.mask_*_prob apply (the family sets them on the model config it loads).
+    supports_spec_augment: ClassVar[bool] = False
 
     @property
     def length_column(self) -> str:  # type: ignore[override]
@@ -87,7 +95,10 @@ class SpeechRecipe(Recipe):
             )
         if opts.normalizer not in NORMALIZERS:
             raise ConfigError(f"task.normalizer={opts.normalizer!r} is not one of {', '.join(NORMALIZERS)}")
-        self._validate_durations()
+        if opts.on_too_long not in ON_TOO_LONG:
+            raise ConfigError(f"task.on_too_long={opts.on_too_long!r} is not one of {', '.join(ON_TOO_LONG)}")
+        check_durations(opts)
+        check_spec_augment(opts, self.supports_spec_augment, self.model_type)
         if opts.task is not None and opts.task not in ("transcribe", "translate"):
             raise ConfigError(f"task.task={opts.task!r} is not one of transcribe, translate")
         if opts.build_vocab and self.cfg.mode != "train":
@@ -99,16 +110,6 @@ class SpeechRecipe(Recipe):
             if value is not None and not Path(value).exists():
                 raise ConfigError(f"task.{option}={value!r} does not exist")
         self.normalizer()  # a bad normaliser setting fails here, not after the model is loaded
-
-    def _validate_durations(self) -> None:
-        opts = self.options
-        if opts.min_duration_s is not None and opts.min_duration_s < 0:
-            raise ConfigError(f"task.min_duration_s={opts.min_duration_s} is negative; use 0 or more seconds")
-        if opts.max_duration_s is not None and opts.max_duration_s <= 0:
-            raise ConfigError(f"task.max_duration_s={opts.max_duration_s} must be above 0 seconds")
-        low, high = opts.min_duration_s, opts.max_duration_s
-        if low is not None and high is not None and high < low:
-            raise ConfigError(f"task.max_duration_s={high} is below task.min_duration_s={low}; swap or widen them")
 
     # -- text normalisation -------------------------------------------------------------------------
     def normalizer(self) -> Callable[[str], str]:
@@ -179,7 +180,11 @@ class SpeechRecipe(Recipe):
         from accel_tasks.models.loading import load_model_and_processor
 
         return load_model_and_processor(
-            self.cfg.model, self.auto_model_class, self.processor_class, default_dir=default_dir
+            self.cfg.model,
+            self.auto_model_class,
+            self.processor_class,
+            default_dir=default_dir,
+            config_overrides=self.model_config_overrides() if self.cfg.mode == "train" else None,
         )
 
     @abstractmethod
@@ -272,14 +277,24 @@ class SpeechRecipe(Recipe):
         return self.sample_dir
 
     def row_rule(self, split: str, columns: SpeechColumns) -> RowRule:
-        """The row filter's settings for a split (transcripts are checked with the normalisers they will meet)."""
+        """The row filter's settings for a split (transcripts are checked with the normalisers they will meet).
+
+        The decoder's limit applies to the train split alone: only training feeds labels through the decoder
+        (evaluation generates, and scores against the raw transcript).
+        """
+        from accel_tasks.recipes.speech.models import split_processor
         from accel_tasks.recipes.speech.rawdata import input_window_s
-        from accel_tasks.recipes.speech.rows import RowRule
+        from accel_tasks.recipes.speech.rows import LabelLimit, RowRule
 
         opts = self.options
         normalizers = [self.target_normalizer()] if split == "train" else [self.target_normalizer(), self.normalizer()]
         base_dir = self.audio_base_dir(split)
-        feature_extractor = self._feature_extractor()
+        feature_extractor, tokenizer = split_processor(self.processor)
+        positions = self.decoder_positions()
+        label_limit = None
+        if split == "train" and columns.text is not None and positions is not None:
+            start = getattr(self.model.config, "decoder_start_token_id", None)
+            label_limit = LabelLimit(tokenizer, self.target_normalizer(), positions, start)
         return RowRule(
             columns=columns,
             transcript_normalizers=tuple(normalizers),
@@ -289,7 +304,13 @@ class SpeechRecipe(Recipe):
             window_s=input_window_s(feature_extractor),
             drop_empty_transcripts=opts.drop_empty_transcripts,
             sampling_rate=int(feature_extractor.sampling_rate),
+            label_limit=label_limit,
+            on_too_long=opts.on_too_long,
         )
+
+    def decoder_positions(self) -> Optional[int]:
+        """How many label tokens the model's decoder takes (the row filter drops longer transcripts); None: any."""
+        return None
 
     def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Check every clip and transcript cheaply (file headers, the text), then drop what the row filter drops."""
@@ -319,7 +340,8 @@ class SpeechRecipe(Recipe):
             return dataset
         if not keep.any() and np.isin(verdicts[VERDICT], PROBED).any():
             raise ConfigError(
-                f"no {split} clips left after the duration filter; widen task.min_duration_s / task.max_duration_s"
+                f"no {split} clips left after the duration and length filters (counts above); widen "
+                "task.min_duration_s / task.max_duration_s, or use shorter clips and transcripts"
             )
         return dataset.select(np.flatnonzero(keep))
 
@@ -377,14 +399,9 @@ class SpeechRecipe(Recipe):
             )
         except (AudioLoadError, EmptyTranscriptError) as exc:
             raise ConfigError(str(exc)) from None
-        if columns.text is not None:
-            self.check_labels(features["labels"], batch[columns.id])
         name = self.length_column
         features[name], features[SHAPE_COLUMN] = pack_arrays(features[name])
         return features
-
-    def check_labels(self, labels: list, row_ids: list) -> None:
-        """Refuse labels the model cannot take (raises ConfigError naming the rows); any length by default."""
 
     @abstractmethod
     def make_collator(self) -> Callable[[list[dict]], dict[str, Any]]:

@@ -105,6 +105,43 @@ def set_language_and_task(model: Any, tokenizer: Any, language: str | None, task
         model.config.forced_decoder_ids = None
 
 
+def prompt_language_and_task(
+    model: Any, tokenizer: Any, language: str | None, task: str | None, training: bool
+) -> tuple[str | None, str | None]:
+    """The language and task of both the labels and generation: the options, else what the model already says.
+
+    Why: the labels carry the tokenizer's prefix (``tokenizer.language`` / ``.task``) and ``generate`` prompts
+    with the generation config's; when they disagree, the fine-tuned model is prompted at inference with tokens it
+    was not trained on, and an export whose generation config lacks the language detects one instead
+    (transformers#28814). An unset option is taken from whichever of the two names one; when both name different
+    ones, training is refused (the labels would contradict the export) and evaluation follows the generation
+    config (labels are not used). Returns the pair to hand to :func:`set_language_and_task`.
+    """
+    generation_config = getattr(model, "generation_config", None)
+    if not hasattr(tokenizer, "set_prefix_tokens") or getattr(generation_config, "is_multilingual", None) is False:
+        return language, task  # no prefix tokens to agree on (English-only Whisper takes none)
+    chosen = []
+    for option, value, canonical in (("language", language, language_code), ("task", task, str)):
+        in_labels, in_generation = getattr(tokenizer, option, None), getattr(generation_config, option, None)
+        in_generation = in_generation if isinstance(in_generation, str) else None  # a per-row list names no one
+        if value is None and in_labels is not None and in_generation is not None:
+            if canonical(in_labels) != canonical(in_generation) and training:
+                raise ConfigError(
+                    f"the tokenizer's {option} {in_labels!r} (in the labels) and the generation config's "
+                    f"{in_generation!r} differ; set task.{option}=<{option}> to train and generate with one"
+                )
+        chosen.append(value if value is not None else (in_generation if in_generation is not None else in_labels))
+    return chosen[0], chosen[1]
+
+
+def language_code(name: str) -> str:
+    """Whisper's code of a language given as ``english``, ``en`` or ``<|en|>`` (unknown names as they are)."""
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    name = name.lower().removeprefix("<|").removesuffix("|>")
+    return TO_LANGUAGE_CODE.get(name, name)
+
+
 def freeze_unused_spec_augment(model: Any) -> list[str]:
     """Freeze the SpecAugment mask embedding when the config never applies time masking.
 

@@ -28,9 +28,34 @@ from accel_tasks.recipes.speech.rawdata import (
 # Verdict column written by row_verdicts, beside the probe columns; its values are the codes below.
 VERDICT = "__verdict"
 PROBLEM = "__problem"
-KEPT, EMPTY_TRANSCRIPT, UNREADABLE, SILENT, TOO_SHORT, TOO_LONG, OVER_WINDOW = range(7)
+KEPT, EMPTY_TRANSCRIPT, UNREADABLE, SILENT, TOO_SHORT, TOO_LONG, OVER_WINDOW, OVER_DECODER = range(8)
 # Rows whose clip was read (the counts of the resampling and duration reports are out of these).
-PROBED = (KEPT, SILENT, TOO_SHORT, TOO_LONG, OVER_WINDOW)
+PROBED = (KEPT, SILENT, TOO_SHORT, TOO_LONG, OVER_WINDOW, OVER_DECODER)
+
+
+@dataclass(frozen=True)
+class LabelLimit:
+    """How long a transcript's labels are for the decoder, and how many positions it has.
+
+    Why here, from the text: a label longer than the decoder's position table ends in an index error inside the
+    model (a device-side assert on GPU) after features were made; tokenising the transcript alone finds it in the
+    row filter. The length is the one the decoder sees: the labels as ``preprocess`` makes them (the transcript
+    through ``normalizer``, then the tokenizer with its prefix tokens and end token), less the leading start token
+    the seq2seq collator removes (the model puts it back as the first decoder input), so exactly ``positions``
+    tokens fit.
+    """
+
+    tokenizer: Any
+    normalizer: Optional[Callable[[str], str]]
+    positions: int
+    start_token_id: Optional[int]
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """The decoder length of each transcript's labels."""
+        texts = [self.normalizer(text) if self.normalizer is not None else text for text in texts]
+        rows = self.tokenizer(list(texts)).input_ids if texts else []
+        start = self.start_token_id
+        return [len(row) - int(start is not None and len(row) > 0 and row[0] == start) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,10 @@ class RowRule:
     drop_empty_transcripts: bool
     sampling_rate: int
     """The feature extractor's rate, for the resampling report."""
+    label_limit: Optional[LabelLimit] = None
+    """The decoder's length limit on transcripts (encoder-decoder training); None: any length."""
+    on_too_long: str = "drop"
+    """task.on_too_long: rows over the input window or the decoder's positions are dropped, or an error."""
 
 
 def duration_verdict(seconds: float, rule: RowRule) -> int:
@@ -88,6 +117,13 @@ def row_verdicts(batch: dict[str, list], rule: RowRule) -> dict[str, list]:
             continue
         durations[position], rates[position] = float(duration), int(rate)
         verdicts[position] = duration_verdict(durations[position], rule)
+    if rule.label_limit is not None and rule.columns.text is not None:
+        # Only the rows kept so far are tokenised: the checks that need the clip alone come first.
+        kept = [position for position, verdict in enumerate(verdicts) if verdict == KEPT]
+        lengths = rule.label_limit.lengths([str(batch[rule.columns.text][position]) for position in kept])
+        for position, length in zip(kept, lengths):
+            if length > rule.label_limit.positions:
+                verdicts[position] = OVER_DECODER
     return {VERDICT: verdicts, PROBE_DURATION: durations, PROBE_RATE: rates, PROBLEM: problems}
 
 
@@ -127,6 +163,7 @@ def judge_rows(
         )
     if report_as:
         _report_durations(codes[probed], rule, report_as)
+    _judge_too_long(ids, codes, rule, subject, report_as)
     return codes == KEPT
 
 
@@ -154,5 +191,36 @@ def _report_durations(codes: np.ndarray, rule: RowRule, where: str) -> None:
             f"({shorter} shorter, {longer} longer), kept {len(codes) - shorter - longer}"
         )
     over_window = int((codes == OVER_WINDOW).sum())
-    if over_window:
+    if over_window and rule.on_too_long == "drop":
         log.info(f"{where}: removed {over_window} clips longer than the model's {rule.window_s:g} s input window")
+
+
+def _judge_too_long(
+    ids: Sequence[Any], codes: np.ndarray, rule: RowRule, subject: str, report_as: Optional[str]
+) -> None:
+    """Rows the model cannot take whole (task.on_too_long): an error naming them, or the count of those dropped.
+
+    The window's count is part of the duration report (:func:`_report_durations`); the decoder's is said here.
+    """
+    window = np.flatnonzero(codes == OVER_WINDOW)
+    decoder = np.flatnonzero(codes == OVER_DECODER)
+    if rule.on_too_long == "error" and len(window):
+        raise ConfigError(
+            f"{subject} has {len(window)} clip(s) longer than the model's {rule.window_s:g} s input window, which "
+            f"would cut them and keep the whole transcript: rows {shown_rows([ids[i] for i in window])}; split or "
+            "remove them, or set task.on_too_long=drop to drop them"
+        )
+    if not len(decoder):
+        return
+    limit = rule.label_limit.positions if rule.label_limit is not None else 0
+    if rule.on_too_long == "error":
+        raise ConfigError(
+            f"{subject} has {len(decoder)} transcript(s) longer than the decoder's {limit} positions once tokenised "
+            f"(with the language and task tokens): rows {shown_rows([ids[i] for i in decoder])}; shorten or remove "
+            "them, or set task.on_too_long=drop to drop them"
+        )
+    if report_as:
+        log.info(
+            f"{report_as}: dropped {len(decoder)} of {len(codes)} rows whose transcript is longer than the decoder's "
+            f"{limit} positions once tokenised (rows {shown_rows([ids[i] for i in decoder])})"
+        )
