@@ -39,6 +39,7 @@ from accel_tasks.models.loading import (
 from accel_tasks.recipe import Recipe
 from accel_tasks.registry import available_recipes, load_recipe_class
 from accel_tasks.runs.checkpoint import resolve_resume
+from accel_tasks.runs.compatibility import check_resume_matches, check_scored_model_recipe
 from accel_tasks.runs.output_dir import acquire_lock, holds_results
 from accel_tasks.runs.output_dir import check_output_dir as check_run_dir
 from accel_tasks.settings import freeze, with_settings
@@ -96,15 +97,10 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
         # back (max lengths, generation, labels, languages, data), so the path alone reproduces the run.
         path, saved_cfg = saved
         layer = settings_saved_with_model(saved_cfg, user_layers)
-        if saved_cfg.get("recipe") == str(recipe_spec):
-            cfg = build_config(
-                recipe_cls.Options, preset_layers + [(f"settings saved with the model ({path})", layer)] + user_layers
-            )
-        else:
-            log.warning(
-                f"{path} was made by recipe={saved_cfg.get('recipe')}, not {recipe_spec}; "
-                "its saved settings are not used"
-            )
+        check_scored_model_recipe(str(recipe_spec), saved_cfg.get("recipe"), path)
+        cfg = build_config(
+            recipe_cls.Options, preset_layers + [(f"settings saved with the model ({path})", layer)] + user_layers
+        )
     cfg.recipe = str(recipe_spec)
     _epochs_over_preset_steps(cfg, user_layers)
     rerun = repeat_output_dir(cfg, config_file, overrides)
@@ -255,6 +251,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
     if resume_dir is not None:
+        check_resume_matches(cfg.recipe, resume_dir, model_source)  # the same recipe and architecture
         check_resume_layout(cfg, resume_dir)  # DeepSpeed or not, ZeRO stage, number of processes (reshard.py)
     check_streaming(cfg, recipe_cls, resume_dir)
     # The output_dir's contents now (read only), so that this common mistake is not found only after the
