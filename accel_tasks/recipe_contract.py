@@ -12,7 +12,7 @@ The loop calls the hooks in this order, and each hook may rely on what ran befor
     has_references(dataset)          mode=predict only: are there references to score against?
     begin_run(context)               once: the run's decisions (RunContext: padding multiple, references)
     required_columns(split, cols)    checked against each raw split, before the model loads
-    text_columns(split, cols)        their values checked (strings, no nulls), before the model loads
+    string_columns(split, cols)      their values checked (strings, no nulls), before the model loads
     load_model()                     sets self.model and self.processor
     settings_from_model(model)       eval only: what the trained model fixes (labels, vocab) wins over options,
     adopt_model_settings(settings)   adopted as the recipe's decisions (columns are checked again after it)
@@ -264,7 +264,7 @@ class Recipe(ABC):
         """
         return {}
 
-    def text_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+    def string_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         """The columns of a raw split whose every value must be a string (column -> the option naming it); each is
         checked before the model loads, and a null or a number there is refused with its rows named
         (data/values.py). Default: none; a recipe names the columns it tokenises as text."""

@@ -81,7 +81,7 @@ def first_bad_json_line(path: Path) -> Optional[str]:
             if not line.strip():
                 continue
             try:
-                json.loads(line)
+                json.loads(line.rstrip())
             except json.JSONDecodeError as error:
                 return f"line {number} is not valid JSON ({error.msg} at column {error.colno}); fix or remove that line"
     return None

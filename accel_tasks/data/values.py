@@ -3,7 +3,7 @@ recipe reads text is refused with the rows named.
 
 Why refuse and not coerce: a null summary became an empty target and a number in a document a TypeError deep in
 tokenisation (under several processes, on every rank); trained on silently, a column of nulls even ran to the end
-with a falling loss. Which columns hold text is the recipe's answer (``Recipe.text_columns``).
+with a falling loss. Which columns hold text is the recipe's answer (``Recipe.string_columns``).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class SummarizationRecipe(Seq2SeqRecipe):
             required[summary] = "task.summary_column"
         return required
 
-    def text_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+    def string_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         """Documents and summaries are text in every row: a null or a number is refused before the model loads."""
         return self.required_columns(split, column_names)
 

@@ -118,7 +118,7 @@ def check_raw_splits(recipe: Recipe, raw: Any, cfg: RunConfig) -> None:
     for split in run_splits(cfg):
         columns = raw[split].column_names
         check_columns(raw[split], recipe.required_columns(split, columns), split)
-        check_text_values(raw[split], recipe.text_columns(split, columns), split_source(cfg.data, split))
+        check_text_values(raw[split], recipe.string_columns(split, columns), split_source(cfg.data, split))
 
 
 def _prepare_data(accelerator: Accelerator, recipe: Recipe, raw: Any, cfg: RunConfig) -> RunData:
