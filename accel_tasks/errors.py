@@ -63,3 +63,10 @@ class Interrupted(Preempted):
     """Ctrl-C (SIGINT) asked the run to stop: as Preempted, with the shell's status for an interrupt, 130."""
 
     exit_code = 130
+
+
+class DiskFull(RunStopped):
+    """A checkpoint or export could not be written (no space, a quota, a file-size limit): the partial directory
+    was removed and the last complete checkpoint kept; exit status 74 (EX_IOERR)."""
+
+    exit_code = 74

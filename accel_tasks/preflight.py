@@ -24,16 +24,22 @@ from accel_tasks.engines.fsdp import check_fsdp_launch
 from accel_tasks.engines.performance import check_compile_supported, compile_settings
 from accel_tasks.engines.reshard import check_resume_layout
 from accel_tasks.engines.trackers import resolve_trackers
-from accel_tasks.errors import ConfigError, first_line
-from accel_tasks.evaluation.best import best_metric_name
-from accel_tasks.evaluation.eval_pass import load_metrics, score
+from accel_tasks.errors import ConfigError
+from accel_tasks.evaluation.eval_pass import load_metrics
+from accel_tasks.evaluation.metric_checks import check_metrics_fit
 from accel_tasks.features.streaming import check_streaming
 from accel_tasks.manifest import safetensors_problem
 from accel_tasks.models.adapters import check_peft_config_file
-from accel_tasks.models.loading import check_trained_weights, resolve_model_source, saved_run_config
+from accel_tasks.models.loading import (
+    check_tokenizer_reference,
+    check_trained_weights,
+    resolve_model_source,
+    saved_run_config,
+)
 from accel_tasks.recipe import Recipe
 from accel_tasks.registry import available_recipes, load_recipe_class
 from accel_tasks.runs.checkpoint import resolve_resume
+from accel_tasks.runs.compatibility import check_resume_matches, check_scored_model_recipe
 from accel_tasks.runs.output_dir import acquire_lock, holds_results
 from accel_tasks.runs.output_dir import check_output_dir as check_run_dir
 from accel_tasks.settings import freeze, with_settings
@@ -91,15 +97,10 @@ def resolve_config(overrides: Sequence[str], config_file: Optional[str]) -> tupl
         # back (max lengths, generation, labels, languages, data), so the path alone reproduces the run.
         path, saved_cfg = saved
         layer = settings_saved_with_model(saved_cfg, user_layers)
-        if saved_cfg.get("recipe") == str(recipe_spec):
-            cfg = build_config(
-                recipe_cls.Options, preset_layers + [(f"settings saved with the model ({path})", layer)] + user_layers
-            )
-        else:
-            log.warning(
-                f"{path} was made by recipe={saved_cfg.get('recipe')}, not {recipe_spec}; "
-                "its saved settings are not used"
-            )
+        check_scored_model_recipe(str(recipe_spec), saved_cfg.get("recipe"), path)
+        cfg = build_config(
+            recipe_cls.Options, preset_layers + [(f"settings saved with the model ({path})", layer)] + user_layers
+        )
     cfg.recipe = str(recipe_spec)
     _epochs_over_preset_steps(cfg, user_layers)
     rerun = repeat_output_dir(cfg, config_file, overrides)
@@ -236,6 +237,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
             "an adapter dir or a hub id>"
         )
     model_source = resolve_model_source(cfg.model, default_model)
+    check_tokenizer_reference(cfg.model.tokenizer_name)
     if cfg.mode != "train":
         check_trained_weights(model_source)
     check_deepspeed_config(cfg)
@@ -249,6 +251,7 @@ def make_plan(cfg: RunConfig, recipe_cls: type[Recipe]) -> Plan:
     threads_from_env()
     resume_dir = resolve_resume(cfg.train.resume_from, output_dir / "checkpoints") if cfg.mode == "train" else None
     if resume_dir is not None:
+        check_resume_matches(cfg.recipe, resume_dir, model_source)  # the same recipe and architecture
         check_resume_layout(cfg, resume_dir)  # DeepSpeed or not, ZeRO stage, number of processes (reshard.py)
     check_streaming(cfg, recipe_cls, resume_dir)
     # The output_dir's contents now (read only), so that this common mistake is not found only after the
@@ -268,6 +271,11 @@ def preflight_settings(cfg: RunConfig, recipe_cls: type[Recipe]) -> dict[str, An
     """The settings preflight decides, written into the run's config (config.yaml says what was used):
     the default output_dir, and the test split as the scored one for mode=predict."""
     settings: dict[str, Any] = {}
+    if cfg.output_dir is not None and not str(cfg.output_dir).strip():
+        raise ConfigError(
+            "output_dir is empty (output_dir= with no value); pass output_dir=DIR, or leave it out for the default "
+            f"outputs/{recipe_cls.name}"
+        )
     if cfg.output_dir is None:
         settings["output_dir"] = default_output_dir(cfg, recipe_cls.name)
     if cfg.mode == "predict":
@@ -343,32 +351,6 @@ def transformers_schedule_names() -> list[str]:
     from transformers import SchedulerType
 
     return [item.value for item in SchedulerType]
-
-
-def check_metrics_fit(recipe: Recipe, metric_modules: dict[str, EvaluationModule]) -> None:
-    """Score the recipe's probe output with every metric now, so a metric that cannot read the recipe's
-    predictions (rouge on QA spans) fails before training, not after it."""
-    probe = recipe.metric_probe()
-    if probe is None:
-        return
-    try:
-        scored = score(recipe, metric_modules, probe)  # as the eval itself scores, so the keys are the eval's keys
-    except Exception:  # any failure means the same thing here: a metric cannot score this task; find which one
-        for label, module in metric_modules.items():
-            try:
-                score(recipe, {label: module}, probe)
-            except Exception as exc:
-                raise ConfigError(
-                    f"eval.metrics: {label} cannot score {recipe.name} predictions "
-                    f"({type(exc).__name__}: {first_line(exc)}); "
-                    f"use metrics made for this task, e.g. eval.metrics=[{','.join(recipe.default_metrics) or '...'}]"
-                ) from None
-        raise
-    keys = [k for k, v in scored.items() if isinstance(v, (int, float))]
-    name = best_metric_name(recipe.cfg, recipe)
-    if recipe.cfg.mode == "train" and recipe.cfg.train.eval_every and name is not None:
-        if name not in keys:
-            raise ConfigError(f"eval.best_metric={name!r} is not a metric of this run; it computes: {', '.join(keys)}")
 
 
 def check_training_options(cfg: RunConfig, recipe: Recipe) -> None:

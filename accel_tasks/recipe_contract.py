@@ -8,14 +8,15 @@ The loop calls the hooks in this order, and each hook may rely on what ran befor
 
     Recipe(cfg)                      cfg: the resolved RunConfig (read-only); cfg.task is an instance of Options
     validate_options()               preflight: before any model or data is loaded
-    load_model()                     sets self.model and self.processor
-    settings_from_model(model)       eval only: what the trained model fixes (labels, vocab) wins over options
-    peft_modules_to_save(model)      only when peft.* trains an adapter
     load_data(splits)                -> DatasetDict with the splits the run needs (train / validation / test)
     has_references(dataset)          mode=predict only: are there references to score against?
-    begin_run(context)               once: the run's decisions (RunContext: padding multiple, references,
-                                     the trained model's settings)
-    required_columns(split, cols)    checked against each raw split
+    begin_run(context)               once: the run's decisions (RunContext: padding multiple, references)
+    required_columns(split, cols)    checked against each raw split, before the model loads
+    string_columns(split, cols)      their values checked (strings, no nulls), before the model loads
+    load_model()                     sets self.model and self.processor
+    settings_from_model(model)       eval only: what the trained model fixes (labels, vocab) wins over options,
+    adopt_model_settings(settings)   adopted as the recipe's decisions (columns are checked again after it)
+    peft_modules_to_save(model)      only when peft.* trains an adapter
     prepare_raw(dataset, split)      last fix-ups of a raw split (filter, rename, cast)
     prepare_stream(stream, split)    instead of prepare_raw for a streamed split: lazy (first rows, filter, rename)
     preprocess(batch, split)         raw rows -> features, through datasets.map(batched=True), cached
@@ -109,13 +110,18 @@ class Recipe(ABC):
     # -- what the run decided ---------------------------------------------------------------------------
     def begin_run(self, context: RunContext) -> None:
         """Take the run's decisions; the loop calls it once, after load_data (and has_references) and before
-        required_columns, so every data hook and collate see them.
+        required_columns, so every data hook and collate see them. The model is not loaded yet: the data is read
+        and checked first, so that a bad row is found in seconds, not after minutes of loading a large model.
 
         A recipe may extend it (calling ``super().begin_run(context)``) to check or derive what depends on the
-        run. The trained model's settings (``context.model_settings``) are adopted here as ``task.*`` decisions.
+        run.
         """
         self.context = context
-        self.decide({f"task.{key}": value for key, value in context.model_settings.items()})
+
+    def adopt_model_settings(self, settings: Mapping[str, Any]) -> None:
+        """Eval-only runs: the task options the trained model fixes (``settings_from_model``, only those that
+        differ from the settings) become ``task.*`` decisions, so the saved settings say so too."""
+        self.decide({f"task.{key}": value for key, value in settings.items()})
 
     @property
     def with_references(self) -> bool:
@@ -248,7 +254,13 @@ class Recipe(ABC):
         """Raw examples as a DatasetDict holding ``splits`` (names: train / validation / test)."""
         from accel_tasks.data.raw import load_raw_datasets
 
-        return load_raw_datasets(self.cfg.data, splits, sample_dir=self.sample_dir, read_file=self.read_data_file)
+        return load_raw_datasets(
+            self.cfg.data,
+            splits,
+            sample_dir=self.sample_dir,
+            read_file=self.read_data_file,
+            required_columns=lambda columns: self.required_columns("train", columns),  # each data.mix source's
+        )
 
     def required_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
         """Columns a raw split must have, mapped to the option that names them (for the error hint).
@@ -256,6 +268,12 @@ class Recipe(ABC):
         ``column_names`` are the split's columns, for recipes that pick known columns by name. Without
         references (``self.with_references`` False) only the input columns are required.
         """
+        return {}
+
+    def string_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+        """The columns of a raw split whose every value must be a string (column -> the option naming it); each is
+        checked before the model loads, and a null or a number there is refused with its rows named
+        (data/values.py). Default: none; a recipe names the columns it tokenises as text."""
         return {}
 
     def has_references(self, dataset: datasets.Dataset) -> bool:

@@ -8,8 +8,8 @@ Recipe) so that the evaluation code and the generation helpers need not import t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
@@ -30,13 +30,12 @@ class RunContext:
       batch's lengths up to a multiple of it.
     - ``with_references``: False only in mode=predict on inputs without references (``has_references`` said so):
       then required_columns, preprocess and postprocess leave the reference columns alone.
-    - ``model_settings``: eval-only runs, the task options the trained model fixes (``settings_from_model``) where
-      they differ from the settings; the recipe adopts them (``decide``), so the saved settings say so too.
+
+    What the trained model fixes (eval-only) comes later, once the model is loaded: ``adopt_model_settings``.
     """
 
     pad_to_multiple_of: Optional[int] = None
     with_references: bool = True
-    model_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 # The loop's padding convention for prediction outputs gathered across processes and batches.

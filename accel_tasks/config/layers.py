@@ -71,6 +71,8 @@ def load_yaml_layer(path: str | Path, what: str) -> DictConfig:
     the YAML reader or a silently dropped duplicate would send the user hunting.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a directory; pass the YAML file itself (e.g. {path}/config.yaml)")
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} does not exist; pass an existing YAML file")
     where = f"{what} {str(path)!r}"

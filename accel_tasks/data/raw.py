@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from accel_tasks.config import SPLITS, DataConfig
 from accel_tasks.data.audio_columns import allow_undecoded_audio, undecoded_audio_columns
+from accel_tasks.data.file_checks import check_file_path, check_text_file, first_bad_json_line
 from accel_tasks.data.mixing import RequiredColumns, check_sources, mix_train, without_mix
 from accel_tasks.errors import ConfigError, first_line
 
@@ -40,11 +41,11 @@ def check_data_files(data_cfg: DataConfig, splits: Iterable[str]) -> None:
         path = getattr(data_cfg, f"{split}_file")
         if path is None:
             continue
-        if not Path(path).is_file():
-            raise ConfigError(f"data.{split}_file {path!r} does not exist")
+        check_file_path(Path(path), f"data.{split}_file")
         if Path(path).suffix.lower() not in FILE_BUILDERS:
             kinds = ", ".join(sorted(FILE_BUILDERS))
             raise ConfigError(f"data.{split}_file {path!r}: unsupported file type; use one of {kinds}")
+        check_text_file(Path(path), f"data.{split}_file")
 
 
 def uses_files(data_cfg: DataConfig) -> bool:
@@ -176,16 +177,9 @@ def _file_problem(path: Path, builder: str, field: Optional[str], exc: BaseExcep
             whole = json.loads(text)
         except json.JSONDecodeError:
             whole = None
-            for number, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as error:
-                    return (
-                        f"line {number} is not valid JSON ({error.msg} at column {error.colno}); "
-                        "fix or remove that line"
-                    )
+            bad_line = first_bad_json_line(path)
+            if bad_line is not None:
+                return bad_line
         if field is not None and not (isinstance(whole, dict) and field in whole):
             keys = ", ".join(whole) if isinstance(whole, dict) else "none (not one JSON object)"
             return (

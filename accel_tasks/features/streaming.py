@@ -29,6 +29,8 @@ whose layout differs, since the same position would then mean other rows.
 from __future__ import annotations
 
 import json
+import os
+import traceback
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from accel_tasks import log
 from accel_tasks.config import RunConfig
+from accel_tasks.data.file_checks import first_bad_json_line
 from accel_tasks.data.mixing import describe_mix
 from accel_tasks.engines.deepspeed_config import world_size
 from accel_tasks.errors import ConfigError, first_line
@@ -99,6 +102,28 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     from pandas.errors import ParserError
 
     return (pyarrow.ArrowException, ParserError, UnicodeDecodeError, json.JSONDecodeError)
+
+
+def _raised_by_reader(exc: BaseException) -> bool:
+    """Whether ``exc`` came from inside datasets' file readers (e.g. pandas' JSON parser's ValueError on a bad
+    line), not from a recipe's own code, whose errors keep their traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return (
+        bool(frames)
+        and f"{os.sep}datasets{os.sep}" in frames[-1].filename
+        or any(f"{os.sep}datasets{os.sep}packaged_modules{os.sep}" in frame.filename for frame in frames)
+    )
+
+
+def _bad_row(source: str, exc: BaseException) -> str:
+    """The reader's complaint, named by the file's first bad line where the file is JSON lines: the reader's own
+    message counts rows of its current block and can point at a row that is fine."""
+    path = Path(source)
+    if path.suffix.lower() in (".jsonl", ".json") and path.is_file():
+        line = first_bad_json_line(path)
+        if line is not None:
+            return f"data.train_file {source!r} {line}"
+    return f"{type(exc).__name__}: {first_line(exc)}; fix or remove that row of the data"
 
 
 @dataclass
@@ -224,10 +249,12 @@ class StreamBatches:
                     row = next(rows)
                 except StopIteration:
                     break
-                except unreadable as exc:
+                except Exception as exc:
+                    if not isinstance(exc, unreadable) and not _raised_by_reader(exc):
+                        raise
                     raise ConfigError(
                         f"the train stream cannot be read on (pass {pass_number + 1}, after {self.batches} batches): "
-                        f"{type(exc).__name__}: {first_line(exc)}; fix or remove that row of the data"
+                        f"{_bad_row(self.layout.source, exc)}"
                     ) from None
                 empty = False
                 yield row

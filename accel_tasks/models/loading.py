@@ -134,6 +134,23 @@ def check_model_reference(name: str, what: str, fix: str) -> str:
     return name
 
 
+def check_tokenizer_reference(name: Optional[str]) -> None:
+    """model.tokenizer_name as given: an existing directory or a hub id. A name that looks like a path and is not
+    there was sent to the hub as an id, whose refusal ("Repo id must use alphanumeric chars") hid the cause."""
+    if not name:
+        return
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"model.tokenizer_name {name!r} is a file; pass the directory that holds the tokenizer")
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ConfigError(
+            f"model.tokenizer_name {name!r} does not exist (relative paths start from {Path.cwd()}); pass an existing "
+            "directory holding the tokenizer files, a hub id (org/name), or leave it unset to use the model's own"
+        )
+
+
 def resolve_model_source(model_cfg: ModelConfig, default_dir: Optional[Path]) -> str:
     """Where the model comes from; checked before anything heavy is loaded."""
     name = model_cfg.name_or_path

@@ -61,6 +61,10 @@ class SummarizationRecipe(Seq2SeqRecipe):
             required[summary] = "task.summary_column"
         return required
 
+    def string_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+        """Documents and summaries are text in every row: a null or a number is refused before the model loads."""
+        return self.required_columns(split, column_names)
+
     def has_references(self, dataset: datasets.Dataset) -> bool:
         try:
             return self.columns(dataset.column_names)[1] in dataset.column_names

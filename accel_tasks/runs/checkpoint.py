@@ -30,6 +30,7 @@ from accel_tasks.files import write_json
 from accel_tasks.manifest import has_manifest, manifest_problem, write_manifest
 from accel_tasks.models.adapters import is_peft_model
 from accel_tasks.models.loading import PEFT_CHECKPOINT_MARKER, RUN_CONFIG_FILE
+from accel_tasks.runs.disk import removed_if_disk_full
 
 if TYPE_CHECKING:
     import torch
@@ -159,6 +160,32 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
+    with removed_if_disk_full(tmp, f"checkpoint {final.name}", lambda: _last_complete(root)):
+        _write_checkpoint(accelerator, tmp, state, model, processor, run_config, write_extra)
+    if accelerator.is_main_process:
+        if final.exists():
+            _remove_checkpoint(final)
+        os.replace(tmp, final)
+        _apply_retention(root, retention.keep, retention.protect)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _last_complete(root: Path) -> str:
+    complete = complete_checkpoints(root)
+    return f"the last complete checkpoint is {complete[-1]}" if complete else "no complete checkpoint exists yet"
+
+
+def _write_checkpoint(
+    accelerator: Accelerator,
+    tmp: Path,
+    state: LoopState,
+    model: torch.nn.Module,
+    processor: PreTrainedTokenizerBase | ProcessorMixin,
+    run_config: str,
+    write_extra: Optional[Callable[[Path], None]],
+) -> None:
+    """Everything a checkpoint holds, into ``tmp``, the manifest last."""
     accelerator.save_state(str(tmp))
     # Every rank writes its own files (RNG state, ZeRO shards) and save_state ends without a barrier:
     # renaming the directory before the last rank is done loses its files (seen with 2 processes).
@@ -176,12 +203,6 @@ def save_checkpoint(
         if write_extra is not None:
             write_extra(tmp)
         write_manifest(tmp, kind="checkpoint", step=state.global_step)
-        if final.exists():
-            _remove_checkpoint(final)
-        os.replace(tmp, final)
-        _apply_retention(root, retention.keep, retention.protect)
-    accelerator.wait_for_everyone()
-    return final
 
 
 def load_checkpoint(

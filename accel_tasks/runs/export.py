@@ -25,6 +25,7 @@ from accel_tasks.engines.fsdp import is_sharded, without_tied_copies
 from accel_tasks.manifest import write_manifest
 from accel_tasks.models.adapters import EXPORT_ATTR, ExportPlan, is_peft_model, reloadable_base
 from accel_tasks.models.loading import BASE_SUBDIR, PEFT_PREFIX, RUN_CONFIG_FILE
+from accel_tasks.runs.disk import removed_if_disk_full
 
 if TYPE_CHECKING:
     import torch
@@ -58,9 +59,10 @@ def export_model(
     unwrapped = unwrap_model(accelerator, model)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        unwrapped.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
-        processor.save_pretrained(out_dir)
-        finish_export(out_dir, run_config)
+        with removed_if_disk_full(out_dir, f"the export {out_dir.name}", lambda: "the checkpoints are kept"):
+            unwrapped.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+            processor.save_pretrained(out_dir)
+            finish_export(out_dir, run_config)
     accelerator.wait_for_everyone()
 
 

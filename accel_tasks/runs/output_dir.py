@@ -35,6 +35,8 @@ RUN_ARTIFACTS = (
     "checkpoints",
     "model",
     "model_merged",
+    "model_avg",  # accel-tasks average (runs/average.py)
+    "model_avg_merged",
     "logs",
     CONFIG_FILE,
     "metrics.json",
@@ -178,6 +180,12 @@ def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool, mode: st
         return
     if marked and not holds_results(output_dir):
         return  # a run that failed before its first checkpoint: the retry reuses the directory
+    if not marked:
+        names = ", ".join(sorted(p.name for p in present)[:5]) + (", ..." if len(present) > 5 else "")
+        raise ConfigError(
+            f"output_dir {str(output_dir)!r} holds files no accel_tasks run wrote ({names}); a run writes only into "
+            "a new or empty folder or one of its own: pass another output_dir"
+        )
     if mode != "train":
         raise ConfigError(
             f"output_dir {str(output_dir)!r} already holds the results of an earlier {mode} run; pass another "

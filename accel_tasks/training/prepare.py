@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from accel_tasks import log
 from accel_tasks.config import RunConfig, run_splits, to_yaml
 from accel_tasks.data.raw import check_columns
+from accel_tasks.data.values import check_text_values, split_source
 from accel_tasks.engines.accelerator import is_deepspeed, optimizer_offloaded
 from accel_tasks.engines.compression import describe_compression
 from accel_tasks.engines.fsdp import fsdp_requested
@@ -47,8 +48,11 @@ logger = logging.getLogger("accel_tasks")
 
 
 def prepare_run(accelerator: Accelerator, plan: Plan) -> RunSession:
-    """Load the model (wrapped for peft.*), read the data, give the recipe the run's decisions (one RunContext,
-    ``Recipe.begin_run``), then check and preprocess every split the run needs.
+    """Read the data, give the recipe the run's decisions (one RunContext, ``Recipe.begin_run``) and check every
+    split's columns and text values, then load the model (wrapped for peft.*) and preprocess the splits.
+
+    The data comes first because nothing in it needs the model: a missing column or a null text is found in
+    seconds, not after a large model has loaded.
 
     The session's settings are the recipe's once the data is prepared: the resolved config plus what was decided
     at run time (``Recipe.decide``), and the precision the run's evals compute in (``eval.precision``, from the
@@ -58,13 +62,15 @@ def prepare_run(accelerator: Accelerator, plan: Plan) -> RunSession:
     cfg, recipe = plan.cfg, plan.recipe
     tf32 = set_tf32(accelerator.device.type, cfg.train.tf32)
     pad_to = pad_multiple(accelerator.mixed_precision)
-    model, processor = recipe.load_model()
-    model_settings = _model_settings(recipe, model) if cfg.mode != "train" else {}
-    model = wrap_model(model, cfg.peft, cfg.mode, recipe.peft_modules_to_save)
-    _describe_model(accelerator, cfg, model, tf32, pad_to)
     raw = recipe.load_data(run_splits(cfg))
     references = _references(recipe, raw, cfg)
-    recipe.begin_run(RunContext(pad_to_multiple_of=pad_to, with_references=references, model_settings=model_settings))
+    recipe.begin_run(RunContext(pad_to_multiple_of=pad_to, with_references=references))
+    check_raw_splits(recipe, raw, cfg)  # columns and text values: a bad row is found before the model loads
+    model, processor = recipe.load_model()
+    if cfg.mode != "train":
+        recipe.adopt_model_settings(_model_settings(recipe, model))
+    model = wrap_model(model, cfg.peft, cfg.mode, recipe.peft_modules_to_save)
+    _describe_model(accelerator, cfg, model, tf32, pad_to)
     data = _prepare_data(accelerator, recipe, raw, cfg)
     precision = run_precision(cfg, accelerator.mixed_precision, is_deepspeed(accelerator), fsdp_requested())
     settings = with_settings(recipe.cfg, {"eval.precision": precision})
@@ -107,10 +113,19 @@ def _references(recipe: Recipe, raw: Any, cfg: RunConfig) -> bool:
     return references
 
 
+def check_raw_splits(recipe: Recipe, raw: Any, cfg: RunConfig) -> None:
+    """Each split the run reads has the recipe's columns, and its text columns hold text in every row."""
+    for split in run_splits(cfg):
+        columns = raw[split].column_names
+        check_columns(raw[split], recipe.required_columns(split, columns), split)
+        check_text_values(raw[split], recipe.string_columns(split, columns), split_source(cfg.data, split))
+
+
 def _prepare_data(accelerator: Accelerator, recipe: Recipe, raw: Any, cfg: RunConfig) -> RunData:
     """Raw splits -> checked, prepared splits -> features (cached), or lazy streams for data.streaming."""
     features = {}
     for split in run_splits(cfg):
+        # Again: settings adopted from the trained model (eval-only) can name other columns.
         check_columns(raw[split], recipe.required_columns(split, raw[split].column_names), split)
         if is_stream(raw[split]):  # data.streaming: read, shuffled and tokenized on the fly, this process's share only
             raw[split] = recipe.prepare_stream(raw[split], split)
@@ -128,7 +143,7 @@ def _prepare_data(accelerator: Accelerator, recipe: Recipe, raw: Any, cfg: RunCo
 
 def _model_settings(recipe: Recipe, model: torch.nn.Module) -> dict[str, Any]:
     """Eval-only: what the trained model fixes (labels, vocabulary) and the task options say otherwise, each with a
-    line; it wins over the options (the recipe adopts it in begin_run)."""
+    line; it wins over the options (the recipe adopts it: adopt_model_settings)."""
     differ = {}
     for key, value in recipe.settings_from_model(model).items():
         current = getattr(recipe.options, key)

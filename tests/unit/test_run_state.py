@@ -81,8 +81,9 @@ def test_capped_lengths_are_decisions_saved_with_the_settings(capsys):
 def test_begin_run_is_the_one_way_in():
     recipe = recipe_for("recipe=summarization")
     assert (recipe.pad_to_multiple_of, recipe.with_references) == (None, True)
-    recipe.begin_run(RunContext(pad_to_multiple_of=8, with_references=False, model_settings={"max_target_length": 9}))
+    recipe.begin_run(RunContext(pad_to_multiple_of=8, with_references=False))
     assert (recipe.pad_to_multiple_of, recipe.with_references) == (8, False)
+    recipe.adopt_model_settings({"max_target_length": 9})  # eval-only: what the trained model fixes
     assert recipe.decisions == {"task.max_target_length": 9} and recipe.options.max_target_length == 9
     with pytest.raises(AttributeError):
         recipe.pad_to_multiple_of = 4  # read from the context, never set from outside

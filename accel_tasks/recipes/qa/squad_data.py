@@ -131,6 +131,11 @@ class SquadData:
             columns.pop("answers")
         return {column: f"task.{_COLUMN_OPTIONS[std]}" for std, column in columns.items()}
 
+    def string_columns(self, split: str, column_names: list[str]) -> dict[str, str]:
+        """Questions and contexts are text in every row (answers and ids have checks of their own: squad_rows)."""
+        options = self._column_options()
+        return {options[std]: f"task.{_COLUMN_OPTIONS[std]}" for std in ("question", "context")}
+
     def has_references(self, dataset: datasets.Dataset) -> bool:
         return self.options.answer_column in dataset.column_names
 
