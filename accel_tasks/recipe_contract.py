@@ -13,6 +13,7 @@ The loop calls the hooks in this order, and each hook may rely on what ran befor
     begin_run(context)               once: the run's decisions (RunContext: padding multiple, references)
     required_columns(split, cols)    checked against each raw split, before the model loads
     string_columns(split, cols)      their values checked (strings, no nulls), before the model loads
+    check_raw(dataset, split)        the task's own checks of a raw split that need no model (rows, languages)
     load_model()                     sets self.model and self.processor
     settings_from_model(model)       eval only: what the trained model fixes (labels, vocab) wins over options,
     adopt_model_settings(settings)   adopted as the recipe's decisions (columns are checked again after it)
@@ -275,6 +276,11 @@ class Recipe(ABC):
         checked before the model loads, and a null or a number there is refused with its rows named
         (data/values.py). Default: none; a recipe names the columns it tokenises as text."""
         return {}
+
+    def check_raw(self, dataset: datasets.Dataset, split: str) -> None:
+        """The task's own checks of a raw (map-style) split that need no model, run before the model loads: raise
+        ConfigError naming the rows. Pure: it decides and sets nothing (``prepare_raw`` does, after the model).
+        Default: none."""
 
     def has_references(self, dataset: datasets.Dataset) -> bool:
         """Whether a raw split carries what predictions are scored against; asked by mode=predict only.

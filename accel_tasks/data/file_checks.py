@@ -16,6 +16,7 @@ from typing import Optional
 from accel_tasks.errors import ConfigError
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
+PARQUET_MAGIC = b"PAR1"
 # Read in blocks of this many bytes: a file of any size is checked in constant memory.
 BLOCK_BYTES = 1 << 23
 
@@ -30,6 +31,22 @@ def check_file_path(path: Path, what: str) -> None:
     if not path.is_file():
         raise ConfigError(
             f"{what} {str(path)!r} does not exist; check the path (relative paths start from {Path.cwd()})"
+        )
+
+
+def check_parquet_file(path: Path, what: str) -> None:
+    """A .parquet file starts and ends with parquet's magic bytes (a JSON or CSV file renamed is not one)."""
+    if path.suffix.lower() != ".parquet":
+        return
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(size - 4, 0))
+        tail = handle.read(4)
+    if size < 12 or head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        raise ConfigError(
+            f"{what} {str(path)!r} is not a parquet file (no PAR1 magic bytes at its start and end); pass a parquet "
+            "file, or give the file the suffix of what it holds (.jsonl, .csv)"
         )
 
 

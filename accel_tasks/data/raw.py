@@ -9,12 +9,14 @@ through ``Recipe.read_data_file`` instead of loading files itself.
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from accel_tasks.config import SPLITS, DataConfig
 from accel_tasks.data.audio_columns import allow_undecoded_audio, undecoded_audio_columns
-from accel_tasks.data.file_checks import check_file_path, check_text_file, first_bad_json_line
+from accel_tasks.data.file_checks import check_file_path, check_parquet_file, check_text_file, first_bad_json_line
 from accel_tasks.data.mixing import RequiredColumns, check_sources, mix_train, without_mix
 from accel_tasks.errors import ConfigError, first_line
 
@@ -46,6 +48,7 @@ def check_data_files(data_cfg: DataConfig, splits: Iterable[str]) -> None:
             kinds = ", ".join(sorted(FILE_BUILDERS))
             raise ConfigError(f"data.{split}_file {path!r}: unsupported file type; use one of {kinds}")
         check_text_file(Path(path), f"data.{split}_file")
+        check_parquet_file(Path(path), f"data.{split}_file")
 
 
 def uses_files(data_cfg: DataConfig) -> bool:
@@ -160,9 +163,27 @@ def _load_file(path: str, what: str, field: Optional[str] = None, streaming: boo
     if field is not None and builder == "json":
         kwargs["field"] = field
     try:
-        return datasets.load_dataset(builder, data_files={"data": path}, split="data", streaming=streaming, **kwargs)
+        with datasets_errors_unlogged():
+            return datasets.load_dataset(
+                builder, data_files={"data": path}, split="data", streaming=streaming, **kwargs
+            )
     except Exception as exc:  # datasets wraps every parse failure (DatasetGenerationError, ArrowInvalid, ...)
         raise ConfigError(f"{what} {path!r} {_file_problem(Path(path), builder, field, exc)}") from None
+
+
+@contextmanager
+def datasets_errors_unlogged() -> Iterator[None]:
+    """datasets logs a reader's failure (``ERROR ... Failed to read ...``) before raising it, sometimes with a row
+    number of its block: the failure is reported once, in our line, so its log records are held back meanwhile."""
+    import datasets
+
+    library = datasets.utils.logging.get_logger("datasets")
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        library.setLevel(level)
 
 
 def _file_problem(path: Path, builder: str, field: Optional[str], exc: BaseException) -> str:
@@ -197,9 +218,10 @@ def _load_named(data_cfg: DataConfig, splits: tuple[str, ...], streamed: Iterabl
     loaded = {}
     for split, source_split in names.items():
         try:
-            loaded[split] = datasets.load_dataset(
-                data_cfg.name, data_cfg.config, split=source_split, streaming=split in streamed
-            )
+            with datasets_errors_unlogged():
+                loaded[split] = datasets.load_dataset(
+                    data_cfg.name, data_cfg.config, split=source_split, streaming=split in streamed
+                )
         except ValueError as exc:
             if "Unknown split" in str(exc) or "split" in str(exc).lower():
                 raise ConfigError(

@@ -226,6 +226,12 @@ class TranslationRecipe(Seq2SeqRecipe):
             )
         return super().prepare_raw(dataset, split)
 
+    def check_raw(self, dataset: datasets.Dataset, split: str) -> None:
+        """The languages checked against the translation column's rows before the model loads (prepare_raw
+        decides them, after the model: the language codes need its tokenizer)."""
+        if self.flat_columns(dataset.column_names) is None:
+            self.resolve_languages(dataset[self.options.translation_column], split)
+
     def text_columns(self, dataset: datasets.Dataset) -> dict[str, list]:
         """Only the columns holding texts, as lists (other columns may be large)."""
         opts = self.options
@@ -263,12 +269,19 @@ class TranslationRecipe(Seq2SeqRecipe):
                 )
             source, target = (given, others[0]) if target is None else (others[0], given)
             _report(f"task.source_lang={source} task.target_lang={target} (the two languages of the {column!r} column)")
+        read = f"its {len(rows)} rows" + (f" ({self._limit_setting(split)})" if self._limit_setting(split) else "")
         for side, lang in (("source", source), ("target", target)):
             if lang not in keys and (side == "source" or self.with_references):
                 raise ConfigError(
-                    f"task.{side}_lang={lang!r} is not a language of the {split} {column!r} column (it has: {have})"
+                    f"task.{side}_lang={lang!r} is not a language of the {split} {column!r} column: {read} have {have}"
                 )
         return {"task.source_lang": source, "task.target_lang": target}
+
+    def _limit_setting(self, split: str) -> str:
+        """'data.max_train_samples=2' where that setting cut this split (a message then says so), else ''."""
+        key = "max_train_samples" if split == "train" else "max_eval_samples"
+        limit = getattr(self.cfg.data, key)
+        return f"data.{key}={limit}" if limit is not None else ""
 
     def configure_model_inputs(self) -> None:
         """Language codes for mBART / NLLB / M2M100 tokenizers and the T5 prefix; once, after the languages are

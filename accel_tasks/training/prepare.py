@@ -114,11 +114,14 @@ def _references(recipe: Recipe, raw: Any, cfg: RunConfig) -> bool:
 
 
 def check_raw_splits(recipe: Recipe, raw: Any, cfg: RunConfig) -> None:
-    """Each split the run reads has the recipe's columns, and its text columns hold text in every row."""
+    """Each split the run reads has the recipe's columns, its text columns hold text in every row, and it passes
+    the recipe's own row checks (``check_raw``); streams are checked as they are read instead."""
     for split in run_splits(cfg):
         columns = raw[split].column_names
         check_columns(raw[split], recipe.required_columns(split, columns), split)
         check_text_values(raw[split], recipe.string_columns(split, columns), split_source(cfg.data, split))
+        if not is_stream(raw[split]):
+            recipe.check_raw(raw[split], split)
 
 
 def _prepare_data(accelerator: Accelerator, recipe: Recipe, raw: Any, cfg: RunConfig) -> RunData:

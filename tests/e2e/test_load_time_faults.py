@@ -55,6 +55,8 @@ def _files(work: Path) -> dict[str, Path]:
     mixed = _sample_rows(6)
     mixed[2]["document"], mixed[4]["document"] = None, 5
     _write_jsonl(work / "mixed.jsonl", mixed)
+    (work / "json_named.parquet").write_bytes(good.read_bytes())
+    (work / "broken.parquet").write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")  # magic bytes, no parquet inside
     no_summaries = [dict(row, summary=None) for row in _sample_rows(6)]
     _write_jsonl(work / "no_summaries.jsonl", no_summaries)
     return {"good": good}
@@ -72,6 +74,9 @@ DATA_CASES = [
         f"data.train_file 'latin1.jsonl' is not UTF-8 text: byte 0xe9 at line 4, column {LATIN1_COLUMN} cannot be "
         "decoded; save the file as UTF-8",
     ),
+    (["data.train_file=json_named.parquet"], "data.train_file 'json_named.parquet' is not a parquet file"),
+    # datasets logs its reader's failure as ERROR lines first: held back, so the line stands alone.
+    (["data.train_file=broken.parquet"], "data.train_file 'broken.parquet' cannot be read as parquet: "),
     (
         ["data.train_file=mixed.jsonl"],
         "the train data (data.train_file 'mixed.jsonl'): column 'document' (task.text_column) holds no text in 2 "
@@ -98,6 +103,21 @@ def test_a_null_question_in_squad_data_is_named_before_the_model_loads(tmp_path:
     args = ["recipe=extractive_qa", "data.train_file=qa.jsonl", "data.validation_file=qa.jsonl", "output_dir=out"]
     line = _refused_before_loading(run_cli(args, tmp_path), tmp_path)
     assert "column 'question' (task.question_column) holds no text in 1 of 6 rows: row 2 (null)" in line
+
+
+def test_a_bad_answer_start_and_a_wrong_language_are_found_before_the_model_loads(tmp_path: Path):
+    rows = [json.loads(line) for line in (REPO / "accel_tasks/samples/extractive_qa/train.jsonl").open()][:6]
+    rows[2]["answers"] = {"text": ["zzz"], "answer_start": [99999]}
+    _write_jsonl(tmp_path / "qa.jsonl", rows)
+    qa = ["recipe=extractive_qa", "data.train_file=qa.jsonl", "data.validation_file=qa.jsonl", "output_dir=out"]
+    line = _refused_before_loading(run_cli(qa, tmp_path), tmp_path)
+    assert "answer 'zzz' is not at answer_start=99999" in line and rows[2]["id"] in line, line
+    translation = ["recipe=translation", "task.target_lang=fr", "data.max_train_samples=2", "output_dir=out"]
+    line = _refused_before_loading(run_cli(translation, tmp_path), tmp_path)
+    assert (
+        "task.target_lang='fr' is not a language of the train 'translation' column: its 2 rows "
+        "(data.max_train_samples=2) have de, en" in line
+    ), line
 
 
 MESSAGE_CASES = [

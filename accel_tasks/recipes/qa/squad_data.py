@@ -140,6 +140,11 @@ class SquadData:
         return self.options.answer_column in dataset.column_names
 
     # -- rows -----------------------------------------------------------------------------------------------
+    def check_raw(self, dataset: datasets.Dataset, split: str) -> None:
+        """Every row's answers checked (answer_start inside the context, the text there, ids unique) before the
+        model loads; prepare_raw checks again on the renamed split it keeps."""
+        self.squad_rows(dataset, split)
+
     def squad_rows(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """The user's columns renamed to the standard ones, then bad rows refused with one error naming them all."""
         if not self.with_references:
