@@ -83,6 +83,7 @@ def test_errors_come_through_accelerate_launch_the_same_way(tmp_path: Path):
 def test_a_previous_run_is_never_silently_overwritten(tmp_path: Path):
     out = tmp_path / "out"
     out.mkdir()
+    (out / ".accel_tasks_run").write_text("{}\n")  # the marker: a run of ours wrote here
     (out / "metrics.json").write_text('{"keep": true}')
     line = one_error_line(run_cli(["recipe=summarization", "output_dir=out"], tmp_path))
     assert "already holds a previous run" in line and "train.overwrite_output_dir=true" in line

@@ -101,9 +101,8 @@ def test_a_streamed_mix_typed_on_the_command_line_counts_each_pass_and_resumes_e
     assert resumed_batches == whole_batches[2:]
     assert {s: v for s, v in logged_losses(whole, 4).items() if s > 2} == logged_losses(resumed, 4)
     assert same_weights(tmp_path)
-    other = run_cli(
-        ["recipe=summarization", *args, "data.mix_seed=7", "output_dir=b", "train.resume_from=latest"], tmp_path
-    )
+    spec, env = recording_recipe(tmp_path)  # the recipe that wrote the checkpoint: only the mix differs
+    other = run_cli([spec, *args, "data.mix_seed=7", "output_dir=b", "train.resume_from=latest"], tmp_path, env=env)
     line = one_error_line(other)
     assert "streamed with other settings (source 'mix(first_exhausted, seed 42)" in line and "seed 7)" in line
 

@@ -118,7 +118,10 @@ def data_dir(tmp_path: Path) -> Path:
             "data.train_file 'bad.jsonl' line 18 is not valid JSON (Expecting value at column 30); "
             "fix or remove that line",
         ),
-        (["data.train_file=empty.jsonl"], "data.train_file 'empty.jsonl' is empty; point it at a file with examples"),
+        (
+            ["data.train_file=empty.jsonl"],
+            "data.train_file 'empty.jsonl' is empty (no line holds any text); point it at a file with examples",
+        ),
         (["data.train_file=ok.jsonl", "data.field=rows"], "has no key 'rows' for data.field"),
         (
             ["data.name=EdinburghNLP/xsum", "data.train_file=null", "data.validation_file=null"],

@@ -220,31 +220,6 @@ def test_a_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
     assert "resumed from" in resumed.stdout.lower() or "step 4/4" in resumed.stdout
 
 
-@pytest.mark.slow
-def test_a_bad_line_deep_in_a_stream_is_named_by_its_line(tmp_path: Path):
-    """Past the stream's first read block (1 MiB): the reader's own message would count rows of its block."""
-    long_rows = [dict(row, document=(row["document"] + " ") * 400) for row in _sample_rows(8)]
-    body = "".join(json.dumps(row) + "\n" for row in long_rows * 5)  # 40 rows of ~40 KB: past 1 MiB
-    (tmp_path / "stream.jsonl").write_text(body + '{"document": "x", "summary": \n', encoding="utf-8")
-    _write_jsonl(tmp_path / "good.jsonl", _sample_rows(4))
-    args = [
-        "recipe=summarization",
-        "data.train_file=stream.jsonl",
-        "data.validation_file=good.jsonl",
-        "data.streaming=true",
-        "data.shuffle_buffer=0",
-        "task.max_source_length=8",
-        "train.batch_size=8",
-        "train.max_steps=40",
-        "train.eval_every=0",
-        "train.save_every=0",
-        "output_dir=out",
-    ]
-    line = one_error_line(run_cli(args, tmp_path), alone=False)
-    assert "the train stream cannot be read on (pass 1, after " in line
-    assert "data.train_file 'stream.jsonl' line 41 is not valid JSON (Expecting value at column 29)" in line
-
-
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -125,8 +125,9 @@ def test_a_bad_row_far_into_a_stream_is_one_line(tmp_path: Path):
         tmp_path,
     )
     line = one_error_line(result, alone=False)
-    assert "the train stream cannot be read on (pass 1, after 0 batches): ArrowInvalid: JSON parse error" in line, line
-    assert "fix or remove that row of the data" in line
+    # Named by its line in the file: the reader's own message counts rows of its block.
+    assert "the train stream cannot be read on (pass 1, after 0 batches): data.train_file " in line, line
+    assert "train.jsonl' line 201 is not valid JSON (Expecting value at column 29); fix or remove that line" in line
 
 
 # -- training from a stream -----------------------------------------------------------------------------
