@@ -1,5 +1,7 @@
 """The error contract, case by case: a bad input ends with exit 2 and one line naming the problem and the
-fix, no traceback, nothing written; checks that need no model run before it loads. Under ``accelerate
+fix, no traceback, nothing written; checks that need no model run before it loads. The cases run as forks of the
+warm test server (tests/forked_run.py: the CLI's code path and environment without seconds of imports each); the
+launcher's own part has tests of its own below. Under ``accelerate
 launch`` with 2 processes the line is printed once. ``ACCEL_TASKS_DEBUG=1`` shows the traceback."""
 
 from __future__ import annotations
@@ -65,16 +67,14 @@ def test_trainer_names_get_our_key(capsys, args, message):
 
 @pytest.mark.parametrize("args, message", BEFORE_LOADING, ids=[a[0] for a, _ in BEFORE_LOADING])
 def test_settings_that_cannot_work_fail_before_anything_loads(tmp_path: Path, args, message):
-    result = run_cli(["recipe=summarization", "output_dir=out", *args], tmp_path, launcher="python")
+    result = run_cli(["recipe=summarization", "output_dir=out", *args], tmp_path)
     assert message in one_error_line(result)
     assert "model:" not in result.stdout, "the model was loaded before the check"
     assert not (tmp_path / "out").exists()
 
 
 def test_a_metric_that_cannot_score_qa_spans_fails_before_training(tmp_path: Path):
-    line = one_error_line(
-        run_cli(["recipe=extractive_qa", "eval.metrics=[rouge]", "output_dir=out"], tmp_path, launcher="python")
-    )
+    line = one_error_line(run_cli(["recipe=extractive_qa", "eval.metrics=[rouge]", "output_dir=out"], tmp_path))
     assert "eval.metrics: rouge cannot score extractive_qa predictions" in line and "eval.metrics=[squad]" in line
 
 
@@ -88,7 +88,7 @@ def test_a_metric_that_cannot_score_qa_spans_fails_before_training(tmp_path: Pat
 )
 def test_a_plugin_that_fails_to_import_is_file_line_message(tmp_path: Path, source, message):
     (tmp_path / "mine.py").write_text(source)
-    assert message in one_error_line(run_cli(["recipe=mine.py:Mine", "output_dir=out"], tmp_path, launcher="python"))
+    assert message in one_error_line(run_cli(["recipe=mine.py:Mine", "output_dir=out"], tmp_path))
 
 
 # -- data and hub: found before training starts -------------------------------------------------------
@@ -136,7 +136,7 @@ def data_dir(tmp_path: Path) -> Path:
 )
 def test_data_and_hub_errors_are_one_line_before_training(data_dir: Path, args, message):
     base = ["recipe=summarization", "data.validation_file=ok.jsonl", "train.max_steps=2", "output_dir=out"]
-    line = one_error_line(run_cli([*base, *args], data_dir, launcher="python"), alone=False)
+    line = one_error_line(run_cli([*base, *args], data_dir), alone=False)
     assert message in line
     if "hub" in message or "cannot be loaded" in line or "cannot load" in line:
         assert "Hugging Face hub is unreachable" in line and (
