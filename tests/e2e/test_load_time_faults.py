@@ -10,6 +10,7 @@ checkpoint's weights file fail as a full disk does.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,20 @@ def test_a_bad_answer_start_and_a_wrong_language_are_found_before_the_model_load
         "task.target_lang='fr' is not a language of the train 'translation' column: its 2 rows "
         "(data.max_train_samples=2) have de, en" in line
     ), line
+
+
+def test_a_missing_or_unreadable_clip_is_found_before_the_model_loads(tmp_path: Path):
+    """Audio headers are read before the model (speech's check_raw); the window and decoder rules wait for it."""
+    sample = REPO / "accel_tasks" / "samples" / "speech_recognition"
+    shutil.copytree(sample / "audio", tmp_path / "audio")
+    (tmp_path / "audio" / "empty.flac").write_bytes(b"")
+    rows = [json.loads(line) for line in (sample / "train.jsonl").open()][:6]
+    _write_jsonl(tmp_path / "valid.jsonl", rows)
+    args = ["recipe=speech_recognition", "data.validation_file=valid.jsonl", "output_dir=out"]
+    for clip, message in (("missing.flac", "audio file not found"), ("empty.flac", "cannot decode audio")):
+        _write_jsonl(tmp_path / "train.jsonl", [dict(rows[0], audio=f"audio/{clip}"), *rows[1:]])
+        line = _refused_before_loading(run_cli([*args, "data.train_file=train.jsonl"], tmp_path), tmp_path)
+        assert f"row '{rows[0]['id']}': {message}" in line and clip in line, line
 
 
 MESSAGE_CASES = [

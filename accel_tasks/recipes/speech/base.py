@@ -312,6 +312,12 @@ class SpeechRecipe(Recipe):
         """How many label tokens the model's decoder takes (the row filter drops longer transcripts); None: any."""
         return None
 
+    def check_raw(self, dataset: datasets.Dataset, split: str) -> None:
+        """Every clip's header read before the model loads: a missing, unreadable or empty clip is one line now."""
+        from accel_tasks.recipes.speech.rows import check_clip_headers
+
+        check_clip_headers(dataset, self.columns(dataset[:COLUMN_PROBE_ROWS]), self.audio_base_dir(split), split)
+
     def prepare_raw(self, dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         """Check every clip and transcript cheaply (file headers, the text), then drop what the row filter drops."""
         from accel_tasks.recipes.speech.rawdata import ROW_COLUMN

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -224,3 +225,32 @@ def _judge_too_long(
             f"{report_as}: dropped {len(decoder)} of {len(codes)} rows whose transcript is longer than the decoder's "
             f"{limit} positions once tokenised (rows {shown_rows([ids[i] for i in decoder])})"
         )
+
+
+def check_clip_headers(dataset: Any, columns: SpeechColumns, base_dir: Optional[Path], split: str) -> None:
+    """Before the model loads: every clip's file header read, so a missing, unreadable or empty clip is one line
+    in seconds. Only what needs no model is judged here; the window, the decoder's limit and the normalised
+    transcripts (the model's feature extractor and tokenizer) wait for ``prepare_raw``, which reads the headers
+    again with the whole rule."""
+    if columns.id not in dataset.column_names:  # rows named by their index, as prepare_raw names them
+        dataset = dataset.add_column(columns.id, list(range(len(dataset))))
+    rule = RowRule(
+        columns=SpeechColumns(audio=columns.audio, text=None, id=columns.id),
+        transcript_normalizers=(),
+        base_dir=str(base_dir) if base_dir else None,
+        min_duration_s=None,
+        max_duration_s=None,
+        window_s=None,
+        drop_empty_transcripts=True,
+        sampling_rate=0,
+    )
+    verdicts = dataset.select_columns([columns.audio, columns.id]).map(
+        row_verdicts,
+        batched=True,
+        remove_columns=[columns.audio, columns.id],
+        fn_kwargs={"rule": rule},
+        keep_in_memory=True,
+        load_from_cache_file=False,
+        desc=f"reading {split} audio headers",
+    )[:]
+    judge_rows(dataset[columns.id], verdicts, rule, f"the {split} data", None)
