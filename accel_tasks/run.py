@@ -7,6 +7,7 @@ is reported as one line on stderr with exit status 2, before any model or data i
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -91,6 +92,11 @@ def _split_config_option(args: list[str]) -> tuple[list[str], Optional[str]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    # The caller's stop-signal handlers, given back at the end: a program (or a test) that calls main() and goes on
+    # keeps its own; the accel-tasks command ignores the signals again until its fast exit (entry).
+    from accel_tasks.training.guards import STOP_SIGNALS
+
+    callers_handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     args = list(argv) if argv is not None else sys.argv[1:]
     command, prog = cli, PROG
     if args and args[0] == "estimate-memory":
@@ -140,6 +146,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         ignore_stop_signals()
         release_after_error()
+        for sig, handler in callers_handlers.items():
+            signal.signal(sig, handler)
     return 0
 
 
@@ -151,6 +159,9 @@ def entry() -> None:
     """
     status = main()
     from accel_tasks.engines.teardown import exit_now, let_the_first_process_explain
+    from accel_tasks.training.guards import ignore_stop_signals
+
+    ignore_stop_signals()  # this process only exits now: a stop signal must not turn its ending into a traceback
 
     if status not in (0, Preempted.exit_code):
         # A preemption is the one failure not left to the first process: every process got the signal and

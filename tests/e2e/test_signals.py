@@ -85,3 +85,22 @@ def test_sigterm_while_loading_is_one_line_and_the_requeued_command_trains_from_
     requeued = check(run_cli(args, tmp_path, env={"HF_DATASETS_CACHE": str(tmp_path / "cache")}))
     assert "holds no complete checkpoint; training from the start" in requeued.stderr
     assert read_json(tmp_path / "job" / "metrics.json")["train_steps"] == 2
+
+
+def test_main_gives_the_callers_stop_signal_handlers_back():
+    """A program (or a test process that forks workers) calling main() keeps its own handlers: left ignored, its
+    forked children ignored SIGTERM too and could not be stopped."""
+    import signal
+
+    from accel_tasks.run import main
+
+    def handler(signum: int, frame: object) -> None:
+        return None
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    try:
+        assert main(["recipe=summarization", "learning_rate=1", "--print-config"]) == 2
+        assert all(signal.getsignal(sig) is handler for sig in previous)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
