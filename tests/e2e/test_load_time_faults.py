@@ -3,7 +3,8 @@ fix (exit 2, no traceback), found before the model loads where no model is neede
 
 The cases were found by a reliability sweep of what a new user types; the checks are in data/file_checks.py,
 data/values.py, evaluation/metric_checks.py, runs/compatibility.py, runs/output_dir.py and models/loading.py.
-The disk-full case (runs/disk.py) needs a real failing write: a file-size limit (``ulimit -f``) makes the
+Faults preflight finds go through the CLI's entry function in this process (``main(argv)``: nothing loads before
+them, so a process start would only add seconds); the others run as the CLI's own processes. The disk-full case (runs/disk.py) needs a real failing write: a file-size limit (``ulimit -f``) makes the
 checkpoint's weights file fail as a full disk does.
 """
 
@@ -44,6 +45,22 @@ def _refused_before_loading(result: subprocess.CompletedProcess, work: Path, out
 LATIN1_COLUMN = json.dumps(_sample_rows(4)[3]).index('"document": "') + len('"document": "caf') + 1
 
 
+def _preflight_line(args: list[str], work: Path, capsys, monkeypatch) -> str:
+    """A fault preflight finds, through the CLI's entry function in this process (no process start: preflight
+    loads nothing): its one error line, with nothing loaded and nothing written."""
+    from accel_tasks.run import main
+
+    monkeypatch.chdir(work)
+    before = sorted(p.name for p in work.iterdir())
+    capsys.readouterr()
+    status = main(args)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("accel-tasks: error: "), err
+    assert "model:" not in out and sorted(p.name for p in work.iterdir()) == before, "something loaded or was written"
+    return lines[0]
+
+
 def _files(work: Path) -> dict[str, Path]:
     """The data files the cases point at, each with one fault (and one good file)."""
     good = _write_jsonl(work / "good.jsonl", _sample_rows(8))
@@ -63,7 +80,7 @@ def _files(work: Path) -> dict[str, Path]:
     return {"good": good}
 
 
-DATA_CASES = [
+FILE_CASES = [
     (
         ["data.train_file=a_folder"],
         "data.train_file 'a_folder' is a directory, not a file; point it at one data file",
@@ -76,6 +93,17 @@ DATA_CASES = [
         "decoded; save the file as UTF-8",
     ),
     (["data.train_file=json_named.parquet"], "data.train_file 'json_named.parquet' is not a parquet file"),
+]
+
+
+@pytest.mark.parametrize("args, message", FILE_CASES, ids=[a[0] for a, _ in FILE_CASES])
+def test_data_file_faults_are_one_line_in_preflight(tmp_path: Path, capsys, monkeypatch, args, message):
+    _files(tmp_path)
+    base = ["recipe=summarization", "data.validation_file=good.jsonl", "output_dir=out"]
+    assert message in _preflight_line([*base, *args], tmp_path, capsys, monkeypatch)
+
+
+DATA_CASES = [
     # datasets logs its reader's failure as ERROR lines first: held back, so the line stands alone.
     (["data.train_file=broken.parquet"], "data.train_file 'broken.parquet' cannot be read as parquet: "),
     (
@@ -154,27 +182,24 @@ MESSAGE_CASES = [
 
 
 @pytest.mark.parametrize("args, message", MESSAGE_CASES, ids=[a[-1] for a, _ in MESSAGE_CASES])
-def test_misleading_messages_now_name_the_real_cause(tmp_path: Path, args, message):
+def test_misleading_messages_now_name_the_real_cause(tmp_path: Path, capsys, monkeypatch, args, message):
     (tmp_path / "a_folder").mkdir()
-    result = run_cli(["recipe=summarization", "output_dir=out", *args], tmp_path)
-    line = one_error_line(result)
+    line = _preflight_line(["recipe=summarization", "output_dir=out", *args], tmp_path, capsys, monkeypatch)
     assert message in line, line
-    assert "model:" not in result.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder"], "something was written"
 
 
-def test_a_folder_of_user_files_is_not_called_a_previous_run_and_is_left_alone(tmp_path: Path):
+def test_a_folder_of_user_files_is_not_called_a_previous_run_and_is_left_alone(tmp_path: Path, capsys, monkeypatch):
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("mine\n")
     for extra in ([], ["train.overwrite_output_dir=true"]):
-        line = one_error_line(run_cli(["recipe=summarization", "output_dir=mine", *extra], tmp_path))
+        line = _preflight_line(["recipe=summarization", "output_dir=mine", *extra], tmp_path, capsys, monkeypatch)
         assert "holds files no accel_tasks run wrote" in line and "previous run" not in line, line
         assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]
 
 
 def test_a_model_or_checkpoint_of_another_recipe_or_architecture_is_refused_before_loading(
-    tmp_path: Path, shared_summarization_run
+    tmp_path: Path, shared_summarization_run, capsys, monkeypatch
 ):
     run = shared_summarization_run.output_dir
     checkpoint = next((run / "checkpoints").glob("step_*"))
@@ -196,7 +221,7 @@ def test_a_model_or_checkpoint_of_another_recipe_or_architecture_is_refused_befo
         ),
     ]
     for args, message in cases:
-        assert message in _refused_before_loading(run_cli([*args, "output_dir=out"], tmp_path), tmp_path)
+        assert message in _preflight_line([*args, "output_dir=out"], tmp_path, capsys, monkeypatch)
     assert sorted(p.name for p in run.rglob("*")) == before
 
 
