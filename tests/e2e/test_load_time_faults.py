@@ -4,8 +4,9 @@ fix (exit 2, no traceback), found before the model loads where no model is neede
 The cases were found by a reliability sweep of what a new user types; the checks are in data/file_checks.py,
 data/values.py, evaluation/metric_checks.py, runs/compatibility.py, runs/output_dir.py and models/loading.py.
 Faults preflight finds go through the CLI's entry function in this process (``main(argv)``: nothing loads before
-them, so a process start would only add seconds); the others run as the CLI's own processes. The disk-full case (runs/disk.py) needs a real failing write: a file-size limit (``ulimit -f``) makes the
-checkpoint's weights file fail as a full disk does.
+them, so a process start would only add seconds); the others run as the CLI's own processes. The disk-full case
+(runs/disk.py) needs a real failing write: a file-size limit (``ulimit -f``) makes the checkpoint's weights file
+fail as a full disk does.
 """
 
 from __future__ import annotations
