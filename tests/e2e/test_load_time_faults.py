@@ -261,6 +261,7 @@ def test_a_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
     assert "resumed from" in resumed.stdout.lower() or "step 4/4" in resumed.stdout
 
 
+@pytest.mark.slow  # two processes each: in make test, out of the everyday loop
 @pytest.mark.parametrize(
     "args, message",
     [
